@@ -1,0 +1,511 @@
+//! The QUIC client: connection cache, token-aware routing and failover.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::proto::{ErrorKind, Level, Request, Response, RingInfo, StatusInfo, ValueReply};
+use crate::tls::{self, TlsError};
+use crate::wire::{self, WireError, DEFAULT_MAX_FRAME};
+
+/// How long a node that failed to connect is skipped before it is tried again first.
+const DOWN_BACKOFF: Duration = Duration::from_secs(5);
+/// How old routing information may get before the next request refreshes it.
+const RING_REFRESH: Duration = Duration::from_secs(10);
+
+/// Client settings, usually read from a `client.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Seed nodes, as `host:port`.
+    pub addresses: Vec<String>,
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This client's certificate (PEM), issued by the cluster CA.
+    pub cert: PathBuf,
+    /// This client's private key (PEM).
+    pub key: PathBuf,
+    /// Deadline for one request, e.g. `"10s"`.
+    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Deadline for establishing a connection to one node, e.g. `"1s"`.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_millis(1500)
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl ClientConfig {
+    /// Reads a client config; relative file paths are taken from the config's folder.
+    pub fn load(path: &Path) -> Result<ClientConfig, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut cfg: ClientConfig = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if cfg.addresses.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: addresses: at least one node address is needed",
+                path.display()
+            )));
+        }
+        Ok(cfg)
+    }
+}
+
+/// What went wrong with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("client config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("no node reachable: {0}")]
+    Unavailable(String),
+    #[error("request timed out after {0:?}; it may or may not have been applied")]
+    Timeout(Duration),
+    #[error("{message}")]
+    Quorum {
+        needed: u32,
+        answered: u32,
+        message: String,
+    },
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("node overloaded: {0}")]
+    Overloaded(String),
+    #[error("node error: {0}")]
+    Server(String),
+    #[error("protocol error: {0}")]
+    Protocol(#[from] WireError),
+    #[error("invalid causal context: {0}")]
+    InvalidContext(String),
+    #[error("unexpected response from node: {0}")]
+    Unexpected(String),
+}
+
+/// The opaque causal context of a read. Pass it back with a write to replace what was read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CausalContext(Vec<u8>);
+
+impl CausalContext {
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        CausalContext(bytes)
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for CausalContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.0))
+    }
+}
+
+impl FromStr for CausalContext {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim())
+            .map(CausalContext)
+            .map_err(|e| Error::InvalidContext(e.to_string()))
+    }
+}
+
+/// The result of a read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetResult {
+    /// Whether any live value exists.
+    pub found: bool,
+    /// One entry per sibling; more than one means concurrent writes to resolve.
+    pub values: Vec<Vec<u8>>,
+    /// Pass this back with the next put or delete of the key.
+    pub context: CausalContext,
+}
+
+/// A client connected to a Chorus cluster.
+///
+/// ```no_run
+/// use chorus_client::{Client, ClientConfig, Level};
+/// # async fn demo() -> Result<(), chorus_client::Error> {
+/// let client = Client::connect(ClientConfig::load("cluster/client.toml".as_ref())?).await?;
+/// client.put("users", "ada", b"engineer".to_vec(), None, Level::All).await?;
+/// let read = client.get("users", "ada", Level::Quorum).await?;
+/// assert_eq!(read.values, vec![b"engineer".to_vec()]);
+/// // Replace what was read: the context says which versions the new value supersedes.
+/// client.put("users", "ada", b"mathematician".to_vec(), Some(&read.context), Level::Quorum).await?;
+/// let read = client.get("users", "ada", Level::One).await?;
+/// client.delete("users", "ada", Some(&read.context), Level::Quorum).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    quic: quinn::ClientConfig,
+    seeds: Vec<SocketAddr>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    down: Mutex<HashMap<SocketAddr, Instant>>,
+    routing: Mutex<Option<(Arc<RingInfo>, Instant)>>,
+}
+
+/// Failure of one attempt against one node, and whether another node may be tried.
+enum Attempt {
+    /// Nothing reached the node; trying the next one is safe.
+    NotSent(String),
+    /// The request may have been applied.
+    Failed(Error),
+}
+
+impl Client {
+    /// Connects to the cluster and learns its ring.
+    pub async fn connect(cfg: ClientConfig) -> Result<Client, Error> {
+        let roots = tls::roots(&cfg.ca)?;
+        let certs = tls::load_certs(&cfg.cert)?;
+        let key = tls::load_key(&cfg.key)?;
+        let crypto = tls::client_crypto(roots, certs, key, crate::proto::ALPN_CLIENT)?;
+        let mut quic = tls::quinn_client(crypto)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        transport.max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(10))
+                .map_err(|e| Error::Config(e.to_string()))?,
+        ));
+        quic.transport_config(Arc::new(transport));
+
+        let mut seeds = Vec::new();
+        for a in &cfg.addresses {
+            let resolved = a
+                .to_socket_addrs()
+                .map_err(|e| Error::Config(format!("addresses: cannot resolve {a:?}: {e}")))?;
+            seeds.extend(resolved);
+        }
+        if seeds.is_empty() {
+            return Err(Error::Config("addresses: no usable address".into()));
+        }
+        let bind: SocketAddr = if seeds[0].is_ipv6() {
+            "[::]:0".parse().map_err(|_| Error::Config("bind".into()))?
+        } else {
+            "0.0.0.0:0".parse().map_err(|_| Error::Config("bind".into()))?
+        };
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| Error::Config(format!("cannot open a UDP socket: {e}")))?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                endpoint,
+                quic,
+                seeds,
+                timeout: cfg.timeout,
+                connect_timeout: cfg.connect_timeout,
+                conns: Mutex::new(HashMap::new()),
+                down: Mutex::new(HashMap::new()),
+                routing: Mutex::new(None),
+            }),
+        };
+        client.refresh_ring().await?;
+        Ok(client)
+    }
+
+    /// Reads a key with read consistency `r`.
+    pub async fn get(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        r: Level,
+    ) -> Result<GetResult, Error> {
+        let (bucket, key) = (bucket.as_ref().to_vec(), key.as_ref().to_vec());
+        let targets = self.targets_for(&bucket, &key).await;
+        let req = Request::Get { bucket, key, r };
+        match self.call(&targets, &req).await? {
+            Response::Value(ValueReply {
+                found,
+                values,
+                context,
+            }) => Ok(GetResult {
+                found,
+                values: values.into_iter().map(|v| v.into_vec()).collect(),
+                context: CausalContext(context),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes a value with write consistency `w`. With the context of an earlier read, the
+    /// write replaces the versions that read saw; without one, it is added next to any
+    /// existing values as a sibling. Returns the context of the new version.
+    pub async fn put(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        value: Vec<u8>,
+        context: Option<&CausalContext>,
+        w: Level,
+    ) -> Result<CausalContext, Error> {
+        let (bucket, key) = (bucket.as_ref().to_vec(), key.as_ref().to_vec());
+        let targets = self.targets_for(&bucket, &key).await;
+        let req = Request::Put {
+            bucket,
+            key,
+            value,
+            context: context.map(|c| c.0.clone()).unwrap_or_default(),
+            w,
+        };
+        written(self.call(&targets, &req).await?)
+    }
+
+    /// Deletes the versions that `context` saw, with write consistency `w`.
+    pub async fn delete(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        context: Option<&CausalContext>,
+        w: Level,
+    ) -> Result<CausalContext, Error> {
+        let (bucket, key) = (bucket.as_ref().to_vec(), key.as_ref().to_vec());
+        let targets = self.targets_for(&bucket, &key).await;
+        let req = Request::Delete {
+            bucket,
+            key,
+            context: context.map(|c| c.0.clone()).unwrap_or_default(),
+            w,
+        };
+        written(self.call(&targets, &req).await?)
+    }
+
+    /// The cluster as the first reachable node sees it.
+    pub async fn status(&self) -> Result<StatusInfo, Error> {
+        let targets = self.all_targets().await;
+        match self.call(&targets, &Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Fetches the ring and member addresses from the first reachable node.
+    pub async fn refresh_ring(&self) -> Result<Arc<RingInfo>, Error> {
+        let targets = self.all_targets().await;
+        match self.call(&targets, &Request::Ring).await? {
+            Response::Ring(info) => {
+                let info = Arc::new(info);
+                *lock(&self.inner.routing) = Some((info.clone(), Instant::now()));
+                Ok(info)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The routing information currently in use.
+    pub fn ring(&self) -> Option<Arc<RingInfo>> {
+        lock(&self.inner.routing).as_ref().map(|(r, _)| r.clone())
+    }
+
+    async fn routing(&self) -> Option<Arc<RingInfo>> {
+        let current = lock(&self.inner.routing).clone();
+        match current {
+            Some((info, at)) if at.elapsed() < RING_REFRESH => Some(info),
+            stale => match self.refresh_ring().await {
+                Ok(info) => Some(info),
+                Err(_) => stale.map(|(info, _)| info),
+            },
+        }
+    }
+
+    /// Preference-list nodes first (token-aware), then every other known node.
+    async fn targets_for(&self, bucket: &[u8], key: &[u8]) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        if let Some(info) = self.routing().await {
+            let p = info.ring.partition_of(bucket, key);
+            let order = info.ring.order(p);
+            // Replicas the cluster reports down go after every live node.
+            let (live, down): (Vec<&str>, Vec<&str>) =
+                order.into_iter().partition(|id| !info.down.iter().any(|d| d == id));
+            for id in live.into_iter().chain(down) {
+                if let Some(addr) = info.address_of(id).and_then(resolve) {
+                    push_unique(&mut out, addr);
+                }
+            }
+        }
+        for s in &self.inner.seeds {
+            push_unique(&mut out, *s);
+        }
+        out
+    }
+
+    async fn all_targets(&self) -> Vec<SocketAddr> {
+        let mut out = self.inner.seeds.clone();
+        if let Some((info, _)) = lock(&self.inner.routing).clone() {
+            for (_, a) in &info.addresses {
+                if let Some(addr) = resolve(a) {
+                    push_unique(&mut out, addr);
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends `req` to the first target that takes it. Nodes that recently failed go last.
+    async fn call(&self, targets: &[SocketAddr], req: &Request) -> Result<Response, Error> {
+        let mut ordered: Vec<SocketAddr> = Vec::with_capacity(targets.len());
+        let mut later = Vec::new();
+        {
+            let down = lock(&self.inner.down);
+            for t in targets {
+                match down.get(t) {
+                    Some(at) if at.elapsed() < DOWN_BACKOFF => later.push(*t),
+                    _ => ordered.push(*t),
+                }
+            }
+        }
+        ordered.extend(later);
+        let mut failures = Vec::new();
+        for addr in ordered {
+            match self.attempt(addr, req).await {
+                Ok(resp) => {
+                    lock(&self.inner.down).remove(&addr);
+                    return into_result(resp);
+                }
+                Err(Attempt::NotSent(why)) => {
+                    tracing::debug!(%addr, %why, "node unreachable, trying the next");
+                    lock(&self.inner.down).insert(addr, Instant::now());
+                    lock(&self.inner.conns).remove(&addr);
+                    failures.push(format!("{addr}: {why}"));
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+        Err(Error::Unavailable(failures.join("; ")))
+    }
+
+    async fn attempt(&self, addr: SocketAddr, req: &Request) -> Result<Response, Attempt> {
+        let conn = self.connection(addr).await.map_err(Attempt::NotSent)?;
+        let (mut send, mut recv) = match conn.open_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                lock(&self.inner.conns).remove(&addr);
+                return Err(Attempt::NotSent(e.to_string()));
+            }
+        };
+        let frame = wire::encode(req, 0).map_err(|e| Attempt::Failed(e.into()))?;
+        let timeout = self.inner.timeout;
+        let exchange = async {
+            send.write_all(&frame)
+                .await
+                .map_err(|e| WireError::Io(e.into()))?;
+            let _ = send.finish();
+            let (resp, _): (Response, u64) = wire::read_frame(&mut recv, DEFAULT_MAX_FRAME).await?;
+            Ok::<_, WireError>(resp)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(Attempt::Failed(Error::Protocol(e))),
+            Err(_) => Err(Attempt::Failed(Error::Timeout(timeout))),
+        }
+    }
+
+    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, String> {
+        if let Some(c) = lock(&self.inner.conns).get(&addr) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let connecting = self
+            .inner
+            .endpoint
+            .connect_with(self.inner.quic.clone(), addr, tls::NODE_NAME)
+            .map_err(|e| e.to_string())?;
+        let conn = tokio::time::timeout(self.inner.connect_timeout, connecting)
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.inner.connect_timeout))?
+            .map_err(|e| e.to_string())?;
+        lock(&self.inner.conns).insert(addr, conn.clone());
+        Ok(conn)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"client closed");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks can't leave their maps inconsistent, so go on.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn resolve(a: &str) -> Option<SocketAddr> {
+    a.to_socket_addrs().ok()?.next()
+}
+
+fn push_unique(v: &mut Vec<SocketAddr>, a: SocketAddr) {
+    if !v.contains(&a) {
+        v.push(a);
+    }
+}
+
+fn into_result(resp: Response) -> Result<Response, Error> {
+    match resp {
+        Response::Error(e) => Err(match e.kind {
+            ErrorKind::Quorum { needed, answered } => Error::Quorum {
+                needed,
+                answered,
+                message: e.message,
+            },
+            ErrorKind::TooLarge => Error::TooLarge(e.message),
+            ErrorKind::BadRequest => Error::BadRequest(e.message),
+            ErrorKind::Overloaded => Error::Overloaded(e.message),
+            ErrorKind::Internal => Error::Server(e.message),
+        }),
+        other => Ok(other),
+    }
+}
+
+fn written(resp: Response) -> Result<CausalContext, Error> {
+    match resp {
+        Response::Written { context } => Ok(CausalContext(context)),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(resp: Response) -> Error {
+    Error::Unexpected(format!("{resp:?}").chars().take(200).collect())
+}

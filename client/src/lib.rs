@@ -1,0 +1,17 @@
+//! Client library for Chorus, a leaderless replicated key-value store.
+//!
+//! A [`Client`] connects over QUIC with mutual TLS, learns the cluster's ring and sends each
+//! request straight to a node in the key's preference list, failing over to the next one
+//! when a node is unreachable. Every call takes its own consistency [`Level`]: `One`,
+//! `Quorum`, `All` or an explicit count.
+//!
+//! Reads return every concurrent value (siblings) with an opaque [`CausalContext`]; pass
+//! that context back with the next write to replace what was read.
+
+pub mod client;
+pub mod proto;
+pub mod tls;
+pub mod wire;
+
+pub use client::{CausalContext, Client, ClientConfig, Error, GetResult};
+pub use proto::{Level, LevelError};

@@ -1,0 +1,250 @@
+//! Client protocol messages: what a client sends to any node and what it gets back.
+//!
+//! Every message travels inside a [`crate::wire`] frame that carries the protocol version.
+//! Fields are encoded by name (msgpack maps), so later versions can add optional fields
+//! without breaking older peers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// ALPN protocol id for client connections.
+pub const ALPN_CLIENT: &[u8] = b"chorus-client/1";
+/// ALPN protocol id for node-to-node connections.
+pub const ALPN_PEER: &[u8] = b"chorus-peer/1";
+
+/// Per-request consistency level: how many replicas must answer (R) or acknowledge (W).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Level {
+    /// One replica.
+    One,
+    /// A majority of the N replicas: `N / 2 + 1`.
+    #[default]
+    Quorum,
+    /// Every one of the N replicas.
+    All,
+    /// An explicit count from 1 to N.
+    Count(u32),
+}
+
+impl Level {
+    /// The replica count this level asks for when a bucket has `n` replicas.
+    pub fn resolve(self, n: usize) -> Result<usize, LevelError> {
+        let needed = match self {
+            Level::One => 1,
+            Level::Quorum => n / 2 + 1,
+            Level::All => n,
+            Level::Count(c) => c as usize,
+        };
+        if needed == 0 || needed > n {
+            return Err(LevelError::OutOfRange { level: self, n });
+        }
+        Ok(needed)
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Level::One => f.write_str("one"),
+            Level::Quorum => f.write_str("quorum"),
+            Level::All => f.write_str("all"),
+            Level::Count(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+/// A consistency level that can't be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LevelError {
+    #[error("invalid consistency level {0:?}: expected one, quorum, all or a number")]
+    Parse(String),
+    #[error("consistency level {level} is out of range for N={n} (allowed: 1 to {n})")]
+    OutOfRange { level: Level, n: usize },
+}
+
+impl FromStr for Level {
+    type Err = LevelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "one" => Ok(Level::One),
+            "quorum" => Ok(Level::Quorum),
+            "all" => Ok(Level::All),
+            other => other
+                .parse::<u32>()
+                .ok()
+                .filter(|c| *c > 0)
+                .map(Level::Count)
+                .ok_or_else(|| LevelError::Parse(s.to_string())),
+        }
+    }
+}
+
+/// A request from a client to any node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Get {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        r: Level,
+    },
+    Put {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// Opaque causal context from an earlier read; empty when the client has none.
+        #[serde(with = "serde_bytes")]
+        context: Vec<u8>,
+        w: Level,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        context: Vec<u8>,
+        w: Level,
+    },
+    /// The ring and member addresses, for token-aware routing.
+    Ring,
+    /// The cluster as the contacted node sees it.
+    Status,
+}
+
+/// A node's answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Value(ValueReply),
+    /// A put or delete reached its W; carries the context of the written version.
+    Written {
+        #[serde(with = "serde_bytes")]
+        context: Vec<u8>,
+    },
+    Ring(RingInfo),
+    Status(StatusInfo),
+    Error(ErrorReply),
+}
+
+/// The result of a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueReply {
+    pub found: bool,
+    /// One entry per live sibling.
+    pub values: Vec<serde_bytes::ByteBuf>,
+    #[serde(with = "serde_bytes")]
+    pub context: Vec<u8>,
+}
+
+/// What a client needs for token-aware routing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingInfo {
+    pub ring: chorus_ring::Ring,
+    /// Node id and its client address.
+    pub addresses: Vec<(String, String)>,
+    /// N for buckets without their own setting.
+    pub default_n: usize,
+    /// Buckets with their own N.
+    pub bucket_n: Vec<(String, usize)>,
+    /// Nodes the answering node believes down; clients try them last.
+    #[serde(default)]
+    pub down: Vec<String>,
+}
+
+impl RingInfo {
+    /// N for a bucket.
+    pub fn n_for(&self, bucket: &[u8]) -> usize {
+        self.bucket_n
+            .iter()
+            .find(|(b, _)| b.as_bytes() == bucket)
+            .map(|(_, n)| *n)
+            .unwrap_or(self.default_n)
+    }
+
+    /// The address of a node, if known.
+    pub fn address_of(&self, id: &str) -> Option<&str> {
+        self.addresses
+            .iter()
+            .find(|(n, _)| n == id)
+            .map(|(_, a)| a.as_str())
+    }
+}
+
+/// One node as seen by the contacted node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub address: String,
+    pub zone: Option<String>,
+    /// `up` or `down`.
+    pub status: String,
+    /// Partitions for which this node is in the preference list (default N).
+    pub partitions: usize,
+}
+
+/// The cluster as one node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The node that answered.
+    pub node: String,
+    pub ring_version: u64,
+    pub partitions: u32,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// Why a request failed, as told by the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// R or W could not be met before the deadline.
+    Quorum { needed: u32, answered: u32 },
+    /// Key or value over the node's limit.
+    TooLarge,
+    /// The request was malformed or asked for something impossible.
+    BadRequest,
+    /// The node is shedding load.
+    Overloaded,
+    /// Something failed inside the node.
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Response {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+        Response::Error(ErrorReply {
+            kind,
+            message: message.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_and_resolve() {
+        assert_eq!("one".parse::<Level>(), Ok(Level::One));
+        assert_eq!("QUORUM".parse::<Level>(), Ok(Level::Quorum));
+        assert_eq!("all".parse::<Level>(), Ok(Level::All));
+        assert_eq!("2".parse::<Level>(), Ok(Level::Count(2)));
+        assert!("0".parse::<Level>().is_err());
+        assert!("most".parse::<Level>().is_err());
+        assert_eq!(Level::Quorum.resolve(3), Ok(2));
+        assert_eq!(Level::Quorum.resolve(4), Ok(3));
+        assert_eq!(Level::Quorum.resolve(1), Ok(1));
+        assert_eq!(Level::All.resolve(5), Ok(5));
+        assert_eq!(Level::Count(3).resolve(3), Ok(3));
+        assert!(Level::Count(4).resolve(3).is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! Framing shared by clients and nodes: a `u32` big-endian length, then a msgpack body.
+//!
+//! The body is an [`Envelope`] that carries the protocol version next to the message, so a
+//! peer speaking a version we don't know is refused with a clear error instead of a
+//! misparse. One request and one response travel per QUIC bidirectional stream.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default cap on one frame. A value may be 8 MiB by default, and a read can return several
+/// siblings, so responses get more room than the value limit.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u16,
+    /// Trace id, carried across nodes so one request's spans can be joined.
+    #[serde(default)]
+    trace: u64,
+    body: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u16,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("peer speaks protocol version {0}, this build speaks {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("malformed frame: {0}")]
+    Decode(String),
+    #[error("could not encode frame: {0}")]
+    Encode(String),
+    #[error("stream closed before a complete frame arrived")]
+    Truncated,
+    #[error("i/o error on stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes one message as a complete frame (length prefix included).
+pub fn encode<T: Serialize>(msg: &T, trace: u64) -> Result<Vec<u8>, WireError> {
+    let env = Envelope {
+        v: PROTOCOL_VERSION,
+        trace,
+        body: msg,
+    };
+    let mut buf = vec![0u8; 4];
+    rmp_serde::encode::write_named(&mut buf, &env).map_err(|e| WireError::Encode(e.to_string()))?;
+    let len = buf.len() - 4;
+    let len32 = u32::try_from(len).map_err(|_| WireError::TooLarge {
+        size: len,
+        limit: u32::MAX as usize,
+    })?;
+    buf[..4].copy_from_slice(&len32.to_be_bytes());
+    Ok(buf)
+}
+
+/// Decodes a frame body (without the length prefix). Returns the message and trace id.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<(T, u64), WireError> {
+    match rmp_serde::from_slice::<Envelope<T>>(body) {
+        Ok(env) if env.v == PROTOCOL_VERSION => Ok((env.body, env.trace)),
+        Ok(env) => Err(WireError::Version(env.v)),
+        Err(e) => {
+            // Tell a version mismatch apart from garbage: the body may be a newer shape.
+            if let Ok(v) = rmp_serde::from_slice::<VersionOnly>(body) {
+                if v.v != PROTOCOL_VERSION {
+                    return Err(WireError::Version(v.v));
+                }
+            }
+            Err(WireError::Decode(e.to_string()))
+        }
+    }
+}
+
+/// Writes one frame.
+pub async fn write_frame<W, T>(w: &mut W, msg: &T, trace: u64) -> Result<(), WireError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let buf = encode(msg, trace)?;
+    w.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Reads the length prefix and body of one frame, refusing frames over `max` bytes before
+/// reading their body.
+pub async fn read_frame_bytes<R>(r: &mut R, max: usize) -> Result<Vec<u8>, WireError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await.map_err(eof_is_truncated)?;
+    let size = u32::from_be_bytes(len) as usize;
+    if size > max {
+        return Err(WireError::TooLarge { size, limit: max });
+    }
+    let mut body = vec![0u8; size];
+    r.read_exact(&mut body).await.map_err(eof_is_truncated)?;
+    Ok(body)
+}
+
+/// Reads and decodes one frame.
+pub async fn read_frame<R, T>(r: &mut R, max: usize) -> Result<(T, u64), WireError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let body = read_frame_bytes(r, max).await?;
+    decode(&body)
+}
+
+fn eof_is_truncated(e: std::io::Error) -> WireError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        WireError::Truncated
+    } else {
+        WireError::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Level, Request};
+
+    #[tokio::test]
+    async fn round_trip_and_limits() {
+        let req = Request::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            r: Level::All,
+        };
+        let frame = encode(&req, 7).expect("encode");
+        let mut rd = &frame[..];
+        let (back, trace): (Request, u64) = read_frame(&mut rd, 1024).await.expect("decode");
+        assert_eq!(back, req);
+        assert_eq!(trace, 7);
+
+        let mut rd = &frame[..];
+        let err = read_frame::<_, Request>(&mut rd, 4).await.unwrap_err();
+        assert!(matches!(err, WireError::TooLarge { .. }), "{err}");
+
+        let mut rd = &frame[..frame.len() - 1];
+        let err = read_frame::<_, Request>(&mut rd, 1024).await.unwrap_err();
+        assert!(matches!(err, WireError::Truncated), "{err}");
+
+        let garbage = [0u8, 0, 0, 3, 0xc1, 0xff, 0x00];
+        let mut rd = &garbage[..];
+        let err = read_frame::<_, Request>(&mut rd, 1024).await.unwrap_err();
+        assert!(matches!(err, WireError::Decode(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn other_version_is_named() {
+        let env = Envelope {
+            v: 99,
+            trace: 0,
+            body: "x",
+        };
+        let body = rmp_serde::to_vec_named(&env).expect("encode");
+        let err = decode::<Request>(&body).unwrap_err();
+        assert!(matches!(err, WireError::Version(99)), "{err}");
+    }
+}

@@ -1,0 +1,327 @@
+//! The `chorus` command line: server, local dev cluster, client and admin commands.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use chorus_client::{CausalContext, Client, ClientConfig, Level};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use chorus_node::certs::Ca;
+use chorus_node::config::NodeConfig;
+use chorus_node::server::Node;
+
+#[derive(Parser)]
+#[command(name = "chorus", version, about = "Chorus: a leaderless replicated key-value store")]
+struct Cli {
+    /// Config file: node.toml for `server`, client.toml for client commands.
+    #[arg(long, global = true, env = "CHORUS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Server {
+        /// Override a config key, e.g. `--set storage.sync=true`. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Create (or reuse) a local cluster under DIR and run it in the foreground.
+    Dev(crate::dev::DevArgs),
+    /// Write a value.
+    Put {
+        key: String,
+        /// The value; `-` reads it from standard input.
+        value: String,
+        #[arg(long, default_value = "default")]
+        bucket: String,
+        /// Write consistency: one, quorum, all or a number.
+        #[arg(long, default_value = "quorum")]
+        w: Level,
+        /// Causal context from a get; the write then replaces what that get returned.
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Read a key.
+    Get {
+        key: String,
+        #[arg(long, default_value = "default")]
+        bucket: String,
+        /// Read consistency: one, quorum, all or a number.
+        #[arg(long, default_value = "quorum")]
+        r: Level,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key (the versions the context saw).
+    Delete {
+        key: String,
+        #[arg(long, default_value = "default")]
+        bucket: String,
+        #[arg(long, default_value = "quorum")]
+        w: Level,
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// The cluster's nodes as the contacted node sees them.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a cluster CA and issue node and client certificates.
+    Certs {
+        #[command(subcommand)]
+        what: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a new CA (ca.pem, ca.key) in DIR.
+    Ca {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a node certificate (ID.pem, ID.key) from the CA in DIR.
+    Node {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: String,
+    },
+    /// Issue a client certificate (NAME.pem, NAME.key) from the CA in DIR.
+    Client {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Server { set } => {
+            let path = cli
+                .config
+                .ok_or_else(|| anyhow!("server needs --config FILE (a node.toml)"))?;
+            serve(&path, &set).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Certs { what } => {
+            certs(what)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Put {
+            key,
+            value,
+            bucket,
+            w,
+            context,
+        } => {
+            let client = connect(cli.config.as_deref()).await?;
+            let value = if value == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut buf)
+                    .context("reading the value from standard input")?;
+                buf
+            } else {
+                value.into_bytes()
+            };
+            let ctx = parse_context(context.as_deref())?;
+            client.put(&bucket, &key, value, ctx.as_ref(), w).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete {
+            key,
+            bucket,
+            w,
+            context,
+        } => {
+            let client = connect(cli.config.as_deref()).await?;
+            let ctx = parse_context(context.as_deref())?;
+            client.delete(&bucket, &key, ctx.as_ref(), w).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get {
+            key,
+            bucket,
+            r,
+            json,
+        } => {
+            let client = connect(cli.config.as_deref()).await?;
+            let res = client.get(&bucket, &key, r).await?;
+            print_get(&res, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let client = connect(cli.config.as_deref()).await?;
+            let st = client.status().await?;
+            if json {
+                let nodes: Vec<_> = st
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        json!({
+                            "id": n.id,
+                            "address": n.address,
+                            "zone": n.zone,
+                            "status": n.status,
+                            "partitions": n.partitions,
+                        })
+                    })
+                    .collect();
+                let out = json!({
+                    "node": st.node,
+                    "ring_version": st.ring_version,
+                    "partitions": st.partitions,
+                    "nodes": nodes,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "as seen by {} (ring version {}, {} partitions)",
+                    st.node, st.ring_version, st.partitions
+                );
+                println!("{:<12} {:<24} {:<6} {:>10}", "ID", "ADDRESS", "STATUS", "PARTITIONS");
+                for n in &st.nodes {
+                    println!(
+                        "{:<12} {:<24} {:<6} {:>10}",
+                        n.id, n.address, n.status, n.partitions
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(path: &Path, set: &[String]) -> Result<()> {
+    let cfg = NodeConfig::load(path, set)?;
+    init_logging();
+    let node = Node::start(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHORUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn connect(config: Option<&Path>) -> Result<Client> {
+    let path = config.ok_or_else(|| {
+        anyhow!("no client config: pass --config FILE or set CHORUS_CONFIG")
+    })?;
+    let cfg = ClientConfig::load(path)?;
+    Ok(Client::connect(cfg).await?)
+}
+
+fn parse_context(s: Option<&str>) -> Result<Option<CausalContext>> {
+    match s {
+        None => Ok(None),
+        Some(s) => Ok(Some(s.parse::<CausalContext>()?)),
+    }
+}
+
+fn print_get(res: &chorus_client::GetResult, json: bool) {
+    if json {
+        let values: Vec<String> = res
+            .values
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let out = json!({
+            "found": res.found,
+            "values": values,
+            "siblings": res.values.len(),
+            "context": res.context.to_string(),
+        });
+        println!("{out}");
+        return;
+    }
+    if !res.found {
+        eprintln!("not found");
+    }
+    for v in &res.values {
+        println!("{}", String::from_utf8_lossy(v));
+    }
+    if res.values.len() > 1 {
+        eprintln!(
+            "{} siblings: write with --context to resolve them",
+            res.values.len()
+        );
+    }
+    eprintln!("context: {}", res.context);
+}
+
+fn certs(what: CertsCommand) -> Result<()> {
+    match what {
+        CertsCommand::Ca { dir } => {
+            if dir.join("ca.key").exists() {
+                bail!("{} already holds a CA", dir.display());
+            }
+            Ca::create()?.write(&dir)?;
+            println!("{}", dir.join("ca.pem").display());
+        }
+        CertsCommand::Node { dir, id } => {
+            chorus_node::config::check_id(&id).map_err(|e| anyhow!("--id: {e}"))?;
+            let (cert, key) = Ca::load(&dir)?.issue_node(&id, &dir, &id)?;
+            println!("{}\n{}", cert.display(), key.display());
+        }
+        CertsCommand::Client { dir, name } => {
+            let (cert, key) = Ca::load(&dir)?.issue_client(&name, &dir, &name)?;
+            println!("{}\n{}", cert.display(), key.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,478 @@
+//! Node configuration: `node.toml`, `--set key=value` overrides, and validation whose errors
+//! name the offending field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config {path}: {field}: {reason}")]
+    Field {
+        path: String,
+        field: String,
+        reason: String,
+    },
+    #[error("--set {0}: expected KEY=VALUE")]
+    BadOverride(String),
+}
+
+/// Everything one node needs to run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Stable node id: lowercase letters, digits and `-`. Survives address changes.
+    pub id: String,
+    /// UDP address to listen on for QUIC (clients and peers).
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use to reach this node; `listen` if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Where RocksDB keeps this node's data; relative to the config file.
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub failure_detector: FailureDetector,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), issued by the cluster CA.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Number of ring partitions: a power of two, fixed when the cluster is created.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Replicas per key for buckets without their own setting.
+    #[serde(default = "default_n")]
+    pub n: usize,
+    /// Every member of the cluster, this node included.
+    pub members: Vec<MemberConfig>,
+    /// Per-bucket settings, keyed by bucket name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub buckets: BTreeMap<String, BucketConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: String,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    pub n: usize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Rocksdb,
+    /// Keeps nothing across restarts; for tests whose subject isn't storage.
+    Memory,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub engine: Engine,
+    /// fsync the WAL on every write batch. Without it, a write survives a process crash but
+    /// not a power loss.
+    pub sync: bool,
+    /// Most mutations grouped into one RocksDB write batch.
+    pub max_batch: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            engine: Engine::Rocksdb,
+            sync: false,
+            max_batch: 256,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_bucket_bytes: usize,
+    pub max_value_bytes: usize,
+    /// Largest frame accepted on any stream.
+    pub max_frame_bytes: usize,
+    /// Concurrent request streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Requests handled at once by this node; more wait for a slot.
+    pub max_inflight_requests: usize,
+    /// Siblings kept for one key before writes to it are refused.
+    pub max_siblings: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 64 * 1024,
+            max_bucket_bytes: 1024,
+            max_value_bytes: 8 * 1024 * 1024,
+            max_frame_bytes: 64 * 1024 * 1024,
+            max_streams_per_connection: 512,
+            max_inflight_requests: 4096,
+            max_siblings: 128,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Deadline for a coordinated request to reach its R or W.
+    #[serde(with = "duration")]
+    pub request: Duration,
+    /// Deadline for opening a connection to a peer.
+    #[serde(with = "duration")]
+    pub connect: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            request: Duration::from_secs(5),
+            connect: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureDetector {
+    /// How often each peer is pinged.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// A peer with no successful ping for this long is marked down.
+    #[serde(with = "duration")]
+    pub down_after: Duration,
+}
+
+impl Default for FailureDetector {
+    fn default() -> Self {
+        FailureDetector {
+            interval: Duration::from_millis(300),
+            down_after: Duration::from_millis(1500),
+        }
+    }
+}
+
+fn default_partitions() -> u32 {
+    chorus_ring::DEFAULT_PARTITIONS
+}
+
+fn default_n() -> usize {
+    3
+}
+
+/// Durations as human strings such as `"500ms"` or `"10m"`.
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+impl NodeConfig {
+    /// Reads `path`, applies `--set` overrides, resolves relative paths against the config's
+    /// folder and validates the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<NodeConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut cfg = Self::parse(&text, overrides, &shown)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut cfg.data_dir,
+            &mut cfg.tls.ca,
+            &mut cfg.tls.cert,
+            &mut cfg.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, overrides: &[String], origin: &str) -> Result<NodeConfig, ConfigError> {
+        let field_err = |field: &str, reason: String| ConfigError::Field {
+            path: origin.to_string(),
+            field: field.to_string(),
+            reason,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| field_err("(syntax)", e.message().to_string()))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let cfg: NodeConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let field = e.path().to_string();
+                field_err(&field, e.into_inner().to_string())
+            })?;
+        cfg.validate().map_err(|(f, r)| field_err(&f, r))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, r: String| Err((f.to_string(), r));
+        if let Err(r) = check_id(&self.id) {
+            return err("id", r);
+        }
+        let c = &self.cluster;
+        if c.partitions == 0 || !c.partitions.is_power_of_two() || c.partitions > 65536 {
+            return err(
+                "cluster.partitions",
+                format!("{} is not a power of two from 1 to 65536", c.partitions),
+            );
+        }
+        if c.n == 0 || c.n > 16 {
+            return err("cluster.n", format!("{} is not from 1 to 16", c.n));
+        }
+        for (name, b) in &c.buckets {
+            if b.n == 0 || b.n > 16 {
+                return err(
+                    &format!("cluster.buckets.{name}.n"),
+                    format!("{} is not from 1 to 16", b.n),
+                );
+            }
+        }
+        if c.members.is_empty() {
+            return err("cluster.members", "no members listed".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, m) in c.members.iter().enumerate() {
+            if let Err(r) = check_id(&m.id) {
+                return err(&format!("cluster.members[{i}].id"), r);
+            }
+            if !seen.insert(&m.id) {
+                return err(
+                    &format!("cluster.members[{i}].id"),
+                    format!("duplicate member {:?}", m.id),
+                );
+            }
+        }
+        if !seen.contains(&self.id) {
+            return err(
+                "cluster.members",
+                format!("this node ({}) is not among the members", self.id),
+            );
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.max_key_bytes", l.max_key_bytes),
+            ("limits.max_bucket_bytes", l.max_bucket_bytes),
+            ("limits.max_value_bytes", l.max_value_bytes),
+            ("limits.max_inflight_requests", l.max_inflight_requests),
+            ("limits.max_siblings", l.max_siblings),
+            ("storage.max_batch", self.storage.max_batch),
+        ] {
+            if v == 0 {
+                return err(name, "must be greater than 0".into());
+            }
+        }
+        if l.max_bucket_bytes > u16::MAX as usize {
+            return err("limits.max_bucket_bytes", "must be at most 65535".into());
+        }
+        if l.max_streams_per_connection == 0 {
+            return err(
+                "limits.max_streams_per_connection",
+                "must be greater than 0".into(),
+            );
+        }
+        let needed = l.max_key_bytes + l.max_value_bytes + l.max_bucket_bytes + 4096;
+        if l.max_frame_bytes < needed {
+            return err(
+                "limits.max_frame_bytes",
+                format!("{} is too small to carry a maximal request ({needed} bytes)", l.max_frame_bytes),
+            );
+        }
+        for (name, d) in [
+            ("timeouts.request", self.timeouts.request),
+            ("timeouts.connect", self.timeouts.connect),
+            ("failure_detector.interval", self.failure_detector.interval),
+            ("failure_detector.down_after", self.failure_detector.down_after),
+        ] {
+            if d.is_zero() {
+                return err(name, "must be longer than 0".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The address others use to reach this node.
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// N for a bucket.
+    pub fn n_for(&self, bucket: &[u8]) -> usize {
+        std::str::from_utf8(bucket)
+            .ok()
+            .and_then(|b| self.cluster.buckets.get(b))
+            .map(|b| b.n)
+            .unwrap_or(self.cluster.n)
+    }
+
+    /// The largest N of any bucket: the ring balances this many replica slots.
+    pub fn max_n(&self) -> usize {
+        self.cluster
+            .buckets
+            .values()
+            .map(|b| b.n)
+            .chain([self.cluster.n])
+            .max()
+            .unwrap_or(self.cluster.n)
+    }
+}
+
+/// Node ids double as DNS labels in certificates.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-')
+        && !id.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a valid node id (1-63 of a-z, 0-9 and '-', not at either end)"
+        ))
+    }
+}
+
+/// Applies one `a.b.c=value`. The value is read as TOML when it parses (numbers, booleans,
+/// quoted strings, arrays), otherwise as a bare string.
+fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
+    let (key, raw) = o
+        .split_once('=')
+        .ok_or_else(|| ConfigError::BadOverride(o.to_string()))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+        return Err(ConfigError::BadOverride(o.to_string()));
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(ConfigError::BadOverride(format!("{o}: {p} is not a table"))),
+        };
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+id = "n1"
+listen = "127.0.0.1:7000"
+data_dir = "data"
+[tls]
+ca = "ca.pem"
+cert = "node.pem"
+key = "node.key"
+[cluster]
+members = [{ id = "n1", address = "127.0.0.1:7000" }]
+"#;
+
+    fn parse(extra: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let o: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        NodeConfig::parse(BASE, &o, "node.toml")
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = parse(&[]).expect("base config");
+        assert!(!c.storage.sync);
+        assert_eq!(c.cluster.n, 3);
+        assert_eq!(c.limits.max_key_bytes, 65536);
+        let c = parse(&["storage.sync=true", "timeouts.request=2s", "cluster.n=1"]).expect("overrides");
+        assert!(c.storage.sync);
+        assert_eq!(c.timeouts.request, Duration::from_secs(2));
+        assert_eq!(c.cluster.n, 1);
+        let c = parse(&["storage.engine=memory"]).expect("bare string");
+        assert_eq!(c.storage.engine, Engine::Memory);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse(&["storage.sync=yes"]).unwrap_err().to_string();
+        assert!(e.contains("storage.sync"), "{e}");
+        let e = parse(&["storage.colour=1"]).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        let e = parse(&["cluster.partitions=100"]).unwrap_err().to_string();
+        assert!(e.contains("cluster.partitions"), "{e}");
+        let e = parse(&["timeouts.request=soon"]).unwrap_err().to_string();
+        assert!(e.contains("timeouts.request"), "{e}");
+        let e = parse(&["id=N_1"]).unwrap_err().to_string();
+        assert!(e.contains("id"), "{e}");
+        let e = parse(&["id=n2"]).unwrap_err().to_string();
+        assert!(e.contains("cluster.members"), "{e}");
+        assert!(parse(&["nonsense"]).is_err());
+    }
+}

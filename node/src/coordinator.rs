@@ -1,0 +1,269 @@
+//! Sans-I/O request state machines, in the manner of Riak's get/put FSMs.
+//!
+//! The server feeds them replica answers, failures and the deadline as events; they say when
+//! the request is decided and what to tell the client. Nothing here touches a socket or a
+//! clock, so every quorum rule is unit-tested directly.
+
+use crate::version::Object;
+
+/// Where a quorum stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still waiting for answers.
+    Pending,
+    /// Enough replicas answered.
+    Met,
+    /// The quorum can't be met (or the deadline passed); `answered` replicas did answer.
+    Failed { needed: usize, answered: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reply {
+    Waiting,
+    Ok,
+    Failed,
+}
+
+/// Counts answers from a fixed replica set toward a needed number.
+///
+/// Once the quorum is out of reach the tracker still waits for the replicas that haven't
+/// answered, so the error reports how many really did; the deadline bounds that wait.
+#[derive(Clone, Debug)]
+pub struct Quorum {
+    replicas: Vec<String>,
+    replies: Vec<Reply>,
+    needed: usize,
+    expired: bool,
+}
+
+impl Quorum {
+    /// `needed` must be between 1 and `replicas.len()`; callers resolve levels first.
+    pub fn new(replicas: Vec<String>, needed: usize) -> Quorum {
+        debug_assert!(needed >= 1 && needed <= replicas.len());
+        let replies = vec![Reply::Waiting; replicas.len()];
+        Quorum {
+            replicas,
+            replies,
+            needed,
+            expired: false,
+        }
+    }
+
+    pub fn replicas(&self) -> &[String] {
+        &self.replicas
+    }
+
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
+    /// A replica answered. Repeated or unknown answers are ignored.
+    pub fn ok(&mut self, node: &str) -> Outcome {
+        self.record(node, Reply::Ok)
+    }
+
+    /// A replica failed, is down, or refused.
+    pub fn fail(&mut self, node: &str) -> Outcome {
+        self.record(node, Reply::Failed)
+    }
+
+    /// The request deadline passed.
+    pub fn expire(&mut self) -> Outcome {
+        self.expired = true;
+        self.outcome()
+    }
+
+    fn record(&mut self, node: &str, r: Reply) -> Outcome {
+        if let Some(i) = self.replicas.iter().position(|n| n == node) {
+            if self.replies[i] == Reply::Waiting {
+                self.replies[i] = r;
+            }
+        }
+        self.outcome()
+    }
+
+    pub fn answered(&self) -> usize {
+        self.replies.iter().filter(|r| **r == Reply::Ok).count()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.replies.iter().filter(|r| **r == Reply::Waiting).count()
+    }
+
+    /// Replicas that haven't answered yet.
+    pub fn waiting_on(&self) -> Vec<&str> {
+        self.replicas
+            .iter()
+            .zip(&self.replies)
+            .filter(|(_, r)| **r == Reply::Waiting)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        let answered = self.answered();
+        if answered >= self.needed {
+            return Outcome::Met;
+        }
+        let out_of_reach = answered + self.waiting() < self.needed;
+        if self.expired || (out_of_reach && self.waiting() == 0) {
+            return Outcome::Failed {
+                needed: self.needed,
+                answered,
+            };
+        }
+        Outcome::Pending
+    }
+}
+
+/// A read: collects versions from replicas and merges them.
+#[derive(Clone, Debug)]
+pub struct GetFsm {
+    quorum: Quorum,
+    merged: Option<Object>,
+    answers: Vec<(String, Option<Object>)>,
+}
+
+impl GetFsm {
+    pub fn new(replicas: Vec<String>, r: usize) -> GetFsm {
+        GetFsm {
+            quorum: Quorum::new(replicas, r),
+            merged: None,
+            answers: Vec::new(),
+        }
+    }
+
+    /// A replica's version of the key (`None`: it has no such key).
+    pub fn reply(&mut self, node: &str, object: Option<Object>) -> Outcome {
+        if !self.quorum.replicas().iter().any(|n| n == node)
+            || self.answers.iter().any(|(n, _)| n == node)
+        {
+            return self.quorum.outcome();
+        }
+        if let Some(o) = &object {
+            match &mut self.merged {
+                Some(m) => m.merge(o),
+                None => self.merged = Some(o.clone()),
+            }
+        }
+        self.answers.push((node.to_string(), object));
+        self.quorum.ok(node)
+    }
+
+    pub fn fail(&mut self, node: &str) -> Outcome {
+        self.quorum.fail(node)
+    }
+
+    pub fn expire(&mut self) -> Outcome {
+        self.quorum.expire()
+    }
+
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    /// The merge of every version received so far.
+    pub fn merged(&self) -> Option<&Object> {
+        self.merged.as_ref()
+    }
+
+    /// Replicas whose answer lacks something the merge holds: candidates for read repair.
+    pub fn stale_replicas(&self) -> Vec<&str> {
+        let Some(merged) = &self.merged else {
+            return Vec::new();
+        };
+        self.answers
+            .iter()
+            .filter(|(_, o)| o.as_ref() != Some(merged))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::{Actor, VersionVector};
+
+    fn nodes() -> Vec<String> {
+        vec!["a".into(), "b".into(), "c".into()]
+    }
+
+    #[test]
+    fn quorum_met_on_needed_acks() {
+        let mut q = Quorum::new(nodes(), 2);
+        assert_eq!(q.ok("a"), Outcome::Pending);
+        assert_eq!(q.ok("a"), Outcome::Pending, "duplicates don't count");
+        assert_eq!(q.ok("z"), Outcome::Pending, "strangers don't count");
+        assert_eq!(q.ok("c"), Outcome::Met);
+        assert_eq!(q.fail("b"), Outcome::Met, "a late failure doesn't undo it");
+    }
+
+    #[test]
+    fn all_fails_once_a_replica_is_down_and_others_answered() {
+        let mut q = Quorum::new(nodes(), 3);
+        assert_eq!(q.fail("c"), Outcome::Pending, "waits to count the live answers");
+        assert_eq!(q.ok("a"), Outcome::Pending);
+        assert_eq!(
+            q.ok("b"),
+            Outcome::Failed {
+                needed: 3,
+                answered: 2
+            }
+        );
+    }
+
+    #[test]
+    fn deadline_fails_unless_met() {
+        let mut q = Quorum::new(nodes(), 2);
+        q.ok("a");
+        assert_eq!(
+            q.expire(),
+            Outcome::Failed {
+                needed: 2,
+                answered: 1
+            }
+        );
+        let mut q = Quorum::new(nodes(), 1);
+        q.ok("b");
+        assert_eq!(q.expire(), Outcome::Met);
+        assert_eq!(q.waiting_on(), vec!["a", "c"]);
+    }
+
+    #[test]
+    fn one_succeeds_with_two_down() {
+        let mut q = Quorum::new(nodes(), 1);
+        q.fail("a");
+        q.fail("b");
+        assert_eq!(q.ok("c"), Outcome::Met);
+    }
+
+    #[test]
+    fn get_merges_and_finds_stale() {
+        let actor = Actor {
+            node: "a".into(),
+            epoch: 1,
+        };
+        let mut old = Object::new();
+        old.update(&VersionVector::new(), &actor, Some(b"v1".to_vec()));
+        let mut new = old.clone();
+        new.update(&old.context(), &actor, Some(b"v2".to_vec()));
+
+        let mut g = GetFsm::new(nodes(), 2);
+        assert_eq!(g.reply("a", Some(old.clone())), Outcome::Pending);
+        assert_eq!(g.reply("a", Some(new.clone())), Outcome::Pending, "one answer per node");
+        assert_eq!(g.reply("b", Some(new.clone())), Outcome::Met);
+        assert_eq!(g.merged(), Some(&new));
+        assert_eq!(g.stale_replicas(), vec!["a"]);
+        g.reply("c", None);
+        assert_eq!(g.stale_replicas(), vec!["a", "c"]);
+    }
+
+    #[test]
+    fn get_not_found_counts_as_an_answer() {
+        let mut g = GetFsm::new(nodes(), 2);
+        g.reply("a", None);
+        assert_eq!(g.reply("b", None), Outcome::Met);
+        assert!(g.merged().is_none());
+    }
+}

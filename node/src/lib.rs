@@ -1,0 +1,14 @@
+//! The Chorus storage node: configuration, storage, versions, replication and the command
+//! line. The `chorus` binary adds the command line on top.
+
+pub mod certs;
+pub mod config;
+pub mod coordinator;
+pub mod layout;
+pub mod membership;
+pub mod replica;
+pub mod rpc;
+pub mod server;
+pub mod storage;
+pub mod transport;
+pub mod version;

@@ -1,0 +1,8 @@
+//! The `chorus` binary: server, local dev cluster, client and admin commands.
+
+mod cli;
+mod dev;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,273 @@
+//! Local storage behind a small synchronous trait, with a RocksDB engine and an in-memory one.
+//!
+//! Calls block, so async code reaches them through `spawn_blocking` or the replica's writer
+//! thread, never directly on a runtime worker.
+//!
+//! Layout: one column family per table. Data keys are `partition (u32 BE) | bucket length
+//! (u16 BE) | bucket | key`, so one partition's keys are one contiguous range (for
+//! anti-entropy and transfers later).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+/// A logical table; one RocksDB column family each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Key → encoded version object.
+    Data,
+    /// Node identity and bookkeeping.
+    Meta,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Data, Table::Meta];
+
+    fn cf_name(self) -> &'static str {
+        match self {
+            Table::Data => "data",
+            Table::Meta => "meta",
+        }
+    }
+}
+
+/// One change in an atomic batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put(Table, Vec<u8>, Vec<u8>),
+    Delete(Table, Vec<u8>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open storage at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("storage read failed: {0}")]
+    Read(String),
+    #[error("storage write failed: {0}")]
+    Write(String),
+}
+
+/// What the node needs from a storage engine. Every method may block.
+pub trait Storage: Send + Sync + 'static {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Applies every op or none.
+    fn write(&self, ops: Vec<Op>) -> Result<(), StorageError>;
+    /// Up to `limit` entries with keys in `[start, end)`, in key order.
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+}
+
+/// Encodes the storage key of a data entry.
+pub fn data_key(partition: u32, bucket: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + bucket.len() + key.len());
+    out.extend_from_slice(&partition.to_be_bytes());
+    // Callers enforce the bucket limit (at most u16::MAX); saturate rather than wrap if not.
+    let blen = u16::try_from(bucket.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&blen.to_be_bytes());
+    out.extend_from_slice(bucket);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Splits a data key back into partition, bucket and key.
+pub fn split_data_key(k: &[u8]) -> Option<(u32, &[u8], &[u8])> {
+    let partition = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);
+    let blen = u16::from_be_bytes(k.get(4..6)?.try_into().ok()?) as usize;
+    let bucket = k.get(6..6 + blen)?;
+    let key = k.get(6 + blen..)?;
+    Some((partition, bucket, key))
+}
+
+/// RocksDB engine.
+pub struct RocksStorage {
+    db: rocksdb::DB,
+    sync: bool,
+}
+
+impl RocksStorage {
+    pub fn open(path: &Path, sync: bool) -> Result<RocksStorage, StorageError> {
+        let err = |e: String| StorageError::Open {
+            path: path.display().to_string(),
+            reason: e,
+        };
+        std::fs::create_dir_all(path).map_err(|e| err(e.to_string()))?;
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        let mut data_opts = rocksdb::Options::default();
+        data_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        data_opts.set_level_compaction_dynamic_level_bytes(true);
+        let mut table_opts = rocksdb::BlockBasedOptions::default();
+        table_opts.set_bloom_filter(10.0, false);
+        table_opts.set_block_size(16 * 1024);
+        data_opts.set_block_based_table_factory(&table_opts);
+        let cfs = Table::ALL.iter().map(|t| {
+            let o = if *t == Table::Data {
+                data_opts.clone()
+            } else {
+                rocksdb::Options::default()
+            };
+            rocksdb::ColumnFamilyDescriptor::new(t.cf_name(), o)
+        });
+        let db = rocksdb::DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| err(e.to_string()))?;
+        Ok(RocksStorage { db, sync })
+    }
+
+    fn cf(&self, t: Table) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(t.cf_name())
+            .ok_or_else(|| StorageError::Read(format!("column family {} missing", t.cf_name())))
+    }
+}
+
+impl Storage for RocksStorage {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get_cf(self.cf(table)?, key)
+            .map_err(|e| StorageError::Read(e.to_string()))
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for op in ops {
+            match op {
+                Op::Put(t, k, v) => batch.put_cf(self.cf(t)?, k, v),
+                Op::Delete(t, k) => batch.delete_cf(self.cf(t)?, k),
+            }
+        }
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| StorageError::Write(e.to_string()))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        let it = self.db.iterator_cf_opt(
+            self.cf(table)?,
+            ro,
+            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in it.take(limit) {
+            let (k, v) = item.map_err(|e| StorageError::Read(e.to_string()))?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// In-memory engine: same semantics, nothing survives the process.
+#[derive(Default, Clone)]
+pub struct MemStorage {
+    tables: Arc<RwLock<BTreeMap<(Table, Vec<u8>), Vec<u8>>>>,
+}
+
+impl Storage for MemStorage {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let t = self.tables.read().map_err(|_| StorageError::Read("poisoned".into()))?;
+        Ok(t.get(&(table, key.to_vec())).cloned())
+    }
+
+    fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
+        let mut t = self.tables.write().map_err(|_| StorageError::Write("poisoned".into()))?;
+        for op in ops {
+            match op {
+                Op::Put(tb, k, v) => {
+                    t.insert((tb, k), v);
+                }
+                Op::Delete(tb, k) => {
+                    t.remove(&(tb, k));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let t = self.tables.read().map_err(|_| StorageError::Read("poisoned".into()))?;
+        Ok(t
+            .range((table, start.to_vec())..(table, end.to_vec()))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(s: &dyn Storage) {
+        s.write(vec![
+            Op::Put(Table::Data, data_key(1, b"b", b"k1"), b"v1".to_vec()),
+            Op::Put(Table::Data, data_key(1, b"b", b"k2"), b"v2".to_vec()),
+            Op::Put(Table::Data, data_key(2, b"b", b"k3"), b"v3".to_vec()),
+            Op::Put(Table::Meta, b"epoch".to_vec(), b"7".to_vec()),
+        ])
+        .expect("write");
+        assert_eq!(
+            s.get(Table::Data, &data_key(1, b"b", b"k1")).expect("get"),
+            Some(b"v1".to_vec())
+        );
+        assert_eq!(s.get(Table::Meta, &data_key(1, b"b", b"k1")).expect("get"), None);
+        let part1 = s
+            .scan(Table::Data, &1u32.to_be_bytes(), &2u32.to_be_bytes(), 100)
+            .expect("scan");
+        assert_eq!(part1.len(), 2);
+        assert_eq!(split_data_key(&part1[1].0), Some((1, &b"b"[..], &b"k2"[..])));
+        s.write(vec![Op::Delete(Table::Data, data_key(1, b"b", b"k1"))])
+            .expect("delete");
+        assert_eq!(s.get(Table::Data, &data_key(1, b"b", b"k1")).expect("get"), None);
+    }
+
+    #[test]
+    fn memory_engine() {
+        exercise(&MemStorage::default());
+    }
+
+    #[test]
+    fn rocksdb_engine_persists() {
+        let dir = std::env::temp_dir().join(format!("chorus-storage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let s = RocksStorage::open(&dir, false).expect("open");
+            exercise(&s);
+        }
+        let s = RocksStorage::open(&dir, true).expect("reopen");
+        assert_eq!(
+            s.get(Table::Data, &data_key(1, b"b", b"k2")).expect("get"),
+            Some(b"v2".to_vec())
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn split_rejects_short_keys() {
+        assert_eq!(split_data_key(b"abc"), None);
+        assert_eq!(split_data_key(&[0, 0, 0, 1, 0, 9, b'x']), None);
+    }
+}

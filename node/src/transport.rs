@@ -1,0 +1,251 @@
+//! QUIC endpoint of a node: one UDP socket serving clients and peers, mutual TLS against the
+//! cluster CA, and one cached outgoing connection per peer.
+//!
+//! Each request uses its own bidirectional stream carrying one frame each way (see
+//! `chorus_client::wire`). Connections negotiate an ALPN that says whether they carry the
+//! client protocol or the peer protocol; the peer protocol is refused to any certificate that
+//! wasn't issued to a node.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chorus_client::proto::{ALPN_CLIENT, ALPN_PEER};
+use chorus_client::tls::{self, TlsError};
+use chorus_client::wire::{self, WireError};
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use crate::config::NodeConfig;
+use crate::rpc::{PeerRequest, PeerResponse};
+
+/// QUIC application error codes used when closing connections.
+pub mod codes {
+    pub const SHUTDOWN: u32 = 0;
+    pub const NOT_A_NODE: u32 = 1;
+    pub const BAD_ALPN: u32 = 2;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("peer {peer} has no usable address ({addr:?})")]
+    Address { peer: String, addr: String },
+    #[error("cannot connect to {peer}: {reason}")]
+    Connect { peer: String, reason: String },
+    #[error("no answer from {peer} within {after:?}")]
+    Timeout { peer: String, after: Duration },
+    #[error("exchange with {peer} failed: {reason}")]
+    Stream { peer: String, reason: String },
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// Which protocol a connection speaks, from its ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Peer,
+}
+
+pub struct Transport {
+    endpoint: quinn::Endpoint,
+    peer_config: quinn::ClientConfig,
+    conns: Mutex<HashMap<String, quinn::Connection>>,
+    connect_timeout: Duration,
+    max_frame: usize,
+}
+
+fn transport_config(cfg: &NodeConfig) -> Result<quinn::TransportConfig, TlsError> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(cfg.limits.max_streams_per_connection.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_secs(10))
+            .map_err(|e| TlsError::Config(e.to_string()))?,
+    ));
+    Ok(t)
+}
+
+impl Transport {
+    /// Binds the node's endpoint with its certificate and the cluster CA.
+    pub fn bind(cfg: &NodeConfig) -> Result<Transport, TransportError> {
+        let roots = Arc::new(tls::roots(&cfg.tls.ca)?);
+        let certs = tls::load_certs(&cfg.tls.cert)?;
+        let key = tls::load_key(&cfg.tls.key)?;
+        let provider = tls::provider();
+
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut server_tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs.clone(), key.clone_key())
+            .map_err(|e| TlsError::Config(format!("node certificate: {e}")))?;
+        server_tls.alpn_protocols = vec![ALPN_CLIENT.to_vec(), ALPN_PEER.to_vec()];
+        let quic_server = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_server));
+        server.transport_config(Arc::new(transport_config(cfg)?));
+
+        let peer_tls = tls::client_crypto((*roots).clone(), certs, key, ALPN_PEER)?;
+        let mut peer_config = tls::quinn_client(peer_tls)?;
+        peer_config.transport_config(Arc::new(transport_config(cfg)?));
+
+        let endpoint = quinn::Endpoint::server(server, cfg.listen).map_err(|e| TransportError::Bind {
+            addr: cfg.listen,
+            reason: e.to_string(),
+        })?;
+        Ok(Transport {
+            endpoint,
+            peer_config,
+            conns: Mutex::new(HashMap::new()),
+            connect_timeout: cfg.timeouts.connect,
+            max_frame: cfg.limits.max_frame_bytes,
+        })
+    }
+
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Sends one request to a peer and waits up to `deadline` for its answer.
+    pub async fn call(
+        &self,
+        peer: &str,
+        addr: &str,
+        req: &PeerRequest,
+        deadline: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let exchange = async {
+            let conn = self.connection(peer, addr).await?;
+            let stream_err = |reason: String| TransportError::Stream {
+                peer: peer.to_string(),
+                reason,
+            };
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| {
+                self.evict_if(peer, &conn);
+                stream_err(e.to_string())
+            })?;
+            let frame = wire::encode(req, 0)?;
+            send.write_all(&frame)
+                .await
+                .map_err(|e| stream_err(e.to_string()))?;
+            let _ = send.finish();
+            let (resp, _): (PeerResponse, u64) = wire::read_frame(&mut recv, self.max_frame).await?;
+            Ok(resp)
+        };
+        match tokio::time::timeout(deadline, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                peer: peer.to_string(),
+                after: deadline,
+            }),
+        }
+    }
+
+    /// Drops the cached connection to a peer, e.g. after it stopped answering: a restarted
+    /// peer can't revive the old connection, so the next call dials afresh.
+    pub fn evict(&self, peer: &str) {
+        if let Some(c) = lock(&self.conns).remove(peer) {
+            c.close(codes::SHUTDOWN.into(), b"evicted");
+        }
+    }
+
+    fn evict_if(&self, peer: &str, conn: &quinn::Connection) {
+        let mut conns = lock(&self.conns);
+        if conns.get(peer).map(|c| c.stable_id()) == Some(conn.stable_id()) {
+            conns.remove(peer);
+        }
+    }
+
+    async fn connection(&self, peer: &str, addr: &str) -> Result<quinn::Connection, TransportError> {
+        if let Some(c) = lock(&self.conns).get(peer) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let sock = addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| TransportError::Address {
+                peer: peer.to_string(),
+                addr: addr.to_string(),
+            })?;
+        let connect_err = |reason: String| TransportError::Connect {
+            peer: peer.to_string(),
+            reason,
+        };
+        let connecting = self
+            .endpoint
+            .connect_with(self.peer_config.clone(), sock, &tls::node_name(peer))
+            .map_err(|e| connect_err(e.to_string()))?;
+        let conn = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| connect_err(format!("no handshake within {:?}", self.connect_timeout)))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let mut conns = lock(&self.conns);
+        // Another task may have connected meanwhile; keep one connection per peer.
+        if let Some(existing) = conns.get(peer) {
+            if existing.close_reason().is_none() {
+                conn.close(codes::SHUTDOWN.into(), b"duplicate");
+                return Ok(existing.clone());
+            }
+        }
+        conns.insert(peer.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Closes every connection and the endpoint.
+    pub fn close(&self) {
+        self.endpoint.close(codes::SHUTDOWN.into(), b"node shutting down");
+    }
+}
+
+/// The protocol an accepted connection negotiated, if it is one we speak.
+pub fn role_of(conn: &quinn::Connection) -> Option<Role> {
+    let data = conn.handshake_data()?;
+    let hd = data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?;
+    match hd.protocol.as_deref() {
+        Some(p) if p == ALPN_CLIENT => Some(Role::Client),
+        Some(p) if p == ALPN_PEER => Some(Role::Peer),
+        _ => None,
+    }
+}
+
+/// Whether the (already CA-verified) client certificate on a connection was issued to a
+/// node rather than to a client.
+pub fn is_node_certificate(conn: &quinn::Connection) -> bool {
+    let Some(identity) = conn.peer_identity() else {
+        return false;
+    };
+    let Ok(certs) = identity.downcast::<Vec<CertificateDer<'static>>>() else {
+        return false;
+    };
+    let Some(leaf) = certs.first() else {
+        return false;
+    };
+    let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(tls::NODE_NAME) else {
+        return false;
+    };
+    ee.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,1357 @@
+//! Versioning of stored values: dotted version vectors with siblings.
+//!
+//! Every key holds an [`Object`]: a causal context (`clock`, a [`VersionVector`])
+//! plus the set of concurrent values not yet overwritten (`siblings`), each tagged
+//! with the [`Dot`] — `(actor, counter)` — of the write that created it. This is
+//! the "dot kernel" / Riak-DVV scheme:
+//!
+//! * A write coordinated by `actor` with the client's context `ctx` drops every
+//!   sibling whose dot `ctx` covers (the client saw it, so the new value replaces
+//!   it), mints the next dot for `actor`, and folds `ctx` into the clock
+//!   ([`Object::update`]). A write without context only adds a sibling.
+//! * Replicas reconcile with [`Object::merge`]. Per dot, a replica is in one of
+//!   three states: *unknown* (not covered by its clock), *present* (a sibling), or
+//!   *overwritten* (covered by its clock but no sibling). Merge takes, per dot,
+//!   the maximum of `unknown < present < overwritten`, so it is a lattice join:
+//!   commutative, associative and idempotent for any valid objects, and a write
+//!   is only ever dropped because some replica knows it was overwritten.
+//!
+//! # Why a plain version vector is an exact causal context here
+//!
+//! The clock is a compact `actor -> max counter` map, read as the downward-closed
+//! set of dots `{(a, 1..=vv[a])}`. In general that over-approximates what a
+//! replica has seen (a general dot kernel needs a "dot cloud" for gaps). Here it
+//! is exact because:
+//!
+//! * an actor only mints dots for its own id, always as `current max + 1` taken
+//!   from its own local object (`max(clock[actor], ctx[actor]) + 1`), so its dots
+//!   for a key form a gap-free sequence and dot `n` is only minted by a state that
+//!   already covers `1..n`;
+//! * objects always travel as full states (never deltas), so whoever learns dot
+//!   `(a, n)` also learns the clock of the state that minted it, which covers
+//!   `(a, 1..n)`;
+//! * an actor that restarts with lost data gets a new `epoch`, i.e. it becomes a
+//!   different [`Actor`], so counters are never reused.
+//!
+//! Contexts handed to clients are object clocks, so they also only cover dots
+//! that exist. A forged or foreign context (e.g. one from a different key) can
+//! cover dots not yet minted and would make later writes by those actors look
+//! already overwritten; callers must only accept contexts obtained from a read
+//! of the same key.
+//!
+//! # Encodings
+//!
+//! Both [`Object::encode`] and [`VersionVector::to_context`] are one format byte
+//! followed by named MessagePack, so the layout can evolve. Siblings are sorted
+//! by dot and clocks are `BTreeMap`s, so equal states encode to identical bytes
+//! and [`Object::digest`] can be compared across replicas.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Cursor;
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Soft limit on the number of siblings an object should hold.
+///
+/// [`Object::update`] and [`Object::merge`] never enforce it (dropping a
+/// sibling silently would lose a write, and decode must stay able to read
+/// anything that was stored); callers decide what to do when
+/// [`Object::sibling_count`] exceeds it, e.g. refuse blind writes to the key.
+pub const MAX_SIBLINGS: usize = 256;
+
+/// Leading byte of [`Object::encode`] output.
+pub const OBJECT_FORMAT_V1: u8 = 1;
+
+/// Leading byte of [`VersionVector::to_context`] output.
+pub const CONTEXT_FORMAT_V1: u8 = 1;
+
+/// Our structures nest only a few levels; a low limit keeps hostile input
+/// (deeply nested unknown fields) cheap to reject.
+const MAX_DECODE_DEPTH: usize = 32;
+
+/// base64url; encodes without padding, but accepts padded input too because
+/// people paste contexts through tools that add it.
+const CONTEXT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Errors from decoding objects and causal contexts.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// The input had no bytes at all.
+    #[error("empty {what} encoding")]
+    Empty {
+        /// What was being decoded ("object" or "causal context").
+        what: &'static str,
+    },
+    /// The leading format byte is not one this build understands.
+    #[error(
+        "unsupported {what} format version {found} (this build understands version {supported})"
+    )]
+    UnknownFormat {
+        /// What was being decoded.
+        what: &'static str,
+        /// The format byte found.
+        found: u8,
+        /// The format byte this build writes and reads.
+        supported: u8,
+    },
+    /// The MessagePack body is malformed or truncated.
+    #[error("malformed {what}: {source}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// The underlying decoder error.
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
+    /// Bytes were left over after a complete value.
+    #[error("{count} unexpected trailing bytes after {what}")]
+    TrailingBytes {
+        /// What was being decoded.
+        what: &'static str,
+        /// How many bytes were left.
+        count: usize,
+    },
+    /// A context string was not base64url.
+    #[error("causal context is not valid base64url: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// A version vector listed the same actor twice.
+    #[error("version vector lists actor {0} more than once")]
+    DuplicateActor(Actor),
+    /// A sibling had counter 0, which is never minted.
+    #[error("sibling dot {0} has counter 0, which is never issued")]
+    ZeroCounter(Dot),
+    /// Two siblings had the same dot.
+    #[error("object has two siblings with dot {0}")]
+    DuplicateDot(Dot),
+    /// A sibling's dot is not covered by the object's clock.
+    #[error("sibling dot {0} is not covered by the object's clock")]
+    UncoveredDot(Dot),
+}
+
+/// A writer incarnation: a node id plus an epoch that changes whenever the node
+/// restarts with lost data, so that its counters are never reused.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    /// The node id.
+    pub node: String,
+    /// The node's data epoch.
+    pub epoch: u64,
+}
+
+impl Actor {
+    /// An actor for `node` at `epoch`.
+    pub fn new(node: impl Into<String>, epoch: u64) -> Self {
+        Actor {
+            node: node.into(),
+            epoch,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.node, self.epoch)
+    }
+}
+
+/// One write event: the `counter`-th write minted by `actor` (counters start at 1).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    /// Who minted it.
+    pub actor: Actor,
+    /// Its sequence number for that actor, from 1.
+    pub counter: u64,
+}
+
+impl Dot {
+    /// The dot `(actor, counter)`.
+    pub fn new(actor: Actor, counter: u64) -> Self {
+        Dot { actor, counter }
+    }
+}
+
+impl fmt::Display for Dot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.actor, self.counter)
+    }
+}
+
+/// A map `actor -> max counter`, read as the downward-closed set of dots
+/// `{(a, 1..=vv[a])}`.
+///
+/// Zero entries are never stored (they mean the same as absent ones), so equal
+/// sets compare and encode equal. Serialized as a sequence of `(actor, counter)`
+/// pairs in actor order, which also works for formats without struct map keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector {
+    entries: BTreeMap<Actor, u64>,
+}
+
+impl VersionVector {
+    /// The empty vector (covers no dot).
+    pub fn new() -> Self {
+        VersionVector::default()
+    }
+
+    /// The max counter seen for `actor`, 0 if none.
+    pub fn get(&self, actor: &Actor) -> u64 {
+        self.entries.get(actor).copied().unwrap_or(0)
+    }
+
+    /// Whether `dot` is in the set (`dot.counter <= self[dot.actor]`).
+    pub fn covers(&self, dot: &Dot) -> bool {
+        dot.counter <= self.get(&dot.actor)
+    }
+
+    /// Pointwise max: the union of the two dot sets.
+    pub fn join(&mut self, other: &VersionVector) {
+        for (actor, &counter) in &other.entries {
+            self.raise(actor, counter);
+        }
+    }
+
+    /// Whether every dot of `other` is covered by `self` (`other <= self`).
+    pub fn descends(&self, other: &VersionVector) -> bool {
+        other
+            .entries
+            .iter()
+            .all(|(actor, &counter)| counter <= self.get(actor))
+    }
+
+    /// Whether no dot is covered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The number of actors with a non-zero counter.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entries in actor order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Actor, u64)> + '_ {
+        self.entries
+            .iter()
+            .map(|(actor, &counter)| (actor, counter))
+    }
+
+    /// Encode as an opaque causal context for clients: a format byte followed
+    /// by MessagePack. Never empty, even for the empty vector.
+    pub fn to_context(&self) -> Vec<u8> {
+        let mut out = vec![CONTEXT_FORMAT_V1];
+        write_msgpack(&mut out, self);
+        out
+    }
+
+    /// Decode a context produced by [`VersionVector::to_context`].
+    ///
+    /// Empty input decodes to the empty vector, meaning "no context" (a blind
+    /// write).
+    pub fn from_context(bytes: &[u8]) -> Result<VersionVector, VersionError> {
+        const WHAT: &str = "causal context";
+        let Some((&format, body)) = bytes.split_first() else {
+            return Ok(VersionVector::new());
+        };
+        if format != CONTEXT_FORMAT_V1 {
+            return Err(VersionError::UnknownFormat {
+                what: WHAT,
+                found: format,
+                supported: CONTEXT_FORMAT_V1,
+            });
+        }
+        let entries: Vec<(Actor, u64)> = decode_msgpack(WHAT, body)?;
+        VersionVector::from_entries(entries)
+    }
+
+    /// [`VersionVector::to_context`] as base64url without padding, for command
+    /// lines and headers.
+    pub fn to_context_string(&self) -> String {
+        CONTEXT_BASE64.encode(self.to_context())
+    }
+
+    /// Decode [`VersionVector::to_context_string`] output. Surrounding
+    /// whitespace is ignored, padding is optional, and the empty string is the
+    /// empty vector, so `--context ""` is harmless.
+    pub fn from_context_string(s: &str) -> Result<VersionVector, VersionError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(VersionVector::new());
+        }
+        VersionVector::from_context(&CONTEXT_BASE64.decode(s)?)
+    }
+
+    /// Build from decoded pairs: a repeated actor is ambiguous and rejected,
+    /// zero counters are dropped to keep the canonical form.
+    fn from_entries(pairs: Vec<(Actor, u64)>) -> Result<VersionVector, VersionError> {
+        let mut entries = BTreeMap::new();
+        for (actor, counter) in pairs {
+            if entries.contains_key(&actor) {
+                return Err(VersionError::DuplicateActor(actor));
+            }
+            entries.insert(actor, counter);
+        }
+        entries.retain(|_, counter| *counter != 0);
+        Ok(VersionVector { entries })
+    }
+
+    /// `self[actor] = max(self[actor], counter)`, never storing zeros.
+    fn raise(&mut self, actor: &Actor, counter: u64) {
+        if counter == 0 {
+            return;
+        }
+        match self.entries.get_mut(actor) {
+            Some(current) => *current = (*current).max(counter),
+            None => {
+                self.entries.insert(actor.clone(), counter);
+            }
+        }
+    }
+}
+
+/// Collects with join semantics: repeated actors keep the max, zeros vanish.
+impl FromIterator<(Actor, u64)> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = (Actor, u64)>>(iter: I) -> Self {
+        let mut vv = VersionVector::new();
+        for (actor, counter) in iter {
+            vv.raise(&actor, counter);
+        }
+        vv
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.entries.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(Actor, u64)>::deserialize(deserializer)?;
+        VersionVector::from_entries(pairs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One value (or tombstone) held for a key, tagged with the write that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Sibling {
+    /// The write that created this sibling.
+    pub dot: Dot,
+    /// The value; `None` is a tombstone left by a delete.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl Sibling {
+    /// Whether this sibling records a delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// Everything a replica stores for one key: causal context plus siblings.
+///
+/// Invariants (kept by every constructor and checked by [`Object::decode`]):
+/// every sibling's dot is covered by the clock and has counter ≥ 1, no two
+/// siblings share a dot, and siblings are sorted by dot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawObject")]
+pub struct Object {
+    clock: VersionVector,
+    siblings: Vec<Sibling>,
+}
+
+/// Wire shape of [`Object`] before its invariants are checked.
+#[derive(Deserialize)]
+struct RawObject {
+    clock: Vec<(Actor, u64)>,
+    siblings: Vec<Sibling>,
+}
+
+impl TryFrom<RawObject> for Object {
+    type Error = VersionError;
+
+    fn try_from(raw: RawObject) -> Result<Self, Self::Error> {
+        Object::from_parts(VersionVector::from_entries(raw.clock)?, raw.siblings)
+    }
+}
+
+impl Object {
+    /// The state of a key nobody has written: empty clock, no siblings.
+    pub fn new() -> Self {
+        Object::default()
+    }
+
+    /// Build an object from a clock and siblings in any order, checking the
+    /// invariants (siblings are sorted here).
+    pub fn from_parts(
+        clock: VersionVector,
+        mut siblings: Vec<Sibling>,
+    ) -> Result<Object, VersionError> {
+        siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+        for sibling in &siblings {
+            if sibling.dot.counter == 0 {
+                return Err(VersionError::ZeroCounter(sibling.dot.clone()));
+            }
+            if !clock.covers(&sibling.dot) {
+                return Err(VersionError::UncoveredDot(sibling.dot.clone()));
+            }
+        }
+        if let Some(pair) = siblings.windows(2).find(|w| w[0].dot == w[1].dot) {
+            return Err(VersionError::DuplicateDot(pair[0].dot.clone()));
+        }
+        Ok(Object { clock, siblings })
+    }
+
+    /// The causal context (all dots this replica has seen).
+    pub fn clock(&self) -> &VersionVector {
+        &self.clock
+    }
+
+    /// All siblings, tombstones included, sorted by dot.
+    pub fn siblings(&self) -> &[Sibling] {
+        &self.siblings
+    }
+
+    /// A write coordinated locally by `actor`, with the context `ctx` the
+    /// client read (empty for a blind write). `None` writes a tombstone
+    /// (a delete). Returns the new sibling's dot.
+    ///
+    /// Siblings covered by `ctx` are dropped: the client saw them, so this
+    /// write supersedes them. Others are concurrent with it and stay.
+    ///
+    /// The counter saturates at `u64::MAX` instead of overflowing; that needs
+    /// 2^64 writes or a forged context, and from then on this actor's writes
+    /// to the key replace each other.
+    pub fn update(&mut self, ctx: &VersionVector, actor: &Actor, value: Option<Vec<u8>>) -> Dot {
+        self.siblings.retain(|s| !ctx.covers(&s.dot));
+        // `ctx[actor]` can only exceed our own count if this replica lost data
+        // without changing epoch; taking the max still never reuses a dot the
+        // client has seen.
+        let counter = self.clock.get(actor).max(ctx.get(actor)).saturating_add(1);
+        // The new write causally follows everything the client saw, so the
+        // clock absorbs `ctx`: copies of those dots arriving later are known
+        // to be overwritten.
+        self.clock.join(ctx);
+        self.clock.raise(actor, counter);
+        let dot = Dot::new(actor.clone(), counter);
+        match self.siblings.binary_search_by(|s| s.dot.cmp(&dot)) {
+            // Only reachable once the counter has saturated.
+            Ok(i) => self.siblings[i].value = value,
+            Err(i) => self.siblings.insert(
+                i,
+                Sibling {
+                    dot: dot.clone(),
+                    value,
+                },
+            ),
+        }
+        dot
+    }
+
+    /// Join `other` into `self` (replica reconciliation).
+    ///
+    /// A sibling survives if both sides have it, or if the side lacking it has
+    /// not seen its dot (it is concurrent, not overwritten). If both sides hold
+    /// the same dot with different values (impossible unless a dot was reused),
+    /// the greater value wins so the result is still order-independent.
+    pub fn merge(&mut self, other: &Object) {
+        let mine = std::mem::take(&mut self.siblings);
+        let mut out = Vec::with_capacity(mine.len().max(other.siblings.len()));
+        let mut mine = mine.into_iter().peekable();
+        let mut theirs = other.siblings.iter().peekable();
+        loop {
+            let take_mine = match (mine.peek(), theirs.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(m), Some(t)) => {
+                    if m.dot == t.dot {
+                        // Both have it: keep it, with a deterministic value.
+                        if let (Some(mut m), Some(t)) = (mine.next(), theirs.next()) {
+                            if t.value > m.value {
+                                m.value = t.value.clone();
+                            }
+                            out.push(m);
+                        }
+                        continue;
+                    }
+                    m.dot < t.dot
+                }
+            };
+            if take_mine {
+                if let Some(m) = mine.next() {
+                    if !other.clock.covers(&m.dot) {
+                        out.push(m);
+                    }
+                }
+            } else if let Some(t) = theirs.next() {
+                // `self.clock` is still the pre-merge clock here.
+                if !self.clock.covers(&t.dot) {
+                    out.push(t.clone());
+                }
+            }
+        }
+        self.siblings = out;
+        self.clock.join(&other.clock);
+    }
+
+    /// Whether `self` already contains everything `other` knows, i.e.
+    /// `merge(self, other) == self`.
+    ///
+    /// That holds iff `other.clock <= self.clock`, no sibling of `self` is one
+    /// that `other` has seen and overwritten (covered by `other.clock` but
+    /// absent from `other`), and every sibling of `other` is either in `self`
+    /// or overwritten in `self`. A replica `r` is stale with respect to a
+    /// reconciled object `m` iff `!r.descends(&m)`.
+    pub fn descends(&self, other: &Object) -> bool {
+        if !self.clock.descends(&other.clock) {
+            return false;
+        }
+        let mut mine = self.siblings.iter().peekable();
+        let mut theirs = other.siblings.iter().peekable();
+        loop {
+            match (mine.peek(), theirs.peek()) {
+                (None, None) => return true,
+                (Some(m), t) if t.map_or(true, |t| m.dot < t.dot) => {
+                    if other.clock.covers(&m.dot) {
+                        return false;
+                    }
+                    mine.next();
+                }
+                (m, Some(t)) if m.map_or(true, |m| t.dot < m.dot) => {
+                    if !self.clock.covers(&t.dot) {
+                        return false;
+                    }
+                    theirs.next();
+                }
+                (Some(m), Some(t)) => {
+                    // Same dot: merge would only change the value if theirs
+                    // is greater (see `merge`).
+                    if t.value > m.value {
+                        return false;
+                    }
+                    mine.next();
+                    theirs.next();
+                }
+                // Unreachable: the guards above cover every one-sided case.
+                _ => return false,
+            }
+        }
+    }
+
+    /// Whether merging `other` into `self` would change `self`
+    /// (`!self.descends(other)`).
+    pub fn merge_changes(&self, other: &Object) -> bool {
+        !self.descends(other)
+    }
+
+    /// Live values (tombstones skipped), in sibling order.
+    pub fn values(&self) -> Vec<&[u8]> {
+        self.siblings
+            .iter()
+            .filter_map(|s| s.value.as_deref())
+            .collect()
+    }
+
+    /// Whether any sibling holds a live value.
+    pub fn is_found(&self) -> bool {
+        self.siblings.iter().any(|s| s.value.is_some())
+    }
+
+    /// The context to hand a client with a read; it sends it back with the
+    /// next write to replace what it saw.
+    pub fn context(&self) -> VersionVector {
+        self.clock.clone()
+    }
+
+    /// Number of siblings, tombstones included.
+    pub fn sibling_count(&self) -> usize {
+        self.siblings.len()
+    }
+
+    /// Whether the object has siblings and all of them are tombstones.
+    pub fn is_tombstone_only(&self) -> bool {
+        !self.siblings.is_empty() && self.siblings.iter().all(Sibling::is_tombstone)
+    }
+
+    /// Canonical encoding for disk and wire: [`OBJECT_FORMAT_V1`] followed by
+    /// named MessagePack. Equal objects give identical bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![OBJECT_FORMAT_V1];
+        write_msgpack(&mut out, self);
+        out
+    }
+
+    /// Decode [`Object::encode`] output, checking the invariants (siblings are
+    /// re-sorted if needed). Does not enforce [`MAX_SIBLINGS`], so anything
+    /// that was stored stays readable.
+    pub fn decode(bytes: &[u8]) -> Result<Object, VersionError> {
+        const WHAT: &str = "object";
+        let (&format, body) = bytes
+            .split_first()
+            .ok_or(VersionError::Empty { what: WHAT })?;
+        if format != OBJECT_FORMAT_V1 {
+            return Err(VersionError::UnknownFormat {
+                what: WHAT,
+                found: format,
+                supported: OBJECT_FORMAT_V1,
+            });
+        }
+        let raw: RawObject = decode_msgpack(WHAT, body)?;
+        Object::try_from(raw)
+    }
+
+    /// BLAKE3 of [`Object::encode`]: equal states give equal digests on every
+    /// replica (for Merkle anti-entropy).
+    pub fn digest(&self) -> [u8; 32] {
+        *blake3::hash(&self.encode()).as_bytes()
+    }
+}
+
+/// Append the named MessagePack encoding of `value` to `out`.
+fn write_msgpack<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    // Writing into a Vec cannot fail with I/O errors, every sequence here has
+    // a known length, and our Serialize impls raise no custom errors, so an
+    // error is a bug in this module, not a property of any input.
+    #[allow(clippy::expect_used)]
+    rmp_serde::encode::write_named(out, value)
+        .expect("MessagePack encoding of version data into a Vec cannot fail");
+}
+
+/// Decode one MessagePack value that must span all of `body`.
+fn decode_msgpack<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, VersionError> {
+    let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
+    de.set_max_depth(MAX_DECODE_DEPTH);
+    let value =
+        T::deserialize(&mut de).map_err(|source| VersionError::Malformed { what, source })?;
+    let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
+    if used < body.len() {
+        return Err(VersionError::TrailingBytes {
+            what,
+            count: body.len() - used,
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn actor(node: &str) -> Actor {
+        Actor::new(node, 1)
+    }
+
+    fn put(obj: &mut Object, ctx: &VersionVector, who: &Actor, v: &str) -> Dot {
+        obj.update(ctx, who, Some(v.as_bytes().to_vec()))
+    }
+
+    fn merged(a: &Object, b: &Object) -> Object {
+        let mut out = a.clone();
+        out.merge(b);
+        out
+    }
+
+    fn vals(obj: &Object) -> Vec<&str> {
+        obj.values()
+            .into_iter()
+            .map(|v| std::str::from_utf8(v).unwrap_or("<bin>"))
+            .collect()
+    }
+
+    #[test]
+    fn put_without_context_adds_sibling() {
+        let a = actor("a");
+        let mut obj = Object::new();
+        let d1 = put(&mut obj, &VersionVector::new(), &a, "v1");
+        let d2 = put(&mut obj, &VersionVector::new(), &a, "v2");
+        assert_eq!((d1.counter, d2.counter), (1, 2));
+        assert_eq!(vals(&obj), ["v1", "v2"]);
+        assert_eq!(obj.clock().get(&a), 2);
+        assert!(obj.is_found());
+    }
+
+    #[test]
+    fn put_with_read_context_replaces_covered_values() {
+        let (a, b) = (actor("a"), actor("b"));
+        let mut obj = Object::new();
+        put(&mut obj, &VersionVector::new(), &a, "v1");
+        put(&mut obj, &VersionVector::new(), &b, "v2");
+        assert_eq!(obj.sibling_count(), 2);
+        let ctx = obj.context();
+        let dot = put(&mut obj, &ctx, &a, "v3");
+        assert_eq!(vals(&obj), ["v3"]);
+        assert_eq!(dot, Dot::new(a.clone(), 2));
+        assert!(obj.clock().descends(&ctx));
+    }
+
+    #[test]
+    fn partial_context_keeps_unseen_sibling() {
+        let (a, b) = (actor("a"), actor("b"));
+        let mut obj = Object::new();
+        put(&mut obj, &VersionVector::new(), &a, "v1");
+        let ctx = obj.context(); // the client read before b's write
+        put(&mut obj, &VersionVector::new(), &b, "v2");
+        put(&mut obj, &ctx, &a, "v3");
+        assert_eq!(vals(&obj), ["v3", "v2"]);
+    }
+
+    #[test]
+    fn concurrent_puts_from_two_actors_merge_to_siblings() {
+        let (a, b) = (actor("a"), actor("b"));
+        let mut base = Object::new();
+        put(&mut base, &VersionVector::new(), &a, "v0");
+        let ctx = base.context();
+        let (mut ra, mut rb) = (base.clone(), base.clone());
+        put(&mut ra, &ctx, &a, "from-a");
+        put(&mut rb, &ctx, &b, "from-b");
+        let m = merged(&ra, &rb);
+        assert_eq!(vals(&m), ["from-a", "from-b"]);
+        assert_eq!(m, merged(&rb, &ra));
+        // A read-modify-write with the merged context resolves the conflict.
+        let mut resolved = m.clone();
+        put(&mut resolved, &m.context(), &b, "resolved");
+        assert_eq!(vals(&resolved), ["resolved"]);
+        assert_eq!(vals(&merged(&ra, &resolved)), ["resolved"]);
+    }
+
+    #[test]
+    fn delete_then_put_with_tombstone_context_resurrects_cleanly() {
+        let a = actor("a");
+        let mut obj = Object::new();
+        put(&mut obj, &VersionVector::new(), &a, "v1");
+        let ctx = obj.context();
+        obj.update(&ctx, &a, None);
+        assert!(!obj.is_found());
+        assert!(obj.is_tombstone_only());
+        assert!(obj.values().is_empty());
+        assert_eq!(obj.sibling_count(), 1);
+        let ctx = obj.context();
+        put(&mut obj, &ctx, &a, "v2");
+        assert_eq!(vals(&obj), ["v2"]);
+        assert_eq!(obj.sibling_count(), 1);
+        assert!(!obj.is_tombstone_only());
+    }
+
+    #[test]
+    fn blind_delete_keeps_values() {
+        let a = actor("a");
+        let mut obj = Object::new();
+        put(&mut obj, &VersionVector::new(), &a, "v1");
+        obj.update(&VersionVector::new(), &a, None);
+        assert_eq!(vals(&obj), ["v1"]);
+        assert_eq!(obj.sibling_count(), 2);
+        assert!(!obj.is_tombstone_only());
+        assert!(!Object::new().is_tombstone_only());
+    }
+
+    #[test]
+    fn stale_replica_converges_after_merge() {
+        let (a, b) = (actor("a"), actor("b"));
+        let mut fresh = Object::new();
+        put(&mut fresh, &VersionVector::new(), &a, "v1");
+        let stale = fresh.clone();
+        for v in ["v2", "v3"] {
+            let ctx = fresh.context();
+            put(&mut fresh, &ctx, &b, v);
+        }
+        assert!(fresh.descends(&stale));
+        assert!(!stale.descends(&fresh));
+        assert!(stale.merge_changes(&fresh));
+        assert!(!fresh.merge_changes(&stale));
+        let mut repaired = stale.clone();
+        repaired.merge(&fresh);
+        assert_eq!(repaired, fresh);
+        assert_eq!(vals(&repaired), ["v3"]);
+        assert_eq!(repaired.digest(), fresh.digest());
+        // Merging the stale copy back in is a no-op.
+        let mut again = fresh.clone();
+        again.merge(&stale);
+        assert_eq!(again, fresh);
+    }
+
+    #[test]
+    fn overwritten_sibling_dropped_concurrent_one_survives() {
+        let (a, b, c) = (actor("a"), actor("b"), actor("c"));
+        let mut r1 = Object::new();
+        put(&mut r1, &VersionVector::new(), &a, "old");
+        let mut r2 = r1.clone();
+        // r2 overwrites "old" having seen it.
+        let ctx = r2.context();
+        put(&mut r2, &ctx, &b, "new");
+        // r1 meanwhile gets a blind concurrent write.
+        put(&mut r1, &VersionVector::new(), &c, "concurrent");
+        assert_eq!(vals(&r1), ["old", "concurrent"]);
+        let m = merged(&r1, &r2);
+        assert_eq!(vals(&m), ["new", "concurrent"]);
+        assert_eq!(m, merged(&r2, &r1));
+        // r2 has seen "old" and dropped it, so r1 (which still holds it) does
+        // not descend r2 even though it is not missing any value of r2's clock
+        // for a.
+        assert!(!r1.descends(&r2));
+        assert!(m.descends(&r1) && m.descends(&r2));
+    }
+
+    #[test]
+    fn context_from_another_replica_overwrites_late_arrivals() {
+        // The client read a dot the coordinator has not received yet.
+        let (a, b) = (actor("a"), actor("b"));
+        let mut ra = Object::new();
+        put(&mut ra, &VersionVector::new(), &a, "seen-by-client");
+        let mut rb = Object::new();
+        put(&mut rb, &ra.context(), &b, "replacement");
+        assert_eq!(vals(&merged(&rb, &ra)), ["replacement"]);
+        assert_eq!(vals(&merged(&ra, &rb)), ["replacement"]);
+    }
+
+    #[test]
+    fn new_epoch_never_reuses_counters() {
+        let a1 = Actor::new("a", 1);
+        let a2 = Actor::new("a", 2);
+        let mut other = Object::new();
+        put(&mut other, &VersionVector::new(), &a1, "before-crash");
+        // Node a lost its data and came back as epoch 2 with an empty object.
+        let mut fresh = Object::new();
+        let d = put(&mut fresh, &VersionVector::new(), &a2, "after-crash");
+        assert_eq!(d, Dot::new(a2.clone(), 1));
+        assert_eq!(
+            vals(&merged(&other, &fresh)),
+            ["before-crash", "after-crash"]
+        );
+        // Lost data without an epoch bump: the client's context still stops
+        // the counter going backwards.
+        let mut lost = Object::new();
+        let d = put(&mut lost, &other.context(), &a1, "x");
+        assert_eq!(d.counter, 2);
+    }
+
+    #[test]
+    fn counter_saturates_without_panic() {
+        let a = actor("a");
+        let ctx: VersionVector = [(a.clone(), u64::MAX)].into_iter().collect();
+        let mut obj = Object::new();
+        let d1 = put(&mut obj, &ctx, &a, "x");
+        let d2 = put(&mut obj, &VersionVector::new(), &a, "y");
+        assert_eq!((d1.counter, d2.counter), (u64::MAX, u64::MAX));
+        assert_eq!(vals(&obj), ["y"]);
+        assert!(Object::from_parts(obj.clock().clone(), obj.siblings().to_vec()).is_ok());
+    }
+
+    #[test]
+    fn version_vector_basics() {
+        let (a, b) = (actor("a"), actor("b"));
+        let mut v: VersionVector = [(a.clone(), 2), (b.clone(), 0), (a.clone(), 1)]
+            .into_iter()
+            .collect();
+        assert_eq!((v.len(), v.get(&a), v.get(&b)), (1, 2, 0));
+        assert!(v.covers(&Dot::new(a.clone(), 2)) && !v.covers(&Dot::new(a.clone(), 3)));
+        let w: VersionVector = [(b.clone(), 1)].into_iter().collect();
+        assert!(!v.descends(&w) && !w.descends(&v));
+        v.join(&w);
+        assert!(v.descends(&w) && v.descends(&VersionVector::new()));
+        assert_eq!(v.iter().collect::<Vec<_>>(), [(&a, 2), (&b, 1)]);
+        assert!(VersionVector::new().is_empty());
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let (a, b) = (actor("a"), Actor::new("b", 7));
+        let mut obj = Object::new();
+        assert_eq!(Object::decode(&obj.encode()).ok(), Some(obj.clone()));
+        put(&mut obj, &VersionVector::new(), &a, "v1");
+        obj.update(&VersionVector::new(), &b, None);
+        obj.update(&VersionVector::new(), &b, Some(Vec::new()));
+        let bytes = obj.encode();
+        assert_eq!(bytes[0], OBJECT_FORMAT_V1);
+        let back = Object::decode(&bytes).expect("round trip");
+        assert_eq!(back, obj);
+        assert_eq!(back.encode(), bytes);
+        assert_eq!(back.values(), [b"v1".as_slice(), b"".as_slice()]);
+    }
+
+    /// Encode an arbitrary (possibly invalid) object shape.
+    fn raw_encode(clock: &[(Actor, u64)], siblings: &[Sibling]) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Raw<'a> {
+            clock: &'a [(Actor, u64)],
+            siblings: &'a [Sibling],
+        }
+        let mut out = vec![OBJECT_FORMAT_V1];
+        write_msgpack(&mut out, &Raw { clock, siblings });
+        out
+    }
+
+    fn sib(who: &Actor, counter: u64, v: &str) -> Sibling {
+        Sibling {
+            dot: Dot::new(who.clone(), counter),
+            value: Some(v.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn decode_rejects_bad_input() {
+        let a = actor("a");
+        let mut obj = Object::new();
+        put(&mut obj, &VersionVector::new(), &a, "value");
+        let good = obj.encode();
+
+        let err = |bytes: &[u8]| match Object::decode(bytes) {
+            Ok(o) => panic!("decoded {o:?} from {bytes:?}"),
+            Err(e) => e,
+        };
+        assert!(matches!(err(&[]), VersionError::Empty { .. }));
+        let mut wrong = good.clone();
+        wrong[0] = 9;
+        let e = err(&wrong);
+        assert!(matches!(e, VersionError::UnknownFormat { found: 9, .. }));
+        assert!(e.to_string().contains("format version 9"), "{e}");
+        for cut in 1..good.len() {
+            assert!(
+                matches!(err(&good[..cut]), VersionError::Malformed { .. }),
+                "cut at {cut}"
+            );
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            err(&trailing),
+            VersionError::TrailingBytes { count: 1, .. }
+        ));
+        assert!(matches!(
+            err(b"\x01garbage here"),
+            VersionError::Malformed { .. }
+        ));
+        // Huge declared lengths fail on EOF rather than allocating.
+        for absurd in [
+            &[1, 0xdd, 0xff, 0xff, 0xff, 0xff][..],
+            &[1, 0xdf, 0xff, 0xff, 0xff, 0xff][..],
+            &[1, 0xc6, 0xff, 0xff, 0xff, 0xff][..],
+            &[
+                1, 0x82, 0xa5, b'c', b'l', b'o', b'c', b'k', 0xdd, 0xff, 0xff, 0xff, 0xff,
+            ][..],
+        ] {
+            let _ = err(absurd);
+        }
+        // Deep nesting inside an ignored field is refused cheaply.
+        let mut deep = vec![1, 0x83, 0xa1, b'x'];
+        deep.extend(vec![0x91; 10_000]);
+        let _ = err(&deep);
+
+        // Invariant violations.
+        let e = err(&raw_encode(&[(a.clone(), 1)], &[sib(&a, 2, "x")]));
+        assert!(matches!(e, VersionError::UncoveredDot(_)), "{e}");
+        let e = err(&raw_encode(
+            &[(a.clone(), 2)],
+            &[sib(&a, 1, "x"), sib(&a, 1, "y")],
+        ));
+        assert!(matches!(e, VersionError::DuplicateDot(_)), "{e}");
+        let e = err(&raw_encode(&[(a.clone(), 2)], &[sib(&a, 0, "x")]));
+        assert!(matches!(e, VersionError::ZeroCounter(_)), "{e}");
+        let e = err(&raw_encode(&[(a.clone(), 2), (a.clone(), 3)], &[]));
+        assert!(e.to_string().contains("more than once"), "{e}");
+    }
+
+    #[test]
+    fn decode_sorts_and_normalizes() {
+        let (a, b) = (actor("a"), actor("b"));
+        let bytes = raw_encode(
+            &[(b.clone(), 1), (a.clone(), 2), (actor("z"), 0)],
+            &[sib(&b, 1, "b"), sib(&a, 2, "a")],
+        );
+        let obj = Object::decode(&bytes).expect("valid but unsorted");
+        let dots: Vec<_> = obj.siblings().iter().map(|s| s.dot.clone()).collect();
+        assert_eq!(dots, [Dot::new(a.clone(), 2), Dot::new(b.clone(), 1)]);
+        assert_eq!(obj.clock().len(), 2);
+        assert_eq!(Object::decode(&obj.encode()).ok(), Some(obj));
+    }
+
+    #[test]
+    fn context_round_trip() {
+        let empty = VersionVector::new();
+        let s = empty.to_context_string();
+        assert!(!s.is_empty());
+        assert_eq!(
+            VersionVector::from_context_string(&s).ok(),
+            Some(empty.clone())
+        );
+        assert_eq!(
+            VersionVector::from_context_string("").ok(),
+            Some(empty.clone())
+        );
+        assert_eq!(
+            VersionVector::from_context_string("  \n").ok(),
+            Some(empty.clone())
+        );
+        assert_eq!(VersionVector::from_context(&[]).ok(), Some(empty.clone()));
+
+        let mut obj = Object::new();
+        put(&mut obj, &VersionVector::new(), &actor("a"), "x");
+        put(
+            &mut obj,
+            &VersionVector::new(),
+            &Actor::new("node-b", 3),
+            "y",
+        );
+        let ctx = obj.context();
+        let bytes = ctx.to_context();
+        assert_eq!(bytes[0], CONTEXT_FORMAT_V1);
+        assert_eq!(VersionVector::from_context(&bytes).ok(), Some(ctx.clone()));
+        let s = ctx.to_context_string();
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(
+            VersionVector::from_context_string(&s).ok(),
+            Some(ctx.clone())
+        );
+        let padded = format!("{s}{}", "=".repeat((4 - s.len() % 4) % 4));
+        assert_eq!(
+            VersionVector::from_context_string(&padded).ok(),
+            Some(ctx.clone())
+        );
+        assert_eq!(
+            VersionVector::from_context_string(&format!(" {s}\n")).ok(),
+            Some(ctx)
+        );
+    }
+
+    #[test]
+    fn context_garbage_errors() {
+        for bad in ["not base64!", "AZ+/", "@@@", "A"] {
+            let e = VersionVector::from_context_string(bad).expect_err(bad);
+            assert!(matches!(e, VersionError::Base64(_)), "{bad}: {e}");
+        }
+        // Valid base64 of a wrong format byte.
+        let e = VersionVector::from_context_string("Ag").expect_err("format 2");
+        assert!(
+            matches!(e, VersionError::UnknownFormat { found: 2, .. }),
+            "{e}"
+        );
+        let ctx: VersionVector = [(actor("a"), 5)].into_iter().collect();
+        let bytes = ctx.to_context();
+        for cut in 1..bytes.len() {
+            assert!(VersionVector::from_context(&bytes[..cut]).is_err());
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0xc0);
+        assert!(matches!(
+            VersionVector::from_context(&trailing),
+            Err(VersionError::TrailingBytes { .. })
+        ));
+        // An object encoding is not a context.
+        let mut obj = Object::new();
+        put(&mut obj, &VersionVector::new(), &actor("a"), "x");
+        assert!(VersionVector::from_context(&obj.encode()).is_err());
+        // Duplicate actors are rejected with a clear message.
+        let mut dup = vec![CONTEXT_FORMAT_V1];
+        write_msgpack(&mut dup, &[(actor("a"), 1u64), (actor("a"), 2)]);
+        let e = VersionVector::from_context(&dup).expect_err("duplicate");
+        assert!(matches!(e, VersionError::DuplicateActor(_)), "{e}");
+    }
+
+    #[test]
+    fn serde_deserialize_checks_invariants_too() {
+        let a = actor("a");
+        let bad = raw_encode(&[(a.clone(), 1)], &[sib(&a, 2, "x")]);
+        assert!(rmp_serde::from_slice::<Object>(&bad[1..]).is_err());
+        let good = raw_encode(&[(a.clone(), 2)], &[sib(&a, 2, "x")]);
+        assert!(rmp_serde::from_slice::<Object>(&good[1..]).is_ok());
+    }
+
+    // ---------------------------------------------------------------------
+    // Property tests.
+
+    const ACTORS: usize = 3;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A client write at `replica` with the join of some known contexts,
+        /// optionally with the entries of some actors dropped.
+        Update {
+            replica: usize,
+            picks: Vec<usize>,
+            drop_nodes: Option<u8>,
+            delete: bool,
+        },
+        /// Replica `to` pulls the full state of `from`.
+        Merge { from: usize, to: usize },
+        /// Replica loses its data and restarts under a new epoch.
+        Wipe { replica: usize },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (
+                0..ACTORS,
+                prop::collection::vec(any::<usize>(), 0..3),
+                prop::option::weighted(0.2, any::<u8>()),
+                prop::bool::weighted(0.2),
+            )
+                .prop_map(|(replica, picks, drop_nodes, delete)| Op::Update {
+                    replica,
+                    picks,
+                    drop_nodes,
+                    delete,
+                }),
+            5 => (0..ACTORS, 0..ACTORS).prop_map(|(from, to)| Op::Merge { from, to }),
+            1 => (0..ACTORS).prop_map(|replica| Op::Wipe { replica }),
+        ]
+    }
+
+    struct History {
+        replicas: Vec<Object>,
+        /// Every state any replica passed through.
+        states: Vec<Object>,
+        created: BTreeSet<Dot>,
+        /// Contexts that updates actually used.
+        used_ctxs: Vec<VersionVector>,
+        /// Dots that existed only on a wiped replica.
+        lost: BTreeSet<Dot>,
+        wiped: bool,
+    }
+
+    fn run(ops: &[Op]) -> Result<History, TestCaseError> {
+        let mut epochs = [1u64; ACTORS];
+        let mut h = History {
+            replicas: vec![Object::new(); ACTORS],
+            states: vec![Object::new()],
+            created: BTreeSet::new(),
+            used_ctxs: Vec::new(),
+            lost: BTreeSet::new(),
+            wiped: false,
+        };
+        // Contexts clients have read: replica clocks at various times.
+        let mut known = vec![VersionVector::new()];
+        for (step, op) in ops.iter().enumerate() {
+            let touched = match op {
+                Op::Update {
+                    replica,
+                    picks,
+                    drop_nodes,
+                    delete,
+                } => {
+                    let mut ctx = VersionVector::new();
+                    for p in picks {
+                        ctx.join(&known[p % known.len()]);
+                    }
+                    if let Some(mask) = drop_nodes {
+                        ctx = ctx
+                            .iter()
+                            .filter(|(a, _)| {
+                                let i = a.node.as_bytes()[1] - b'0';
+                                mask & (1 << i) == 0
+                            })
+                            .map(|(a, c)| (a.clone(), c))
+                            .collect();
+                    }
+                    let who = Actor::new(format!("n{replica}"), epochs[*replica]);
+                    let value = (!delete).then(|| step.to_le_bytes().to_vec());
+                    let obj = &mut h.replicas[*replica];
+                    let dot = obj.update(&ctx, &who, value.clone());
+                    prop_assert!(h.created.insert(dot.clone()), "dot {} reused", dot);
+                    prop_assert!(!ctx.covers(&dot));
+                    prop_assert!(obj
+                        .siblings()
+                        .iter()
+                        .all(|s| s.dot == dot || !ctx.covers(&s.dot)));
+                    let made = Sibling { dot, value };
+                    prop_assert!(obj.siblings().contains(&made));
+                    prop_assert!(obj.clock().descends(&ctx));
+                    h.used_ctxs.push(ctx);
+                    *replica
+                }
+                Op::Merge { from, to } => {
+                    let src = h.replicas[*from].clone();
+                    let before = h.replicas[*to].clone();
+                    h.replicas[*to].merge(&src);
+                    let after = &h.replicas[*to];
+                    prop_assert_eq!(before.merge_changes(&src), after != &before);
+                    prop_assert!(after.descends(&src) && after.descends(&before));
+                    *to
+                }
+                Op::Wipe { replica } => {
+                    for s in h.replicas[*replica].siblings() {
+                        let elsewhere = h
+                            .replicas
+                            .iter()
+                            .enumerate()
+                            .any(|(i, r)| i != *replica && r.clock().covers(&s.dot));
+                        if !elsewhere {
+                            h.lost.insert(s.dot.clone());
+                        }
+                    }
+                    h.replicas[*replica] = Object::new();
+                    epochs[*replica] += 1;
+                    h.wiped = true;
+                    *replica
+                }
+            };
+            let obj = &h.replicas[touched];
+            // Invariants hold after every step.
+            let rebuilt = Object::from_parts(obj.clock().clone(), obj.siblings().to_vec());
+            prop_assert_eq!(rebuilt.ok(), Some(obj.clone()));
+            known.push(obj.context());
+            h.states.push(obj.clone());
+        }
+        Ok(h)
+    }
+
+    /// A few states spread over the history plus the final replicas.
+    fn sample(h: &History) -> Vec<Object> {
+        let n = h.states.len();
+        let mut out: Vec<Object> = (0..5).map(|i| h.states[i * (n - 1) / 4].clone()).collect();
+        out.extend(h.replicas.iter().cloned());
+        out
+    }
+
+    fn check_lattice(states: &[Object]) -> Result<(), TestCaseError> {
+        for a in states {
+            prop_assert_eq!(&merged(a, a), a);
+            prop_assert!(a.descends(a));
+            let bytes = a.encode();
+            let back = Object::decode(&bytes);
+            prop_assert_eq!(back.ok(), Some(a.clone()));
+            for b in states {
+                let ab = merged(a, b);
+                let ba = merged(b, a);
+                prop_assert_eq!(&ab, &ba);
+                prop_assert_eq!(ab.encode(), ba.encode());
+                prop_assert_eq!(a.descends(b), &ab == a);
+                prop_assert_eq!(a.merge_changes(b), &ab != a);
+                prop_assert!(ab.descends(a) && ab.descends(b));
+                prop_assert_eq!(a.digest() == b.digest(), a.encode() == b.encode());
+                prop_assert_eq!(a.encode() == b.encode(), a == b);
+                for c in states {
+                    prop_assert_eq!(merged(&ab, c), merged(a, &merged(b, c)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn histories_converge_without_losing_writes(ops in prop::collection::vec(op(), 1..60)) {
+            let h = run(&ops)?;
+            check_lattice(&sample(&h))?;
+
+            let full = h.replicas.iter().fold(Object::new(), |acc, r| merged(&acc, r));
+            let full_rev = h.replicas.iter().rev().fold(Object::new(), |acc, r| merged(&acc, r));
+            prop_assert_eq!(full.encode(), full_rev.encode());
+            for r in &h.replicas {
+                prop_assert!(full.descends(r));
+            }
+            let present: BTreeSet<Dot> = full.siblings().iter().map(|s| s.dot.clone()).collect();
+            prop_assert!(present.is_subset(&h.created));
+            for dot in &h.created {
+                let overwritten = h.used_ctxs.iter().any(|c| c.covers(dot));
+                prop_assert!(h.wiped || full.clock().covers(dot));
+                if !overwritten && !h.lost.contains(dot) {
+                    prop_assert!(present.contains(dot), "write {} was lost", dot);
+                }
+                // Without data loss the converse holds too: exactly the
+                // overwritten writes are gone.
+                if !h.wiped && overwritten {
+                    prop_assert!(!present.contains(dot), "overwritten {} survived", dot);
+                }
+            }
+        }
+    }
+
+    /// An arbitrary valid object over a small dot space, reachable or not.
+    fn arb_object() -> impl Strategy<Value = Object> {
+        let clock = prop::collection::vec(0u64..4, ACTORS);
+        let sibs = prop::collection::vec((0..ACTORS, 1u64..4, prop::option::of(0u8..3)), 0..6);
+        (clock, sibs).prop_map(|(counts, sibs)| {
+            let actors: Vec<Actor> = (0..ACTORS)
+                .map(|i| Actor::new(format!("n{i}"), 1))
+                .collect();
+            let clock: VersionVector = actors.iter().cloned().zip(counts).collect();
+            let mut seen = BTreeSet::new();
+            let siblings = sibs
+                .into_iter()
+                .map(|(i, c, v)| Sibling {
+                    dot: Dot::new(actors[i].clone(), c),
+                    value: v.map(|v| vec![v]),
+                })
+                .filter(|s| clock.covers(&s.dot) && seen.insert(s.dot.clone()))
+                .collect();
+            Object::from_parts(clock, siblings).unwrap_or_default()
+        })
+    }
+
+    fn arb_vv() -> impl Strategy<Value = VersionVector> {
+        prop::collection::vec(("[a-z0-9-]{0,8}", any::<u64>(), any::<u64>()), 0..5).prop_map(|e| {
+            e.into_iter()
+                .map(|(n, ep, c)| (Actor::new(n, ep), c))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        // Holds for any valid objects, not only reachable ones (including
+        // equal dots with different values).
+        #[test]
+        fn merge_is_a_join_on_arbitrary_objects(
+            states in prop::collection::vec(arb_object(), 1..6)
+        ) {
+            check_lattice(&states)?;
+        }
+
+        #[test]
+        fn context_round_trips(vv in arb_vv()) {
+            prop_assert_eq!(VersionVector::from_context(&vv.to_context()).ok(), Some(vv.clone()));
+            prop_assert_eq!(
+                VersionVector::from_context_string(&vv.to_context_string()).ok(),
+                Some(vv.clone())
+            );
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64), s in ".{0,40}") {
+            let _ = VersionVector::from_context(&bytes);
+            let _ = VersionVector::from_context_string(&s);
+            let mut with_format = vec![OBJECT_FORMAT_V1];
+            with_format.extend_from_slice(&bytes);
+            for input in [&bytes, &with_format] {
+                if let Ok(obj) = Object::decode(input) {
+                    prop_assert_eq!(Object::decode(&obj.encode()).ok(), Some(obj));
+                }
+            }
+        }
+
+        #[test]
+        fn mutated_encodings_decode_to_valid_objects_or_fail(
+            obj in arb_object(),
+            flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = obj.encode();
+            for (at, x) in flips {
+                let i = at % bytes.len();
+                bytes[i] ^= x;
+            }
+            if let Ok(obj) = Object::decode(&bytes) {
+                let rebuilt = Object::from_parts(obj.clock().clone(), obj.siblings().to_vec());
+                prop_assert_eq!(rebuilt.ok(), Some(obj));
+            }
+        }
+    }
+}
