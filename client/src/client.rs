@@ -63,8 +63,8 @@ impl ClientConfig {
     pub fn load(path: &Path) -> Result<ClientConfig, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut cfg: ClientConfig = toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut cfg: ClientConfig =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key] {
             if p.is_relative() {
@@ -225,7 +225,9 @@ impl Client {
         let bind: SocketAddr = if seeds[0].is_ipv6() {
             "[::]:0".parse().map_err(|_| Error::Config("bind".into()))?
         } else {
-            "0.0.0.0:0".parse().map_err(|_| Error::Config("bind".into()))?
+            "0.0.0.0:0"
+                .parse()
+                .map_err(|_| Error::Config("bind".into()))?
         };
         let endpoint = quinn::Endpoint::client(bind)
             .map_err(|e| Error::Config(format!("cannot open a UDP socket: {e}")))?;
@@ -356,8 +358,9 @@ impl Client {
             let p = info.ring.partition_of(bucket, key);
             let order = info.ring.order(p);
             // Replicas the cluster reports down go after every live node.
-            let (live, down): (Vec<&str>, Vec<&str>) =
-                order.into_iter().partition(|id| !info.down.iter().any(|d| d == id));
+            let (live, down): (Vec<&str>, Vec<&str>) = order
+                .into_iter()
+                .partition(|id| !info.down.iter().any(|d| d == id));
             for id in live.into_iter().chain(down) {
                 if let Some(addr) = info.address_of(id).and_then(resolve) {
                     push_unique(&mut out, addr);

@@ -69,9 +69,15 @@ impl Ca {
     }
 
     /// Issues a node certificate; writes `<prefix>.pem` and `<prefix>.key`.
-    pub fn issue_node(&self, id: &str, out: &Path, prefix: &str) -> Result<(PathBuf, PathBuf), CertError> {
+    pub fn issue_node(
+        &self,
+        id: &str,
+        out: &Path,
+        prefix: &str,
+    ) -> Result<(PathBuf, PathBuf), CertError> {
         let mut p = CertificateParams::new(vec![tls::node_name(id), tls::NODE_NAME.to_string()])?;
-        p.distinguished_name.push(DnType::CommonName, format!("chorus node {id}"));
+        p.distinguished_name
+            .push(DnType::CommonName, format!("chorus node {id}"));
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -80,14 +86,25 @@ impl Ca {
     }
 
     /// Issues a client certificate; writes `<prefix>.pem` and `<prefix>.key`.
-    pub fn issue_client(&self, name: &str, out: &Path, prefix: &str) -> Result<(PathBuf, PathBuf), CertError> {
+    pub fn issue_client(
+        &self,
+        name: &str,
+        out: &Path,
+        prefix: &str,
+    ) -> Result<(PathBuf, PathBuf), CertError> {
         let mut p = CertificateParams::new(vec![tls::CLIENT_NAME.to_string()])?;
-        p.distinguished_name.push(DnType::CommonName, format!("chorus client {name}"));
+        p.distinguished_name
+            .push(DnType::CommonName, format!("chorus client {name}"));
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(p, out, prefix)
     }
 
-    fn issue(&self, mut p: CertificateParams, out: &Path, prefix: &str) -> Result<(PathBuf, PathBuf), CertError> {
+    fn issue(
+        &self,
+        mut p: CertificateParams,
+        out: &Path,
+        prefix: &str,
+    ) -> Result<(PathBuf, PathBuf), CertError> {
         p.not_before = rcgen::date_time_ymd(2024, 1, 1);
         p.not_after = rcgen::date_time_ymd(2124, 1, 1);
         p.use_authority_key_identifier_extension = true;
@@ -124,8 +141,10 @@ fn write(path: &Path, text: &str) -> Result<(), CertError> {
 fn write_private(path: &Path, text: &str) -> Result<(), CertError> {
     write(path, text)?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| CertError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        CertError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
     })
 }

@@ -14,7 +14,11 @@ use chorus_node::config::NodeConfig;
 use chorus_node::server::Node;
 
 #[derive(Parser)]
-#[command(name = "chorus", version, about = "Chorus: a leaderless replicated key-value store")]
+#[command(
+    name = "chorus",
+    version,
+    about = "Chorus: a leaderless replicated key-value store"
+)]
 struct Cli {
     /// Config file: node.toml for `server`, client.toml for client commands.
     #[arg(long, global = true, env = "CHORUS_CONFIG")]
@@ -106,7 +110,10 @@ enum CertsCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -210,7 +217,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "as seen by {} (ring version {}, {} partitions)",
                     st.node, st.ring_version, st.partitions
                 );
-                println!("{:<12} {:<24} {:<6} {:>10}", "ID", "ADDRESS", "STATUS", "PARTITIONS");
+                println!(
+                    "{:<12} {:<24} {:<6} {:>10}",
+                    "ID", "ADDRESS", "STATUS", "PARTITIONS"
+                );
                 for n in &st.nodes {
                     println!(
                         "{:<12} {:<24} {:<6} {:>10}",
@@ -259,9 +269,8 @@ fn init_logging() {
 }
 
 async fn connect(config: Option<&Path>) -> Result<Client> {
-    let path = config.ok_or_else(|| {
-        anyhow!("no client config: pass --config FILE or set CHORUS_CONFIG")
-    })?;
+    let path = config
+        .ok_or_else(|| anyhow!("no client config: pass --config FILE or set CHORUS_CONFIG"))?;
     let cfg = ClientConfig::load(path)?;
     Ok(Client::connect(cfg).await?)
 }

@@ -241,7 +241,11 @@ impl NodeConfig {
     }
 
     /// Parses and validates config text; `origin` names it in errors.
-    pub fn parse(text: &str, overrides: &[String], origin: &str) -> Result<NodeConfig, ConfigError> {
+    pub fn parse(
+        text: &str,
+        overrides: &[String],
+        origin: &str,
+    ) -> Result<NodeConfig, ConfigError> {
         let field_err = |field: &str, reason: String| ConfigError::Field {
             path: origin.to_string(),
             field: field.to_string(),
@@ -253,8 +257,8 @@ impl NodeConfig {
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        let cfg: NodeConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let cfg: NodeConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let field = e.path().to_string();
                 field_err(&field, e.into_inner().to_string())
             })?;
@@ -332,14 +336,20 @@ impl NodeConfig {
         if l.max_frame_bytes < needed {
             return err(
                 "limits.max_frame_bytes",
-                format!("{} is too small to carry a maximal request ({needed} bytes)", l.max_frame_bytes),
+                format!(
+                    "{} is too small to carry a maximal request ({needed} bytes)",
+                    l.max_frame_bytes
+                ),
             );
         }
         for (name, d) in [
             ("timeouts.request", self.timeouts.request),
             ("timeouts.connect", self.timeouts.connect),
             ("failure_detector.interval", self.failure_detector.interval),
-            ("failure_detector.down_after", self.failure_detector.down_after),
+            (
+                "failure_detector.down_after",
+                self.failure_detector.down_after,
+            ),
         ] {
             if d.is_zero() {
                 return err(name, "must be longer than 0".into());
@@ -451,7 +461,8 @@ members = [{ id = "n1", address = "127.0.0.1:7000" }]
         assert!(!c.storage.sync);
         assert_eq!(c.cluster.n, 3);
         assert_eq!(c.limits.max_key_bytes, 65536);
-        let c = parse(&["storage.sync=true", "timeouts.request=2s", "cluster.n=1"]).expect("overrides");
+        let c =
+            parse(&["storage.sync=true", "timeouts.request=2s", "cluster.n=1"]).expect("overrides");
         assert!(c.storage.sync);
         assert_eq!(c.timeouts.request, Duration::from_secs(2));
         assert_eq!(c.cluster.n, 1);

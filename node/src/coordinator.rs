@@ -87,7 +87,10 @@ impl Quorum {
     }
 
     pub fn waiting(&self) -> usize {
-        self.replies.iter().filter(|r| **r == Reply::Waiting).count()
+        self.replies
+            .iter()
+            .filter(|r| **r == Reply::Waiting)
+            .count()
     }
 
     /// Replicas that haven't answered yet.
@@ -202,7 +205,11 @@ mod tests {
     #[test]
     fn all_fails_once_a_replica_is_down_and_others_answered() {
         let mut q = Quorum::new(nodes(), 3);
-        assert_eq!(q.fail("c"), Outcome::Pending, "waits to count the live answers");
+        assert_eq!(
+            q.fail("c"),
+            Outcome::Pending,
+            "waits to count the live answers"
+        );
         assert_eq!(q.ok("a"), Outcome::Pending);
         assert_eq!(
             q.ok("b"),
@@ -251,7 +258,11 @@ mod tests {
 
         let mut g = GetFsm::new(nodes(), 2);
         assert_eq!(g.reply("a", Some(old.clone())), Outcome::Pending);
-        assert_eq!(g.reply("a", Some(new.clone())), Outcome::Pending, "one answer per node");
+        assert_eq!(
+            g.reply("a", Some(new.clone())),
+            Outcome::Pending,
+            "one answer per node"
+        );
         assert_eq!(g.reply("b", Some(new.clone())), Outcome::Met);
         assert_eq!(g.merged(), Some(&new));
         assert_eq!(g.stale_replicas(), vec!["a"]);

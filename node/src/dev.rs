@@ -9,7 +9,6 @@ use anyhow::{bail, Context as _, Result};
 use chorus_client::{Client, ClientConfig};
 use tokio::process::Command;
 
-
 #[derive(clap::Args)]
 pub struct DevArgs {
     /// Number of nodes.
@@ -73,7 +72,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         let mut child = cmd.spawn().with_context(|| format!("starting node {id}"))?;
         let pid = child.id().unwrap_or_default();
         std::fs::write(node_dir.join("pid"), format!("{pid}\n"))?;
-        println!("started {id} (pid {pid}), log in {}", node_dir.join("node.log").display());
+        println!(
+            "started {id} (pid {pid}), log in {}",
+            node_dir.join("node.log").display()
+        );
         live.push((id.clone(), pid));
         let tx = exited_tx.clone();
         tokio::spawn(async move {
@@ -101,7 +103,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         args.nodes,
         client_toml.display()
     );
-    println!("try: chorus --config {} put hello world", client_toml.display());
+    println!(
+        "try: chorus --config {} put hello world",
+        client_toml.display()
+    );
 
     loop {
         tokio::select! {
@@ -126,7 +131,8 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     }
 }
 
-type Exits = tokio::sync::mpsc::UnboundedReceiver<(String, std::io::Result<std::process::ExitStatus>)>;
+type Exits =
+    tokio::sync::mpsc::UnboundedReceiver<(String, std::io::Result<std::process::ExitStatus>)>;
 
 /// SIGTERM to every live node, SIGKILL to those still running after [`STOP_WITHIN`].
 async fn stop_all(dir: &Path, live: &mut Vec<(String, u32)>, exited: &mut Exits) {
@@ -207,12 +213,19 @@ fn check_existing(dir: &Path, nodes: usize) -> Result<()> {
             if let Ok(pid) = pid.trim().parse::<i32>() {
                 let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 if String::from_utf8_lossy(&cmdline).contains("chorus") {
-                    bail!("node n{k} of {} is still running (pid {pid})", dir.display());
+                    bail!(
+                        "node n{k} of {} is still running (pid {pid})",
+                        dir.display()
+                    );
                 }
             }
         }
     }
-    if dir.join(format!("n{}", nodes + 1)).join("node.toml").exists() {
+    if dir
+        .join(format!("n{}", nodes + 1))
+        .join("node.toml")
+        .exists()
+    {
         println!(
             "note: {} holds more than {nodes} nodes; starting only the first {nodes}",
             dir.display()

@@ -98,7 +98,11 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
                 .collect(),
         ),
     );
-    for (k, v) in [("ca", "ca.pem"), ("cert", "client.pem"), ("key", "client.key")] {
+    for (k, v) in [
+        ("ca", "ca.pem"),
+        ("cert", "client.pem"),
+        ("key", "client.key"),
+    ] {
         client.insert(k.into(), toml::Value::String(v.into()));
     }
     let path = dir.join("client.toml");

@@ -79,7 +79,11 @@ impl Membership {
 
     /// Ids of every member but this node.
     pub fn peers(&self) -> Vec<String> {
-        self.read().keys().filter(|k| **k != self.me).cloned().collect()
+        self.read()
+            .keys()
+            .filter(|k| **k != self.me)
+            .cloned()
+            .collect()
     }
 
     pub fn view(&self) -> Vec<MemberView> {
@@ -157,7 +161,10 @@ mod tests {
         assert!(m.observe("b", true, t0, d));
         assert!(m.is_up("b"));
         assert!(rx.has_changed().unwrap_or(false));
-        assert!(!m.observe("b", false, t0 + Duration::from_secs(1), d), "one miss isn't down");
+        assert!(
+            !m.observe("b", false, t0 + Duration::from_secs(1), d),
+            "one miss isn't down"
+        );
         assert!(m.is_up("b"));
         assert!(m.observe("b", false, t0 + Duration::from_secs(3), d));
         assert!(!m.is_up("b"));

@@ -93,7 +93,11 @@ impl Replica {
                 let bytes = rmp_serde::to_vec_named(&id)
                     .map_err(|e| ReplicaError::Corrupt(format!("identity: {e}")))?;
                 storage.write(vec![Op::Put(Table::Meta, META_IDENTITY.to_vec(), bytes)])?;
-                tracing::info!(node = node_id, epoch, "new data directory: fresh actor epoch");
+                tracing::info!(
+                    node = node_id,
+                    epoch,
+                    "new data directory: fresh actor epoch"
+                );
                 Actor {
                     node: node_id.to_string(),
                     epoch,
@@ -232,7 +236,11 @@ impl Writer {
         }
     }
 
-    fn apply(&self, current: Option<Object>, change: Change) -> Result<(Object, bool), ReplicaError> {
+    fn apply(
+        &self,
+        current: Option<Object>,
+        change: Change,
+    ) -> Result<(Object, bool), ReplicaError> {
         let mut obj = current.unwrap_or_else(Object::new);
         match change {
             Change::Update { ctx, value } => {
@@ -313,7 +321,11 @@ mod tests {
             .await;
         assert!(matches!(err, Err(ReplicaError::TooManySiblings { .. })));
         assert_eq!(
-            r.get(b"k".to_vec()).await.expect("get").expect("present").sibling_count(),
+            r.get(b"k".to_vec())
+                .await
+                .expect("get")
+                .expect("present")
+                .sibling_count(),
             4
         );
         // Same storage, same node: the epoch is kept. Another node id is refused.

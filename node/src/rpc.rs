@@ -34,7 +34,10 @@ pub enum PeerRequest {
 /// A node's answer to a [`PeerRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerResponse {
-    Pong { node: String, epoch: u64 },
+    Pong {
+        node: String,
+        epoch: u64,
+    },
     /// The replica's version (encoded), or nothing stored.
     Object(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Ack,

@@ -152,7 +152,10 @@ impl Node {
         };
         if role == Role::Peer && !transport::is_node_certificate(&conn) {
             tracing::warn!(remote = %conn.remote_address(), "peer protocol refused to a non-node certificate");
-            conn.close(codes::NOT_A_NODE.into(), b"peer protocol needs a node certificate");
+            conn.close(
+                codes::NOT_A_NODE.into(),
+                b"peer protocol needs a node certificate",
+            );
             return;
         }
         while let Ok((send, recv)) = conn.accept_bi().await {
@@ -161,7 +164,12 @@ impl Node {
         }
     }
 
-    async fn serve_stream(self, role: Role, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    async fn serve_stream(
+        self,
+        role: Role,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
         let Ok(_permit) = self.inner.inflight.acquire().await else {
             return;
         };
@@ -242,7 +250,12 @@ impl Node {
                 if let Err(Response::Error(e)) = self.check_key(&bucket, &key) {
                     return PeerResponse::Error(e.message);
                 }
-                match self.inner.replica.get(self.storage_key(&bucket, &key)).await {
+                match self
+                    .inner
+                    .replica
+                    .get(self.storage_key(&bucket, &key))
+                    .await
+                {
                     Ok(o) => PeerResponse::Object(o.map(|o| o.encode())),
                     Err(e) => PeerResponse::Error(e.to_string()),
                 }
@@ -322,7 +335,12 @@ impl Node {
     }
 
     /// The preference list and the level resolved against it.
-    fn plan(&self, bucket: &[u8], key: &[u8], level: Level) -> Result<(u32, Vec<String>, usize), Response> {
+    fn plan(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        level: Level,
+    ) -> Result<(u32, Vec<String>, usize), Response> {
         self.check_key(bucket, key)?;
         let ring = &self.inner.ring;
         let n = self.inner.cfg.n_for(bucket).min(ring.members().len());
@@ -381,15 +399,21 @@ impl Node {
         }
         drop(tx);
         let outcome = self
-            .drive(fsm.quorum().outcome(), deadline, &mut rx, |fsm: &mut GetFsm, ev| match ev {
-                Event::Answer(node, Ok(obj)) => fsm.reply(&node, obj),
-                Event::Answer(node, Err(e)) => {
-                    tracing::debug!(%node, error = %e, "replica read failed");
-                    fsm.fail(&node)
-                }
-                Event::Down(node) => fsm.fail(&node),
-                Event::Expired => fsm.expire(),
-            }, &mut fsm)
+            .drive(
+                fsm.quorum().outcome(),
+                deadline,
+                &mut rx,
+                |fsm: &mut GetFsm, ev| match ev {
+                    Event::Answer(node, Ok(obj)) => fsm.reply(&node, obj),
+                    Event::Answer(node, Err(e)) => {
+                        tracing::debug!(%node, error = %e, "replica read failed");
+                        fsm.fail(&node)
+                    }
+                    Event::Down(node) => fsm.fail(&node),
+                    Event::Expired => fsm.expire(),
+                },
+                &mut fsm,
+            )
             .await;
         match outcome {
             Outcome::Met => {
@@ -434,7 +458,10 @@ impl Node {
             match VersionVector::from_context(&context) {
                 Ok(c) => c,
                 Err(e) => {
-                    return Response::error(ErrorKind::BadRequest, format!("invalid causal context: {e}"))
+                    return Response::error(
+                        ErrorKind::BadRequest,
+                        format!("invalid causal context: {e}"),
+                    )
                 }
             }
         };
@@ -461,7 +488,10 @@ impl Node {
         let obj = match self
             .inner
             .replica
-            .apply(data_key(partition, &bucket, &key), Change::Update { ctx, value })
+            .apply(
+                data_key(partition, &bucket, &key),
+                Change::Update { ctx, value },
+            )
             .await
         {
             Ok(o) => o,
@@ -507,11 +537,17 @@ impl Node {
         }
         drop(tx);
         let outcome = self
-            .drive(q.outcome(), deadline, &mut rx, |q: &mut Quorum, ev| match ev {
-                Event::Answer(node, Ok(())) => q.ok(&node),
-                Event::Answer(node, Err(_)) | Event::Down(node) => q.fail(&node),
-                Event::Expired => q.expire(),
-            }, &mut q)
+            .drive(
+                q.outcome(),
+                deadline,
+                &mut rx,
+                |q: &mut Quorum, ev| match ev {
+                    Event::Answer(node, Ok(())) => q.ok(&node),
+                    Event::Answer(node, Err(_)) | Event::Down(node) => q.fail(&node),
+                    Event::Expired => q.expire(),
+                },
+                &mut q,
+            )
             .await;
         match outcome {
             Outcome::Met => Response::Written {
@@ -523,7 +559,13 @@ impl Node {
     }
 
     /// Hands a write to a replica of the key: only a replica may issue its version.
-    async fn forward(&self, pref: &[String], req: Request, needed: usize, forwarded: bool) -> Response {
+    async fn forward(
+        &self,
+        pref: &[String],
+        req: Request,
+        needed: usize,
+        forwarded: bool,
+    ) -> Response {
         if forwarded {
             return Response::error(
                 ErrorKind::Internal,
@@ -543,7 +585,9 @@ impl Node {
                 Err(e) => {
                     return Response::error(
                         ErrorKind::Internal,
-                        format!("forwarding to {node} failed: {e}; the write may have been applied"),
+                        format!(
+                            "forwarding to {node} failed: {e}; the write may have been applied"
+                        ),
                     )
                 }
             }
@@ -608,7 +652,11 @@ impl Node {
     /// Pings one peer forever, feeding the failure detector.
     async fn probe_loop(self, peer: String) {
         let fd = self.inner.cfg.failure_detector.clone();
-        let timeout = fd.interval.max(Duration::from_millis(200)).min(fd.down_after) * 2;
+        let timeout = fd
+            .interval
+            .max(Duration::from_millis(200))
+            .min(fd.down_after)
+            * 2;
         let ping = PeerRequest::Ping {
             from: self.inner.cfg.id.clone(),
         };
@@ -632,12 +680,13 @@ impl Node {
         let cfg = &self.inner.cfg;
         let view = self.inner.members.view();
         RingInfo {
-            down: view.iter().filter(|m| !m.up).map(|m| m.id.clone()).collect(),
-            ring: self.inner.ring.clone(),
-            addresses: view
-                .into_iter()
-                .map(|m| (m.id, m.address))
+            down: view
+                .iter()
+                .filter(|m| !m.up)
+                .map(|m| m.id.clone())
                 .collect(),
+            ring: self.inner.ring.clone(),
+            addresses: view.into_iter().map(|m| (m.id, m.address)).collect(),
             default_n: cfg.cluster.n,
             bucket_n: cfg
                 .cluster
@@ -690,13 +739,20 @@ trait WaitingOn {
 
 impl WaitingOn for Quorum {
     fn waiting_on(&self) -> Vec<String> {
-        Quorum::waiting_on(self).into_iter().map(str::to_string).collect()
+        Quorum::waiting_on(self)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 }
 
 impl WaitingOn for GetFsm {
     fn waiting_on(&self) -> Vec<String> {
-        self.quorum().waiting_on().into_iter().map(str::to_string).collect()
+        self.quorum()
+            .waiting_on()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 }
 

@@ -117,7 +117,8 @@ impl RocksStorage {
             };
             rocksdb::ColumnFamilyDescriptor::new(t.cf_name(), o)
         });
-        let db = rocksdb::DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| err(e.to_string()))?;
+        let db =
+            rocksdb::DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| err(e.to_string()))?;
         Ok(RocksStorage { db, sync })
     }
 
@@ -181,12 +182,18 @@ pub struct MemStorage {
 
 impl Storage for MemStorage {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let t = self.tables.read().map_err(|_| StorageError::Read("poisoned".into()))?;
+        let t = self
+            .tables
+            .read()
+            .map_err(|_| StorageError::Read("poisoned".into()))?;
         Ok(t.get(&(table, key.to_vec())).cloned())
     }
 
     fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
-        let mut t = self.tables.write().map_err(|_| StorageError::Write("poisoned".into()))?;
+        let mut t = self
+            .tables
+            .write()
+            .map_err(|_| StorageError::Write("poisoned".into()))?;
         for op in ops {
             match op {
                 Op::Put(tb, k, v) => {
@@ -207,9 +214,11 @@ impl Storage for MemStorage {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
-        let t = self.tables.read().map_err(|_| StorageError::Read("poisoned".into()))?;
-        Ok(t
-            .range((table, start.to_vec())..(table, end.to_vec()))
+        let t = self
+            .tables
+            .read()
+            .map_err(|_| StorageError::Read("poisoned".into()))?;
+        Ok(t.range((table, start.to_vec())..(table, end.to_vec()))
             .take(limit)
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
@@ -232,15 +241,24 @@ mod tests {
             s.get(Table::Data, &data_key(1, b"b", b"k1")).expect("get"),
             Some(b"v1".to_vec())
         );
-        assert_eq!(s.get(Table::Meta, &data_key(1, b"b", b"k1")).expect("get"), None);
+        assert_eq!(
+            s.get(Table::Meta, &data_key(1, b"b", b"k1")).expect("get"),
+            None
+        );
         let part1 = s
             .scan(Table::Data, &1u32.to_be_bytes(), &2u32.to_be_bytes(), 100)
             .expect("scan");
         assert_eq!(part1.len(), 2);
-        assert_eq!(split_data_key(&part1[1].0), Some((1, &b"b"[..], &b"k2"[..])));
+        assert_eq!(
+            split_data_key(&part1[1].0),
+            Some((1, &b"b"[..], &b"k2"[..]))
+        );
         s.write(vec![Op::Delete(Table::Data, data_key(1, b"b", b"k1"))])
             .expect("delete");
-        assert_eq!(s.get(Table::Data, &data_key(1, b"b", b"k1")).expect("get"), None);
+        assert_eq!(
+            s.get(Table::Data, &data_key(1, b"b", b"k1")).expect("get"),
+            None
+        );
     }
 
     #[test]

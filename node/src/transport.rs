@@ -79,10 +79,12 @@ impl Transport {
         let key = tls::load_key(&cfg.tls.key)?;
         let provider = tls::provider();
 
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
         let mut server_tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -99,10 +101,11 @@ impl Transport {
         let mut peer_config = tls::quinn_client(peer_tls)?;
         peer_config.transport_config(Arc::new(transport_config(cfg)?));
 
-        let endpoint = quinn::Endpoint::server(server, cfg.listen).map_err(|e| TransportError::Bind {
-            addr: cfg.listen,
-            reason: e.to_string(),
-        })?;
+        let endpoint =
+            quinn::Endpoint::server(server, cfg.listen).map_err(|e| TransportError::Bind {
+                addr: cfg.listen,
+                reason: e.to_string(),
+            })?;
         Ok(Transport {
             endpoint,
             peer_config,
@@ -143,7 +146,8 @@ impl Transport {
                 .await
                 .map_err(|e| stream_err(e.to_string()))?;
             let _ = send.finish();
-            let (resp, _): (PeerResponse, u64) = wire::read_frame(&mut recv, self.max_frame).await?;
+            let (resp, _): (PeerResponse, u64) =
+                wire::read_frame(&mut recv, self.max_frame).await?;
             Ok(resp)
         };
         match tokio::time::timeout(deadline, exchange).await {
@@ -170,7 +174,11 @@ impl Transport {
         }
     }
 
-    async fn connection(&self, peer: &str, addr: &str) -> Result<quinn::Connection, TransportError> {
+    async fn connection(
+        &self,
+        peer: &str,
+        addr: &str,
+    ) -> Result<quinn::Connection, TransportError> {
         if let Some(c) = lock(&self.conns).get(peer) {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
@@ -210,14 +218,17 @@ impl Transport {
 
     /// Closes every connection and the endpoint.
     pub fn close(&self) {
-        self.endpoint.close(codes::SHUTDOWN.into(), b"node shutting down");
+        self.endpoint
+            .close(codes::SHUTDOWN.into(), b"node shutting down");
     }
 }
 
 /// The protocol an accepted connection negotiated, if it is one we speak.
 pub fn role_of(conn: &quinn::Connection) -> Option<Role> {
     let data = conn.handshake_data()?;
-    let hd = data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?;
+    let hd = data
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?;
     match hd.protocol.as_deref() {
         Some(p) if p == ALPN_CLIENT => Some(Role::Client),
         Some(p) if p == ALPN_PEER => Some(Role::Peer),

@@ -153,7 +153,10 @@ fn dev_cluster_and_client_commands() {
     assert!(out.contains("from stdin"), "{out}");
 
     // Delete with the context: reads say not found.
-    let ctx = get_json(&cfg, "k1")["context"].as_str().expect("ctx").to_string();
+    let ctx = get_json(&cfg, "k1")["context"]
+        .as_str()
+        .expect("ctx")
+        .to_string();
     let (ok, _, err) = chorus(&cfg, &["delete", "k1", "--context", &ctx]);
     assert!(ok, "{err}");
     assert_eq!(get_json(&cfg, "k1")["found"], false);
@@ -181,7 +184,10 @@ fn dev_cluster_and_client_commands() {
     let dev = Dev::start(&dir, port);
     let j = get_json(&cfg, "k2");
     assert_eq!(j["found"], false, "k2 lives in bucket b2, not default");
-    let (ok, out, err) = chorus(&cfg, &["get", "k2", "--bucket", "b2", "--json", "--r", "all"]);
+    let (ok, out, err) = chorus(
+        &cfg,
+        &["get", "k2", "--bucket", "b2", "--json", "--r", "all"],
+    );
     assert!(ok, "{err}");
     assert!(out.contains("from stdin"), "{out}");
 

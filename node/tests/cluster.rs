@@ -51,14 +51,27 @@ async fn quorum_reads_and_writes_survive_a_killed_node_and_all_fails_fast() {
     }
     for i in 0..20 {
         let key = format!("q{i}");
-        let r = client.get("b", &key, Level::Quorum).await.expect("R=quorum");
+        let r = client
+            .get("b", &key, Level::Quorum)
+            .await
+            .expect("R=quorum");
         assert_eq!(r.values, vec![key.as_bytes().to_vec()]);
     }
     let err = client
         .get("b", "k0", Level::All)
         .await
         .expect_err("R=all must fail with a node down");
-    assert!(matches!(err, Error::Quorum { needed: 3, answered: 2, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Quorum {
+                needed: 3,
+                answered: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // A client whose first seed is the dead node fails over.
     let lonely = chorus_client::Client::connect(c.client_config_for(&[3, 1]))
@@ -93,7 +106,11 @@ async fn concurrent_puts_become_siblings_and_a_context_resolves_them() {
     let r = client.get("s", "k", Level::Quorum).await.expect("get");
     let mut values = r.values.clone();
     values.sort();
-    assert_eq!(values, vec![b"a".to_vec(), b"b".to_vec()], "no write silently dropped");
+    assert_eq!(
+        values,
+        vec![b"a".to_vec(), b"b".to_vec()],
+        "no write silently dropped"
+    );
 
     client
         .put("s", "k", b"c".to_vec(), Some(&r.context), Level::Quorum)
@@ -140,7 +157,13 @@ async fn a_killed_and_restarted_node_serves_what_it_stored() {
     let client = c.client().await;
     for i in 0..100 {
         client
-            .put("r", format!("k{i}"), format!("v{i}").into_bytes(), None, Level::All)
+            .put(
+                "r",
+                format!("k{i}"),
+                format!("v{i}").into_bytes(),
+                None,
+                Level::All,
+            )
             .await
             .expect("W=all");
     }

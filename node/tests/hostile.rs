@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_client::proto::{ErrorKind, Request, Response, ALPN_CLIENT, ALPN_PEER};
@@ -109,21 +108,27 @@ async fn garbage_datagrams_and_malformed_frames_leave_the_node_serving() {
 
     let mut garbage = 5u32.to_be_bytes().to_vec();
     garbage.extend_from_slice(&[0xc1, 0xff, 0x00, 0x13, 0x37]);
-    let r = exchange(&conn, &garbage).await.expect("an answer to garbage");
+    let r = exchange(&conn, &garbage)
+        .await
+        .expect("an answer to garbage");
     assert!(
         matches!(&r, Response::Error(e) if e.kind == ErrorKind::BadRequest),
         "{r:?}"
     );
 
     let huge = (1u32 << 31).to_be_bytes();
-    let r = exchange(&conn, &huge).await.expect("an answer to a huge length");
+    let r = exchange(&conn, &huge)
+        .await
+        .expect("an answer to a huge length");
     assert!(
         matches!(&r, Response::Error(e) if e.kind == ErrorKind::TooLarge),
         "{r:?}"
     );
 
     let truncated = [0u8, 0, 0, 100, 1, 2, 3];
-    let r = exchange(&conn, &truncated).await.expect("an answer to a truncated frame");
+    let r = exchange(&conn, &truncated)
+        .await
+        .expect("an answer to a truncated frame");
     assert!(
         matches!(&r, Response::Error(e) if e.kind == ErrorKind::BadRequest),
         "{r:?}"
@@ -144,7 +149,11 @@ async fn strangers_and_clients_posing_as_peers_are_refused() {
 
     // No client certificate at all.
     let no_cert = ep
-        .connect_with(quic_config(&c, None, ALPN_CLIENT), addr(&c, 1), tls::NODE_NAME)
+        .connect_with(
+            quic_config(&c, None, ALPN_CLIENT),
+            addr(&c, 1),
+            tls::NODE_NAME,
+        )
         .expect("connect");
     let refused = match no_cert.await {
         Err(_) => true,
@@ -169,7 +178,11 @@ async fn strangers_and_clients_posing_as_peers_are_refused() {
     )
     .expect("crypto");
     let foreign = ep
-        .connect_with(tls::quinn_client(crypto).expect("quinn"), addr(&c, 1), tls::NODE_NAME)
+        .connect_with(
+            tls::quinn_client(crypto).expect("quinn"),
+            addr(&c, 1),
+            tls::NODE_NAME,
+        )
         .expect("connect");
     let refused = match foreign.await {
         Err(_) => true,
@@ -197,7 +210,10 @@ async fn strangers_and_clients_posing_as_peers_are_refused() {
                 .is_err()
         }
     };
-    assert!(refused, "a client certificate was let onto the peer protocol");
+    assert!(
+        refused,
+        "a client certificate was let onto the peer protocol"
+    );
 
     // Negative control: a node certificate on the peer protocol is accepted.
     let node = ep
@@ -217,7 +233,10 @@ async fn strangers_and_clients_posing_as_peers_are_refused() {
     let _ = send.finish();
     let (pong, _): (chorus_node::rpc::PeerResponse, u64) =
         wire::read_frame(&mut recv, 1 << 20).await.expect("pong");
-    assert!(matches!(pong, chorus_node::rpc::PeerResponse::Pong { .. }), "{pong:?}");
+    assert!(
+        matches!(pong, chorus_node::rpc::PeerResponse::Pong { .. }),
+        "{pong:?}"
+    );
 
     still_serves(&c).await;
 }

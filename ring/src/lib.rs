@@ -347,7 +347,11 @@ impl Ring {
     /// A fresh balanced ring. Depends only on the set of members (not their
     /// order). `replicas` is the number of balanced slots per partition, i.e.
     /// the largest replication factor any bucket may use. Version 1.
-    pub fn new(partition_count: u32, replicas: usize, members: Vec<Member>) -> Result<Ring, RingError> {
+    pub fn new(
+        partition_count: u32,
+        replicas: usize,
+        members: Vec<Member>,
+    ) -> Result<Ring, RingError> {
         check_partition_count(partition_count)?;
         if replicas == 0 {
             return Err(RingError::ZeroReplicas);
@@ -597,6 +601,7 @@ impl Ring {
         let mut count = vec![0u64; m];
         let mut first = vec![0u64; m];
         let mut zc = vec![0u32; nz];
+        let hashes: Vec<u64> = self.members.iter().map(|x| member_hash(&x.id)).collect();
         for p in 0..self.partition_count {
             let row = self.row(p);
             zc.iter_mut().for_each(|c| *c = 0);
@@ -605,19 +610,16 @@ impl Ring {
                 zc[lay.zone_of[v as usize]] += 1;
             }
             first[row[0] as usize] += 1;
-            for z in 0..nz {
-                if zc[z] < lay.lo[z] || zc[z] > lay.hi[z] {
+            for (z, &c) in zc.iter().enumerate() {
+                if c < lay.lo[z] || c > lay.hi[z] {
                     return Err(format!(
-                        "partition {p}: zone #{z} holds {} of the first {k}, allowed {}..={}",
-                        zc[z], lay.lo[z], lay.hi[z]
+                        "partition {p}: zone #{z} holds {c} of the first {k}, allowed {}..={}",
+                        lay.lo[z], lay.hi[z]
                     ));
                 }
             }
-            let scores: Vec<u64> = row[k..]
-                .iter()
-                .map(|&v| rendezvous_score(p, &self.members[v as usize].id))
-                .collect();
-            if scores.windows(2).any(|w| w[0] < w[1]) {
+            let score = |v: u16| mix(hashes[v as usize], p);
+            if row[k..].windows(2).any(|w| score(w[0]) < score(w[1])) {
                 return Err(format!("partition {p}: fallbacks not in rendezvous order"));
             }
         }
@@ -642,7 +644,9 @@ impl Ring {
             }
         }
         let k64 = k as u64;
-        if let Some(v) = (0..m).find(|&v| first[v] < count[v] / k64 || first[v] > count[v].div_ceil(k64)) {
+        if let Some(v) =
+            (0..m).find(|&v| first[v] < count[v] / k64 || first[v] > count[v].div_ceil(k64))
+        {
             return Err(format!(
                 "{:?} is first in {} partitions but holds {} slots (k = {k})",
                 self.members[v].id, first[v], count[v]
@@ -717,9 +721,20 @@ fn quotas(parts: u64, k: u64, lay: &Layout, rank: &[usize]) -> Vec<i64> {
         .zones
         .iter()
         .enumerate()
-        .map(|(z, zm)| (zm.len() as u64, parts * u64::from(lay.lo[z]), parts * u64::from(lay.hi[z])))
+        .map(|(z, zm)| {
+            (
+                zm.len() as u64,
+                parts * u64::from(lay.lo[z]),
+                parts * u64::from(lay.hi[z]),
+            )
+        })
         .collect();
-    let fill = |lam: u64| -> u64 { bounds.iter().map(|&(s, lo, hi)| (s * lam).clamp(lo, hi)).sum() };
+    let fill = |lam: u64| -> u64 {
+        bounds
+            .iter()
+            .map(|&(s, lo, hi)| (s * lam).clamp(lo, hi))
+            .sum()
+    };
     // Largest λ with fill(λ) ≤ total; fill(0) = Σ lo ≤ total by construction.
     let (mut a, mut b) = (0u64, parts);
     while a < b {
@@ -759,7 +774,12 @@ fn quotas(parts: u64, k: u64, lay: &Layout, rank: &[usize]) -> Vec<i64> {
 }
 
 /// Computes all partition orders (flattened) for `members` (sorted, valid).
-fn place(partition_count: u32, replicas: usize, members: &[Member], prev: Option<&Ring>) -> Result<Vec<u16>, RingError> {
+fn place(
+    partition_count: u32,
+    replicas: usize,
+    members: &[Member],
+    prev: Option<&Ring>,
+) -> Result<Vec<u16>, RingError> {
     let mut e = Engine::new(partition_count as usize, replicas, members, prev);
     if prev.is_none() {
         e.greedy_fill();
@@ -770,6 +790,10 @@ fn place(partition_count: u32, replicas: usize, members: &[Member], prev: Option
     let sets = e.order_sets()?;
     Ok(e.full_orders(&sets))
 }
+
+/// One move of an augmenting path: in partition `.0`, a slot of zone `.1`
+/// goes to zone `.2`.
+type Step = (usize, usize, usize);
 
 /// Mutable placement state plus the fixed problem description.
 struct Engine {
@@ -826,18 +850,29 @@ impl Engine {
                 .collect();
             prev_k = prev.balanced_slots();
             prev_pos = vec![NONE; parts * m];
+            let mut overflow = Vec::new();
             for p in 0..parts.min(prev.partition_count as usize) {
-                let mut filled = 0;
+                overflow.clear();
                 for (pos, &old) in prev.row(p as u32).iter().enumerate() {
                     let Some(Some(v)) = old_to_new.get(old as usize) else {
                         continue;
                     };
                     prev_pos[p * m + *v as usize] = pos as u16;
-                    // Survivors keep their balanced slots; departed members'
-                    // slots start out empty.
-                    if pos < prev_k && filled < k {
-                        slots[p * k + filled] = *v;
-                        filled += 1;
+                    // Survivors keep their balanced slots *and positions*; a
+                    // departed member's slot starts out empty and whoever
+                    // fills it inherits its position, so shorter preference
+                    // lists move as little as the full one.
+                    if pos < prev_k.min(k) {
+                        slots[p * k + pos] = *v;
+                    } else if pos < prev_k {
+                        overflow.push(*v);
+                    }
+                }
+                // Only when k shrank (fewer members than replicas): all
+                // survivors still fit, in the empty slots.
+                for &v in &overflow {
+                    if let Some(i) = (0..k).find(|&i| slots[p * k + i] == NONE) {
+                        slots[p * k + i] = v;
                     }
                 }
             }
@@ -1001,7 +1036,11 @@ impl Engine {
             .filter(|&(_, &s)| s != NONE && self.lay.zone_of[s as usize] == a)
             .min_by_key(|&(_, &s)| {
                 let v = s as usize;
-                (self.was_in(p, v), Reverse(self.cnt[v] - self.quota[v]), self.score(p, v))
+                (
+                    self.was_in(p, v),
+                    Reverse(self.cnt[v] - self.quota[v]),
+                    self.score(p, v),
+                )
             })
             .map(|(i, _)| i)
     }
@@ -1016,7 +1055,13 @@ impl Engine {
             .iter()
             .copied()
             .filter(|&v| !self.has(p, v))
-            .min_by_key(|&v| (Reverse(self.quota[v] - self.cnt[v]), !self.was_in(p, v), Reverse(self.score(p, v))))
+            .min_by_key(|&v| {
+                (
+                    Reverse(self.quota[v] - self.cnt[v]),
+                    !self.was_in(p, v),
+                    Reverse(self.score(p, v)),
+                )
+            })
             .map(|v| v as u16)
     }
 
@@ -1039,6 +1084,16 @@ impl Engine {
                 s != NONE && self.lay.zone_of[s as usize] == a && !self.was_in(p, s as usize)
             });
         u32::from(!free)
+    }
+
+    /// 0 if adding a zone-`b` member to `p` restores a previous slot (or
+    /// `b` is the empty pseudo-zone), else 1.
+    fn add_cost(&self, p: usize, b: usize) -> u32 {
+        match self.pick_addition(p, b) {
+            Some(NONE) => 0,
+            Some(v) => u32::from(!self.was_in(p, v as usize)),
+            None => 1,
+        }
     }
 
     /// Makes every partition satisfy its zone bounds (empty slots count as
@@ -1089,17 +1144,61 @@ impl Engine {
                 continue;
             }
             let Some((cost, path)) = self.cheapest_zone_path() else {
-                return Err(RingError::Placement("zone balancing found no augmenting path".into()));
+                return Err(RingError::Placement(
+                    "zone balancing found no augmenting path".into(),
+                ));
             };
-            // When every remaining route costs a re-replication anyway, a
-            // direct move is as cheap as any, and can be done in bulk.
-            if cost > 0 && self.direct_zone_moves(&over, &under, true) {
+            // `cost` counts one per step plus the net slots the path
+            // creates. If it creates any, a direct move (which creates
+            // exactly one) is as cheap as any route, and can be done in bulk.
+            if cost as usize > path.len() && self.direct_zone_moves(&over, &under, true) {
                 continue;
             }
+            let steps: Vec<(usize, usize, u32)> = path
+                .iter()
+                .map(|&(p, a, b)| (a, b, self.give_cost(p, a) + self.add_cost(p, b)))
+                .collect();
             for (p, a, b) in path {
                 if !self.move_unit(p, a, b) {
-                    return Err(RingError::Placement("augmenting path became invalid".into()));
+                    return Err(RingError::Placement(
+                        "augmenting path became invalid".into(),
+                    ));
                 }
+            }
+            self.repeat_path(&steps);
+        }
+    }
+
+    /// Re-applies a just-used route (the same zone sequence, each step no
+    /// dearer than before) through other partitions for as long as its ends
+    /// stay over and under target. Searching is the expensive part; when
+    /// many units need the same detour this does them in one sweep.
+    fn repeat_path(&mut self, steps: &[(usize, usize, u32)]) {
+        let (Some(&(first, _, _)), Some(&(_, last, _))) = (steps.first(), steps.last()) else {
+            return;
+        };
+        let mut cursor = vec![0usize; steps.len()];
+        let mut rows = vec![0usize; steps.len()];
+        'unit: while self.col[first] > self.target[first] && self.col[last] < self.target[last] {
+            for (i, &(a, b, cost)) in steps.iter().enumerate() {
+                let found = (cursor[i]..self.parts).find(|&p| {
+                    self.xz(p, a) > self.lo[a]
+                        && self.xz(p, b) < self.hi[b]
+                        && !rows[..i].contains(&p)
+                        && self.give_cost(p, a) + self.add_cost(p, b) <= cost
+                });
+                match found {
+                    Some(p) => {
+                        rows[i] = p;
+                        cursor[i] = p + 1;
+                    }
+                    None => break 'unit,
+                }
+            }
+            // Distinct partitions, each valid now: applying in order keeps
+            // every step valid and leaves intermediate zones unchanged.
+            for (i, &(a, b, _)) in steps.iter().enumerate() {
+                self.move_unit(rows[i], a, b);
             }
         }
     }
@@ -1129,9 +1228,32 @@ impl Engine {
                     cand.push((c, Reverse(s), p));
                 }
                 cand.sort_unstable();
-                for &(_, _, p) in cand.iter().take(need as usize) {
-                    if self.xz(p, a) > self.lo[a] && self.xz(p, b) < self.hi[b] && self.move_unit(p, a, b) {
-                        moved = true;
+                // A move's true price: the slot it creates, minus one if it
+                // undoes a slot created this round, plus one if the member
+                // pushed out drops below quota (it will need a slot elsewhere).
+                // Take the cheapest moves first; surplus changes as we go.
+                let mut left = need;
+                let mut used = vec![false; cand.len()];
+                for max_price in 0..=2 {
+                    for (ci, &(c, _, p)) in cand.iter().enumerate() {
+                        if left == 0 {
+                            break;
+                        }
+                        if used[ci] || self.xz(p, a) <= self.lo[a] || self.xz(p, b) >= self.hi[b] {
+                            continue;
+                        }
+                        let surplus = match self.pick_removal(p, a).map(|i| self.row(p)[i]) {
+                            Some(s) if s != NONE => self.cnt[s as usize] > self.quota[s as usize],
+                            _ => true,
+                        };
+                        if c + u32::from(!surplus) > max_price {
+                            continue;
+                        }
+                        used[ci] = true;
+                        if self.move_unit(p, a, b) {
+                            moved = true;
+                            left -= 1;
+                        }
                     }
                 }
             }
@@ -1142,18 +1264,24 @@ impl Engine {
     /// Cheapest augmenting path from an over-target zone to an under-target
     /// zone, as `(partition, from zone, to zone)` steps. The graph alternates
     /// zones and partitions: zone `a` → partition `p` if `p` can spare an `a`
-    /// slot (cost 1 if that undoes a kept slot), partition `p` → zone `b` if
-    /// `p` has room for another `b`. 0-1 BFS, so the path is cheapest.
-    fn cheapest_zone_path(&self) -> Option<(u32, Vec<(usize, usize, usize)>)> {
+    /// slot, partition `p` → zone `b` if `p` has room for another `b`.
+    ///
+    /// A step replaces member `u` by `w` in one partition, changing the number
+    /// of newly created slots by `[w new] - [u new]`; adding 1 per step makes
+    /// that non-negative and splits into the two 0/1 edge weights
+    /// `[u kept from before]` and `[w new]`. So 0-1 BFS finds the path
+    /// minimising (slots created + steps), which prefers re-routing this
+    /// round's placements and restoring previous ones over creating more.
+    fn cheapest_zone_path(&self) -> Option<(u32, Vec<Step>)> {
         let zn = self.empty + 1;
         let total = zn + self.parts;
         let mut dist = vec![u32::MAX; total];
         let mut parent = vec![usize::MAX; total];
         let mut done = vec![false; total];
         let mut queue = VecDeque::new();
-        for z in 0..zn {
+        for (z, d) in dist.iter_mut().enumerate().take(zn) {
             if self.col[z] > self.target[z] {
-                dist[z] = 0;
+                *d = 0;
                 queue.push_back(z);
             }
         }
@@ -1195,10 +1323,19 @@ impl Engine {
             } else {
                 let p = u - zn;
                 for b in 0..zn {
-                    if !done[b] && self.xz(p, b) < self.hi[b] && dist[u] < dist[b] {
-                        dist[b] = dist[u];
+                    if done[b] || self.xz(p, b) >= self.hi[b] {
+                        continue;
+                    }
+                    let c = self.add_cost(p, b);
+                    let nd = dist[u] + c;
+                    if nd < dist[b] {
+                        dist[b] = nd;
                         parent[b] = u;
-                        queue.push_front(b);
+                        if c == 0 {
+                            queue.push_front(b);
+                        } else {
+                            queue.push_back(b);
+                        }
                     }
                 }
             }
@@ -1216,8 +1353,16 @@ impl Engine {
                 continue;
             }
             for _round in 0..=zm.len() + 1 {
-                let mut over: Vec<usize> = zm.iter().copied().filter(|&v| self.cnt[v] > self.quota[v]).collect();
-                let mut under: Vec<usize> = zm.iter().copied().filter(|&v| self.cnt[v] < self.quota[v]).collect();
+                let mut over: Vec<usize> = zm
+                    .iter()
+                    .copied()
+                    .filter(|&v| self.cnt[v] > self.quota[v])
+                    .collect();
+                let mut under: Vec<usize> = zm
+                    .iter()
+                    .copied()
+                    .filter(|&v| self.cnt[v] < self.quota[v])
+                    .collect();
                 if over.is_empty() && under.is_empty() {
                     break;
                 }
@@ -1246,7 +1391,9 @@ impl Engine {
                 }
             }
             if zm.iter().any(|&v| self.cnt[v] != self.quota[v]) {
-                return Err(RingError::Placement("zone members could not be balanced".into()));
+                return Err(RingError::Placement(
+                    "zone members could not be balanced".into(),
+                ));
             }
         }
         Ok(())
@@ -1261,18 +1408,14 @@ impl Engine {
     /// is enforced with augmenting paths. Before that, a best-effort pass aims
     /// at the tighter target "within one of `c·(j+1)/k` after `j+1`
     /// positions" so that shorter preference lists are balanced too. The
-    /// starting choice is the previous ring's order, so positions are kept
-    /// unless balance needs them.
+    /// starting choice is the slot order (the previous ring's order, with a
+    /// newcomer in the position of the member it replaced), so positions are
+    /// kept unless balance needs them to change.
     fn order_sets(&self) -> Result<Vec<u16>, RingError> {
         let (k, m) = (self.k, self.m);
+        // Slot order is the starting order: rank order for a fresh ring, the
+        // previous order (replacements in place) for a rebalance.
         let mut rows = self.slots.clone();
-        for p in 0..self.parts {
-            rows[p * k..(p + 1) * k].sort_by_key(|&s| {
-                let v = s as usize;
-                let prev = self.prev_pos.get(p * m + v).copied().unwrap_or(NONE);
-                (prev, Reverse(self.score(p, v)), v)
-            });
-        }
         let c: Vec<i64> = self.cnt.clone();
         let mut pre = vec![0i64; m];
         for j in 0..k.saturating_sub(1) {
@@ -1299,7 +1442,11 @@ impl Engine {
                 let d_lo = (c[v] * (j as i64 + 1)).div_euclid(kk) - pre[v];
                 let d_hi = (c[v] * (j as i64 + 1) + kk - 1).div_euclid(kk) - pre[v];
                 let (lo, hi) = (g_lo[v].max(d_lo), g_hi[v].min(d_hi));
-                (layer.lo[v], layer.hi[v]) = if lo <= hi { (lo, hi) } else { (g_lo[v], g_hi[v]) };
+                (layer.lo[v], layer.hi[v]) = if lo <= hi {
+                    (lo, hi)
+                } else {
+                    (g_lo[v], g_hi[v])
+                };
             }
             layer.balance(false)?;
             layer.lo = g_lo;
@@ -1320,14 +1467,21 @@ impl Engine {
     fn full_orders(&self, sets: &[u16]) -> Vec<u16> {
         let (k, m) = (self.k, self.m);
         let mut out = Vec::with_capacity(self.parts * m);
-        let mut rest: Vec<usize> = Vec::with_capacity(m);
+        let mut rest: Vec<(Reverse<u64>, u16)> = Vec::with_capacity(m);
+        let mut in_set = vec![false; m];
         for p in 0..self.parts {
             let set = &sets[p * k..(p + 1) * k];
             out.extend_from_slice(set);
+            set.iter().for_each(|&v| in_set[v as usize] = true);
             rest.clear();
-            rest.extend((0..m).filter(|&v| !set.contains(&(v as u16))));
-            rest.sort_by_key(|&v| (Reverse(self.score(p, v)), v));
-            out.extend(rest.iter().map(|&v| v as u16));
+            rest.extend(
+                (0..m)
+                    .filter(|&v| !in_set[v])
+                    .map(|v| (Reverse(self.score(p, v)), v as u16)),
+            );
+            set.iter().for_each(|&v| in_set[v as usize] = false);
+            rest.sort_unstable();
+            out.extend(rest.iter().map(|&(_, v)| v));
         }
         out
     }
@@ -1377,16 +1531,19 @@ impl Layer<'_> {
             if over.is_empty() {
                 break;
             }
-            budget = budget
-                .checked_sub(1)
-                .ok_or_else(|| RingError::Placement("position balancing did not converge".into()))?;
-            let takers: Vec<usize> = (0..m).filter(|&v| self.cnt[v] < self.hi[v]).collect();
-            if self.direct(&over, &takers, true) {
+            budget = budget.checked_sub(1).ok_or_else(|| {
+                RingError::Placement("position balancing did not converge".into())
+            })?;
+            if self.direct(true) {
                 continue;
             }
             match self.path(&over, |l, w| l.cnt[w] < l.hi[w], true) {
                 Some(path) => path.into_iter().for_each(|(p, i)| self.assign(p, i)),
-                None if strict => return Err(RingError::Placement("position balance infeasible (upper)".into())),
+                None if strict => {
+                    return Err(RingError::Placement(
+                        "position balance infeasible (upper)".into(),
+                    ))
+                }
                 None => break,
             }
         }
@@ -1396,53 +1553,59 @@ impl Layer<'_> {
             if under.is_empty() {
                 break;
             }
-            budget = budget
-                .checked_sub(1)
-                .ok_or_else(|| RingError::Placement("position balancing did not converge".into()))?;
-            let donors: Vec<usize> = (0..m).filter(|&v| self.cnt[v] > self.lo[v]).collect();
-            if self.direct(&donors, &under, false) {
+            budget = budget.checked_sub(1).ok_or_else(|| {
+                RingError::Placement("position balancing did not converge".into())
+            })?;
+            if self.direct(false) {
                 continue;
             }
             match self.path(&under, |l, w| l.cnt[w] > l.lo[w], false) {
                 Some(path) => path.into_iter().for_each(|(p, i)| self.assign(p, i)),
-                None if strict => return Err(RingError::Placement("position balance infeasible (lower)".into())),
+                None if strict => {
+                    return Err(RingError::Placement(
+                        "position balance infeasible (lower)".into(),
+                    ))
+                }
                 None => break,
             }
         }
         Ok(())
     }
 
-    /// Moves position-`j` duty from `givers` to `takers` where one partition
-    /// holds both, in bulk. `upper` selects which side is being fixed.
-    fn direct(&mut self, givers: &[usize], takers: &[usize], upper: bool) -> bool {
+    /// Moves position-`j` duty straight from members that must give to
+    /// members that may take, wherever one partition holds both, in a single
+    /// pass over the partitions. `upper` selects which bound is being fixed.
+    /// Within a partition the most preferred (earliest) taker wins.
+    fn direct(&mut self, upper: bool) -> bool {
+        let k = self.e.k;
+        let m = self.e.m;
+        let (mut give, mut take): (Vec<i64>, Vec<i64>) = if upper {
+            (
+                (0..m).map(|v| self.cnt[v] - self.hi[v]).collect(),
+                (0..m).map(|v| self.hi[v] - self.cnt[v]).collect(),
+            )
+        } else {
+            (
+                (0..m).map(|v| self.cnt[v] - self.lo[v]).collect(),
+                (0..m).map(|v| self.lo[v] - self.cnt[v]).collect(),
+            )
+        };
         let mut moved = false;
-        for &u in givers {
-            for &w in takers {
-                if u == w {
-                    continue;
-                }
-                let need = if upper {
-                    (self.cnt[u] - self.hi[u]).min(self.hi[w] - self.cnt[w])
-                } else {
-                    (self.cnt[u] - self.lo[u]).min(self.lo[w] - self.cnt[w])
-                };
-                if need <= 0 {
-                    continue;
-                }
-                let mut cand: Vec<(usize, Reverse<u64>, usize, usize)> = Vec::new();
-                for p in 0..self.e.parts {
-                    if self.chosen(p) != u {
-                        continue;
-                    }
-                    if let Some(i) = self.find(p, w) {
-                        cand.push((i, Reverse(self.e.score(p, w)), p, i));
-                    }
-                }
-                cand.sort_unstable();
-                for &(_, _, p, i) in cand.iter().take(need as usize) {
-                    self.assign(p, i);
-                    moved = true;
-                }
+        for p in 0..self.e.parts {
+            let u = self.chosen(p);
+            if give[u] <= 0 {
+                continue;
+            }
+            let to = (self.j..k).find(|&i| {
+                let w = self.rows[p * k + i] as usize;
+                w != u && take[w] > 0
+            });
+            if let Some(i) = to {
+                let w = self.rows[p * k + i] as usize;
+                self.assign(p, i);
+                give[u] -= 1;
+                take[w] -= 1;
+                moved = true;
             }
         }
         moved
@@ -1452,7 +1615,12 @@ impl Layer<'_> {
     /// satisfying `goal`, as `(partition, new choice index)` steps.
     /// Forward (`true`): sources give duty away along the chain and the goal
     /// member receives it. Backward: the goal member gives, sources receive.
-    fn path(&self, sources: &[usize], goal: impl Fn(&Self, usize) -> bool, forward: bool) -> Option<Vec<(usize, usize)>> {
+    fn path(
+        &self,
+        sources: &[usize],
+        goal: impl Fn(&Self, usize) -> bool,
+        forward: bool,
+    ) -> Option<Vec<(usize, usize)>> {
         let (k, m, parts) = (self.e.k, self.e.m, self.e.parts);
         // Edge u → w via p: p's position-j member is u and w is unplaced in p;
         // following it hands p's duty from u to w.

@@ -26,7 +26,12 @@ pub struct TestCluster {
 fn unique_host() -> String {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id();
-    format!("127.{}.{}.{}", 1 + pid % 200, 1 + n % 250, 1 + (pid / 200) % 250)
+    format!(
+        "127.{}.{}.{}",
+        1 + pid % 200,
+        1 + n % 250,
+        1 + (pid / 200) % 250
+    )
 }
 
 impl TestCluster {
@@ -116,12 +121,16 @@ impl TestCluster {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(self.client_config()).await.expect("connect")
+        Client::connect(self.client_config())
+            .await
+            .expect("connect")
     }
 
     /// Waits until every running node reports every running node up and the others down.
     pub async fn wait_all_up(&self, within: Duration) {
-        let running: Vec<usize> = (1..=self.len()).filter(|k| self.nodes[k - 1].is_some()).collect();
+        let running: Vec<usize> = (1..=self.len())
+            .filter(|k| self.nodes[k - 1].is_some())
+            .collect();
         for k in running.clone() {
             let cfg = self.client_config_for(&[k]);
             let running = running.clone();
@@ -129,8 +138,12 @@ impl TestCluster {
                 let cfg = cfg.clone();
                 let running = running.clone();
                 async move {
-                    let Ok(c) = Client::connect(cfg).await else { return false };
-                    let Ok(st) = c.status().await else { return false };
+                    let Ok(c) = Client::connect(cfg).await else {
+                        return false;
+                    };
+                    let Ok(st) = c.status().await else {
+                        return false;
+                    };
                     st.nodes.iter().all(|n| {
                         let k: usize = n.id[1..].parse().unwrap_or(0);
                         (n.status == "up") == running.contains(&k)
@@ -145,15 +158,23 @@ impl TestCluster {
     pub async fn wait_status(&self, observer: usize, target: usize, status: &str) {
         let cfg = self.client_config_for(&[observer]);
         let id = format!("n{target}");
-        poll(Duration::from_secs(20), &format!("n{observer} sees {id} {status}"), || {
-            let cfg = cfg.clone();
-            let id = id.clone();
-            async move {
-                let Ok(c) = Client::connect(cfg).await else { return false };
-                let Ok(st) = c.status().await else { return false };
-                st.nodes.iter().any(|n| n.id == id && n.status == status)
-            }
-        })
+        poll(
+            Duration::from_secs(20),
+            &format!("n{observer} sees {id} {status}"),
+            || {
+                let cfg = cfg.clone();
+                let id = id.clone();
+                async move {
+                    let Ok(c) = Client::connect(cfg).await else {
+                        return false;
+                    };
+                    let Ok(st) = c.status().await else {
+                        return false;
+                    };
+                    st.nodes.iter().any(|n| n.id == id && n.status == status)
+                }
+            },
+        )
         .await;
     }
 
@@ -186,7 +207,10 @@ where
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
