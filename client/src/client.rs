@@ -427,7 +427,7 @@ impl Client {
                 return Err(Attempt::NotSent(e.to_string()));
             }
         };
-        let frame = wire::encode(req, 0).map_err(|e| Attempt::Failed(e.into()))?;
+        let frame = wire::encode(req, next_trace()).map_err(|e| Attempt::Failed(e.into()))?;
         let timeout = self.inner.timeout;
         let exchange = async {
             send.write_all(&frame)
@@ -473,6 +473,27 @@ impl Drop for Inner {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks can't leave their maps inconsistent, so go on.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh trace id: a per-process random-ish seed plus a counter, so ids from different
+/// clients rarely collide and ids from one client never do.
+fn next_trace() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        nanos ^ (u64::from(std::process::id()) << 40)
+    });
+    seed.wrapping_add(
+        COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
 }
 
 fn resolve(a: &str) -> Option<SocketAddr> {

@@ -74,12 +74,16 @@ impl Node {
                 Arc::new(MemStorage::default())
             }
         };
-        let replica = Replica::open(
-            storage,
-            &cfg.id,
-            cfg.storage.max_batch,
-            cfg.limits.max_siblings,
-        )?;
+        let replica = {
+            let (id, batch, siblings) = (
+                cfg.id.clone(),
+                cfg.storage.max_batch,
+                cfg.limits.max_siblings,
+            );
+            tokio::task::spawn_blocking(move || Replica::open(storage, &id, batch, siblings))
+                .await
+                .map_err(|_| ReplicaError::Closed)??
+        };
         let members: Vec<Member> = cfg
             .cluster
             .members
@@ -199,7 +203,23 @@ impl Node {
                     }
                     Err(e) => (Response::error(ErrorKind::BadRequest, e.to_string()), 0),
                 };
-                reply(&mut send, &resp, trace).await;
+                let max = self.inner.transport.max_frame();
+                let frame = match wire::encode(&resp, trace) {
+                    Ok(f) if f.len() - 4 <= max => Ok(f),
+                    // Many large siblings can outgrow a frame; say so instead of sending it.
+                    Ok(f) => wire::encode(
+                        &Response::error(
+                            ErrorKind::TooLarge,
+                            format!(
+                                "response of {} bytes exceeds limits.max_frame_bytes; resolve the key's siblings",
+                                f.len() - 4
+                            ),
+                        ),
+                        trace,
+                    ),
+                    Err(e) => Err(e),
+                };
+                send_frame(&mut send, frame).await;
             }
             Role::Peer => {
                 let (resp, trace) = match wire::decode::<PeerRequest>(&body) {
@@ -434,7 +454,7 @@ impl Node {
                     context,
                 })
             }
-            Outcome::Failed { needed, answered } => quorum_error("read", "R", needed, answered),
+            Outcome::Failed { needed, answered } => quorum_error("read", needed, answered),
             Outcome::Pending => Response::error(ErrorKind::Internal, "read left undecided"),
         }
     }
@@ -553,7 +573,7 @@ impl Node {
             Outcome::Met => Response::Written {
                 context: new_context,
             },
-            Outcome::Failed { needed, answered } => quorum_error("write", "W", needed, answered),
+            Outcome::Failed { needed, answered } => quorum_error("write", needed, answered),
             Outcome::Pending => Response::error(ErrorKind::Internal, "write left undecided"),
         }
     }
@@ -592,7 +612,7 @@ impl Node {
                 }
             }
         }
-        quorum_error("write", "W", needed, 0)
+        quorum_error("write", needed, 0)
     }
 
     /// Feeds events into a state machine until it decides: answers from replicas, replicas
@@ -756,15 +776,13 @@ impl WaitingOn for GetFsm {
     }
 }
 
-fn quorum_error(op: &str, letter: &str, needed: usize, answered: usize) -> Response {
+fn quorum_error(op: &str, needed: usize, answered: usize) -> Response {
     Response::error(
         ErrorKind::Quorum {
             needed: needed as u32,
             answered: answered as u32,
         },
-        format!(
-            "{op} quorum not met: {letter}={needed} needed {needed} replicas, {answered} answered"
-        ),
+        format!("{op} quorum not met: needed {needed} replicas, {answered} answered"),
     )
 }
 
@@ -779,7 +797,11 @@ fn op_name(req: &Request) -> &'static str {
 }
 
 async fn reply<T: serde::Serialize>(send: &mut quinn::SendStream, msg: &T, trace: u64) {
-    match wire::encode(msg, trace) {
+    send_frame(send, wire::encode(msg, trace)).await
+}
+
+async fn send_frame(send: &mut quinn::SendStream, frame: Result<Vec<u8>, WireError>) {
+    match frame {
         Ok(frame) => {
             if let Err(e) = send.write_all(&frame).await {
                 tracing::debug!(error = %e, "could not send reply");

@@ -229,3 +229,58 @@ async fn oversized_keys_and_values_are_refused_and_the_node_keeps_serving() {
     let r = client.get("o", "k", Level::All).await.expect("get");
     assert_eq!(r.values[0].len(), 1024 * 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_bucket_n_and_writes_sent_to_a_non_replica_are_forwarded() {
+    use chorus_client::proto::{Request, Response, ALPN_CLIENT};
+    use chorus_client::{tls, wire};
+    use common::{addr, endpoint, exchange, quic_config};
+
+    let c = TestCluster::start(3, &["cluster.buckets.solo.n=1"]).await;
+    let client = c.client().await;
+
+    // N=1 for this bucket: `all` is one replica, and two is out of range.
+    client
+        .put("solo", "k", b"first".to_vec(), None, Level::All)
+        .await
+        .expect("W=all with N=1");
+    let err = client
+        .put("solo", "k", b"x".to_vec(), None, Level::Count(2))
+        .await
+        .expect_err("W=2 with N=1");
+    assert!(matches!(err, Error::BadRequest(_)), "{err}");
+
+    // Send the same write to every node directly, bypassing token-aware routing: two of
+    // them are not the key's replica and must hand the write to it.
+    let ep = endpoint();
+    for k in 1..=3 {
+        let conn = ep
+            .connect_with(
+                quic_config(&c, Some(("client.pem", "client.key")), ALPN_CLIENT),
+                addr(&c, k),
+                tls::NODE_NAME,
+            )
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let put = Request::Put {
+            bucket: b"solo".to_vec(),
+            key: b"k".to_vec(),
+            value: format!("via n{k}").into_bytes(),
+            context: Vec::new(),
+            w: Level::All,
+        };
+        let r = exchange(&conn, &wire::encode(&put, 0).expect("encode"))
+            .await
+            .expect("answer");
+        assert!(matches!(r, Response::Written { .. }), "n{k}: {r:?}");
+    }
+    let r = client.get("solo", "k", Level::All).await.expect("get");
+    let mut values: Vec<String> = r
+        .values
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    values.sort();
+    assert_eq!(values, vec!["first", "via n1", "via n2", "via n3"]);
+}

@@ -4,61 +4,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use chorus_client::proto::{ErrorKind, Request, Response, ALPN_CLIENT, ALPN_PEER};
 use chorus_client::{tls, wire, Level};
-use common::TestCluster;
-
-fn addr(c: &TestCluster, k: usize) -> SocketAddr {
-    c.address(k).parse().expect("socket address")
-}
-
-fn endpoint() -> quinn::Endpoint {
-    quinn::Endpoint::client("0.0.0.0:0".parse().expect("bind")).expect("endpoint")
-}
-
-/// A QUIC client config presenting `cert`/`key` (or no certificate) and trusting `ca`.
-fn quic_config(
-    c: &TestCluster,
-    identity: Option<(&str, &str)>,
-    alpn: &[u8],
-) -> quinn::ClientConfig {
-    let roots = tls::roots(&c.dir.join("ca.pem")).expect("roots");
-    let crypto = match identity {
-        Some((cert, key)) => tls::client_crypto(
-            roots,
-            tls::load_certs(&c.dir.join(cert)).expect("cert"),
-            tls::load_key(&c.dir.join(key)).expect("key"),
-            alpn,
-        )
-        .expect("crypto"),
-        None => {
-            let mut cfg = rustls::ClientConfig::builder_with_provider(tls::provider())
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .expect("tls13")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            cfg.alpn_protocols = vec![alpn.to_vec()];
-            cfg
-        }
-    };
-    tls::quinn_client(crypto).expect("quinn config")
-}
-
-async fn exchange(conn: &quinn::Connection, bytes: &[u8]) -> Result<Response, String> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    send.write_all(bytes).await.map_err(|e| e.to_string())?;
-    let _ = send.finish();
-    let r = tokio::time::timeout(
-        Duration::from_secs(5),
-        wire::read_frame::<_, Response>(&mut recv, wire::DEFAULT_MAX_FRAME),
-    )
-    .await
-    .map_err(|_| "timeout".to_string())?;
-    r.map(|(resp, _)| resp).map_err(|e| e.to_string())
-}
+use common::{addr, endpoint, exchange, quic_config, TestCluster};
 
 async fn still_serves(c: &TestCluster) {
     let client = c.client().await;

@@ -1,34 +1,49 @@
 use chorus_ring::{Member, Ring};
+use std::collections::BTreeMap;
 fn main() {
-    for (parts, m, r, zones) in [
-        (65536u32, 12usize, 3usize, 0usize),
-        (65536, 12, 5, 3),
-        (65536, 100, 3, 0),
-        (4096, 1024, 3, 0),
-        (1024, 1024, 5, 7),
-        (65536, 1024, 3, 0),
-    ] {
-        let all: Vec<Member> = (0..m)
-            .map(|i| Member {
-                id: format!("node-{i}"),
-                zone: if zones > 0 {
-                    Some(format!("z{}", i % zones))
-                } else {
-                    None
-                },
-            })
-            .collect();
-        let t = std::time::Instant::now();
-        let ring = Ring::new(parts, r, all[..m - 1].to_vec()).unwrap();
-        let t1 = t.elapsed();
-        let next = ring.rebalance(all.clone()).unwrap();
-        let t2 = t.elapsed() - t1;
-        let back = next.rebalance(all[1..].to_vec()).unwrap();
-        let t3 = t.elapsed() - t1 - t2;
-        let g: usize = ring.diff(&next, r).iter().map(|x| x.gained.len()).sum();
-        let g2: usize = next.diff(&back, r).iter().map(|x| x.gained.len()).sum();
-        println!(
-            "P {parts} m {m} r {r} zones {zones}: new {t1:?} add {t2:?} ({g}) remove {t3:?} ({g2})"
-        );
+    let z = |id: &str, zone: Option<u8>| Member {
+        id: id.into(),
+        zone: zone.map(|z| format!("zone-{z}")),
+    };
+    let all = vec![
+        z("a", Some(2)),
+        z("a-", Some(2)),
+        z("a--", Some(2)),
+        z("a0", Some(2)),
+        z("a1", None),
+        z("aa", None),
+        z("ab", Some(2)),
+        z("ac", None),
+        z("b", None),
+        z("c", None),
+    ];
+    let prev = Ring::new(256, 2, all[1..].to_vec()).unwrap();
+    let next = prev.rebalance(all.clone()).unwrap();
+    println!("prev {:?}", prev.shares(2));
+    println!("next {:?}", next.shares(2));
+    let moves = prev.diff(&next, 2);
+    let g: usize = moves.iter().map(|m| m.gained.len()).sum();
+    let before: BTreeMap<String, usize> = prev.shares(2).into_iter().collect();
+    let forced: usize = next
+        .shares(2)
+        .iter()
+        .map(|(id, c)| c.saturating_sub(*before.get(id).unwrap_or(&0)))
+        .sum();
+    println!("gained {g} forced {forced}");
+    let mut pairs = BTreeMap::new();
+    for m in &moves {
+        *pairs.entry((m.gained.clone(), m.lost.clone())).or_insert(0) += 1;
     }
+    for (k, v) in pairs {
+        println!("{k:?}: {v}");
+    }
+    // rows without zone2 in prev
+    let no_z2 = (0..256)
+        .filter(|&p| {
+            prev.preference_list(p, 2)
+                .iter()
+                .all(|id| prev.member(id).unwrap().zone.is_none())
+        })
+        .count();
+    println!("prev rows without zone-2: {no_z2}");
 }

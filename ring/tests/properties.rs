@@ -193,7 +193,7 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(config(96))]
+    #![proptest_config(config(256))]
 
     /// Properties 1, 3, 4, 6 for fresh rings, and 2 (determinism).
     #[test]
