@@ -353,24 +353,8 @@ impl Client {
 
     /// Preference-list nodes first (token-aware), then every other known node.
     async fn targets_for(&self, bucket: &[u8], key: &[u8]) -> Vec<SocketAddr> {
-        let mut out = Vec::new();
-        if let Some(info) = self.routing().await {
-            let p = info.ring.partition_of(bucket, key);
-            let order = info.ring.order(p);
-            // Replicas the cluster reports down go after every live node.
-            let (live, down): (Vec<&str>, Vec<&str>) = order
-                .into_iter()
-                .partition(|id| !info.down.iter().any(|d| d == id));
-            for id in live.into_iter().chain(down) {
-                if let Some(addr) = info.address_of(id).and_then(resolve) {
-                    push_unique(&mut out, addr);
-                }
-            }
-        }
-        for s in &self.inner.seeds {
-            push_unique(&mut out, *s);
-        }
-        out
+        let info = self.routing().await;
+        route(info.as_deref(), bucket, key, &self.inner.seeds)
     }
 
     async fn all_targets(&self) -> Vec<SocketAddr> {
@@ -475,6 +459,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where to send a request for `bucket/key`: the key's live replicas in preference order,
+/// then the rest of its ring order, then replicas reported down, then any seed not listed.
+pub fn route(
+    info: Option<&RingInfo>,
+    bucket: &[u8],
+    key: &[u8],
+    seeds: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    if let Some(info) = info {
+        let p = info.ring.partition_of(bucket, key);
+        let (live, down): (Vec<&str>, Vec<&str>) = info
+            .ring
+            .order(p)
+            .into_iter()
+            .partition(|id| !info.down.iter().any(|d| d == id));
+        for id in live.into_iter().chain(down) {
+            if let Some(addr) = info.address_of(id).and_then(resolve) {
+                push_unique(&mut out, addr);
+            }
+        }
+    }
+    for s in seeds {
+        push_unique(&mut out, *s);
+    }
+    out
+}
+
 /// A fresh trace id: a per-process random-ish seed plus a counter, so ids from different
 /// clients rarely collide and ids from one client never do.
 fn next_trace() -> u64 {
@@ -532,4 +544,66 @@ fn written(resp: Response) -> Result<CausalContext, Error> {
 
 fn unexpected(resp: Response) -> Error {
     Error::Unexpected(format!("{resp:?}").chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_ring::{Member, Ring};
+
+    fn info(down: &[&str]) -> RingInfo {
+        let members = (1..=5)
+            .map(|k| Member {
+                id: format!("n{k}"),
+                zone: None,
+            })
+            .collect();
+        RingInfo {
+            ring: Ring::new(64, 3, members).expect("ring"),
+            addresses: (1..=5)
+                .map(|k| (format!("n{k}"), format!("127.0.0.1:{}", 7000 + k)))
+                .collect(),
+            default_n: 3,
+            bucket_n: Vec::new(),
+            down: down.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn port_of(info: &RingInfo, id: &str) -> u16 {
+        resolve(info.address_of(id).expect("address"))
+            .expect("addr")
+            .port()
+    }
+
+    #[test]
+    fn routes_to_the_preference_list_first_and_down_nodes_last() {
+        let seed: SocketAddr = "127.0.0.9:9".parse().expect("addr");
+        let up = info(&[]);
+        let p = up.ring.partition_of(b"b", b"k");
+        let order: Vec<String> = up.ring.order(p).into_iter().map(str::to_string).collect();
+        let got = route(Some(&up), b"b", b"k", &[seed]);
+        let want: Vec<u16> = order.iter().map(|id| port_of(&up, id)).collect();
+        assert_eq!(
+            got.iter().map(|a| a.port()).take(5).collect::<Vec<_>>(),
+            want
+        );
+        assert_eq!(got.last(), Some(&seed));
+
+        // The first replica reported down goes after every live node.
+        let down = info(&[order[0].as_str()]);
+        let got = route(Some(&down), b"b", b"k", &[seed]);
+        assert_eq!(got[0].port(), port_of(&down, &order[1]));
+        assert_eq!(got[4].port(), port_of(&down, &order[0]));
+
+        // Without routing information, the seeds.
+        assert_eq!(route(None, b"b", b"k", &[seed]), vec![seed]);
+    }
+
+    #[test]
+    fn context_strings_round_trip_and_garbage_is_refused() {
+        let c = CausalContext::from_bytes(vec![1, 2, 3, 250]);
+        assert_eq!(c.to_string().parse::<CausalContext>().expect("parse"), c);
+        assert!("!!".parse::<CausalContext>().is_err());
+        assert!("".parse::<CausalContext>().expect("empty").is_empty());
+    }
 }

@@ -157,7 +157,7 @@ mod tests {
         let d = Duration::from_secs(2);
         assert!(m.is_up("a"));
         assert!(!m.is_up("b"), "unknown liveness starts down");
-        let mut rx = m.subscribe();
+        let rx = m.subscribe();
         assert!(m.observe("b", true, t0, d));
         assert!(m.is_up("b"));
         assert!(rx.has_changed().unwrap_or(false));

@@ -241,7 +241,7 @@ impl Writer {
         current: Option<Object>,
         change: Change,
     ) -> Result<(Object, bool), ReplicaError> {
-        let mut obj = current.unwrap_or_else(Object::new);
+        let mut obj = current.unwrap_or_default();
         match change {
             Change::Update { ctx, value } => {
                 obj.update(&ctx, &self.actor, value);

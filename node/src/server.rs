@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_client::proto::{
-    ErrorKind, Level, NodeStatus, Request, Response, RingInfo, StatusInfo, ValueReply,
+    ErrorKind, ErrorReply, Level, NodeStatus, Request, Response, RingInfo, StatusInfo, ValueReply,
 };
 use chorus_client::wire::{self, WireError};
 use chorus_ring::{Member, Ring};
@@ -244,7 +244,7 @@ impl Node {
                 w,
             } => {
                 if let Err(e) = self.check_value(&value) {
-                    return e;
+                    return Response::Error(e);
                 }
                 self.write(bucket, key, Some(value), context, w, forwarded)
                     .await
@@ -267,7 +267,7 @@ impl Node {
                 epoch: self.inner.replica.actor().epoch,
             },
             PeerRequest::Read { bucket, key } => {
-                if let Err(Response::Error(e)) = self.check_key(&bucket, &key) {
+                if let Err(e) = self.check_key(&bucket, &key) {
                     return PeerResponse::Error(e.message);
                 }
                 match self
@@ -285,7 +285,7 @@ impl Node {
                 key,
                 object,
             } => {
-                if let Err(Response::Error(e)) = self.check_key(&bucket, &key) {
+                if let Err(e) = self.check_key(&bucket, &key) {
                     return PeerResponse::Error(e.message);
                 }
                 let obj = match Object::decode(&object) {
@@ -312,13 +312,13 @@ impl Node {
         data_key(self.inner.ring.partition_of(bucket, key), bucket, key)
     }
 
-    fn check_key(&self, bucket: &[u8], key: &[u8]) -> Result<(), Response> {
+    fn check_key(&self, bucket: &[u8], key: &[u8]) -> Result<(), ErrorReply> {
         let l = &self.inner.cfg.limits;
         if key.is_empty() {
-            return Err(Response::error(ErrorKind::BadRequest, "key is empty"));
+            return Err(reject(ErrorKind::BadRequest, "key is empty"));
         }
         if key.len() > l.max_key_bytes {
-            return Err(Response::error(
+            return Err(reject(
                 ErrorKind::TooLarge,
                 format!(
                     "key of {} bytes exceeds the limit of {} bytes (limits.max_key_bytes)",
@@ -328,7 +328,7 @@ impl Node {
             ));
         }
         if bucket.len() > l.max_bucket_bytes {
-            return Err(Response::error(
+            return Err(reject(
                 ErrorKind::TooLarge,
                 format!(
                     "bucket name of {} bytes exceeds the limit of {} bytes (limits.max_bucket_bytes)",
@@ -340,10 +340,10 @@ impl Node {
         Ok(())
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<(), Response> {
+    fn check_value(&self, value: &[u8]) -> Result<(), ErrorReply> {
         let max = self.inner.cfg.limits.max_value_bytes;
         if value.len() > max {
-            return Err(Response::error(
+            return Err(reject(
                 ErrorKind::TooLarge,
                 format!(
                     "value of {} bytes exceeds the limit of {max} bytes (limits.max_value_bytes)",
@@ -360,13 +360,13 @@ impl Node {
         bucket: &[u8],
         key: &[u8],
         level: Level,
-    ) -> Result<(u32, Vec<String>, usize), Response> {
+    ) -> Result<(u32, Vec<String>, usize), ErrorReply> {
         self.check_key(bucket, key)?;
         let ring = &self.inner.ring;
         let n = self.inner.cfg.n_for(bucket).min(ring.members().len());
         let needed = level
             .resolve(n)
-            .map_err(|e| Response::error(ErrorKind::BadRequest, e.to_string()))?;
+            .map_err(|e| reject(ErrorKind::BadRequest, e.to_string()))?;
         let partition = ring.partition_of(bucket, key);
         let pref = ring
             .preference_list(partition, n)
@@ -379,7 +379,7 @@ impl Node {
     async fn get(&self, bucket: Vec<u8>, key: Vec<u8>, r: Level) -> Response {
         let (partition, pref, needed) = match self.plan(&bucket, &key, r) {
             Ok(p) => p,
-            Err(e) => return e,
+            Err(e) => return Response::Error(e),
         };
         let me = self.inner.cfg.id.clone();
         let mut fsm = GetFsm::new(pref.clone(), needed);
@@ -470,7 +470,7 @@ impl Node {
     ) -> Response {
         let (partition, pref, needed) = match self.plan(&bucket, &key, w) {
             Ok(p) => p,
-            Err(e) => return e,
+            Err(e) => return Response::Error(e),
         };
         let ctx = if context.is_empty() {
             VersionVector::new()
@@ -773,6 +773,13 @@ impl WaitingOn for GetFsm {
             .into_iter()
             .map(str::to_string)
             .collect()
+    }
+}
+
+fn reject(kind: ErrorKind, message: impl Into<String>) -> ErrorReply {
+    ErrorReply {
+        kind,
+        message: message.into(),
     }
 }
 

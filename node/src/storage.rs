@@ -48,6 +48,9 @@ pub enum StorageError {
     Write(String),
 }
 
+/// Key-value pairs from a scan, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What the node needs from a storage engine. Every method may block.
 pub trait Storage: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
@@ -60,7 +63,7 @@ pub trait Storage: Send + Sync + 'static {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    ) -> Result<Entries, StorageError>;
 }
 
 /// Encodes the storage key of a data entry.
@@ -157,7 +160,7 @@ impl Storage for RocksStorage {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Entries, StorageError> {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(end.to_vec());
         let it = self.db.iterator_cf_opt(
@@ -175,9 +178,11 @@ impl Storage for RocksStorage {
 }
 
 /// In-memory engine: same semantics, nothing survives the process.
+type MemTables = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
+
 #[derive(Default, Clone)]
 pub struct MemStorage {
-    tables: Arc<RwLock<BTreeMap<(Table, Vec<u8>), Vec<u8>>>>,
+    tables: Arc<RwLock<MemTables>>,
 }
 
 impl Storage for MemStorage {
@@ -213,7 +218,7 @@ impl Storage for MemStorage {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Entries, StorageError> {
         let t = self
             .tables
             .read()

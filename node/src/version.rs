@@ -524,13 +524,13 @@ impl Object {
         loop {
             match (mine.peek(), theirs.peek()) {
                 (None, None) => return true,
-                (Some(m), t) if t.map_or(true, |t| m.dot < t.dot) => {
+                (Some(m), t) if t.is_none_or(|t| m.dot < t.dot) => {
                     if other.clock.covers(&m.dot) {
                         return false;
                     }
                     mine.next();
                 }
-                (m, Some(t)) if m.map_or(true, |m| t.dot < m.dot) => {
+                (m, Some(t)) if m.is_none_or(|m| t.dot < m.dot) => {
                     if !self.clock.covers(&t.dot) {
                         return false;
                     }

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use chorus_client::proto::{ErrorKind, Request, Response, ALPN_CLIENT, ALPN_PEER};
 use chorus_client::{tls, wire, Level};
 use common::{addr, endpoint, exchange, quic_config, TestCluster};

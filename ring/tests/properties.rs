@@ -292,15 +292,17 @@ proptest! {
     }
 }
 
-/// Movement allowance with zones. Two things force data to move: members
-/// whose slot count grows (each new slot is a move), and partitions that must
-/// take in new members because a departed member left a hole or the zone rule
-/// (every zone present when there are at most `k`; per-zone caps) no longer
-/// holds for what they kept. With zones these overlap only partly (a hole may
-/// have to be filled from a zone that shrinks elsewhere), so the allowance is
-/// their sum plus `k`, not the fair-share bound used without zones. In
-/// practice placement stays within one slot of the larger lower bound's
-/// components; see the crate docs.
+/// Movement allowance with zones. Three things force data to move:
+/// * members whose slot count grows (each new slot is a move);
+/// * partitions that must take in members because a departure left a hole or
+///   what they kept breaks the new zone rule (every zone present when there
+///   are at most `k`; per-zone caps);
+/// * slots that change zone because zone totals shift: the partitions where
+///   a zone can give way need not contain the members of that zone that must
+///   shrink, and each such mismatch costs a swap between two members.
+///
+/// These overlap only partly, so the allowance is their sum plus `k`; the
+/// fair-share bound used without zones does not apply.
 fn zoned_bound(prev: &Ring, next: &Ring, k: usize) -> usize {
     let before = count(prev, k);
     let grown: usize = count(next, k)
@@ -327,7 +329,21 @@ fn zoned_bound(prev: &Ring, next: &Ring, k: usize) -> usize {
             (k - keepable).max(missing)
         })
         .sum();
-    grown + refill + k
+    let zone_total = |ring: &Ring| -> BTreeMap<String, usize> {
+        let mut t = BTreeMap::new();
+        for (id, c) in count(ring, k) {
+            if let Some(m) = next.member(&id) {
+                *t.entry(zone_key(m)).or_insert(0) += c;
+            }
+        }
+        t
+    };
+    let (zt_prev, zt_next) = (zone_total(prev), zone_total(next));
+    let shift: usize = zt_next
+        .iter()
+        .map(|(z, &t)| t.saturating_sub(zt_prev.get(z).copied().unwrap_or(0)))
+        .sum();
+    grown + refill + shift + k
 }
 
 /// Per-zone cap on members among a partition's first `k`, as documented in
