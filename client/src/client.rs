@@ -155,6 +155,41 @@ pub struct GetResult {
     pub values: Vec<Vec<u8>>,
     /// Pass this back with the next put or delete of the key.
     pub context: CausalContext,
+    /// Deletes (tombstones) still held for the key.
+    pub tombstones: u32,
+}
+
+impl From<ValueReply> for GetResult {
+    fn from(v: ValueReply) -> Self {
+        GetResult {
+            found: v.found,
+            values: v.values.into_iter().map(|b| b.into_vec()).collect(),
+            context: CausalContext(v.context),
+            tombstones: v.tombstones,
+        }
+    }
+}
+
+/// Options of a write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// Context of an earlier read: the write replaces what that read saw.
+    pub context: Option<CausalContext>,
+    /// Write consistency.
+    pub w: Level,
+    /// Sloppy quorum: when replicas are down, fallback nodes hold the write for them and
+    /// count toward W. Survives more failures, but a later read may miss the write until
+    /// the fallbacks hand it back.
+    pub sloppy: bool,
+}
+
+impl WriteOptions {
+    fn context_bytes(&self) -> Vec<u8> {
+        self.context
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// A client connected to a Chorus cluster.
@@ -258,15 +293,7 @@ impl Client {
         let targets = self.targets_for(&bucket, &key).await;
         let req = Request::Get { bucket, key, r };
         match self.call(&targets, &req).await? {
-            Response::Value(ValueReply {
-                found,
-                values,
-                context,
-            }) => Ok(GetResult {
-                found,
-                values: values.into_iter().map(|v| v.into_vec()).collect(),
-                context: CausalContext(context),
-            }),
+            Response::Value(v) => Ok(GetResult::from(v)),
             other => Err(unexpected(other)),
         }
     }
@@ -282,14 +309,31 @@ impl Client {
         context: Option<&CausalContext>,
         w: Level,
     ) -> Result<CausalContext, Error> {
+        let opts = WriteOptions {
+            context: context.cloned(),
+            w,
+            sloppy: false,
+        };
+        self.put_with(bucket, key, value, &opts).await
+    }
+
+    /// [`Client::put`] with every write option, e.g. a sloppy quorum.
+    pub async fn put_with(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        value: Vec<u8>,
+        opts: &WriteOptions,
+    ) -> Result<CausalContext, Error> {
         let (bucket, key) = (bucket.as_ref().to_vec(), key.as_ref().to_vec());
         let targets = self.targets_for(&bucket, &key).await;
         let req = Request::Put {
             bucket,
             key,
             value,
-            context: context.map(|c| c.0.clone()).unwrap_or_default(),
-            w,
+            context: opts.context_bytes(),
+            w: opts.w,
+            sloppy: opts.sloppy,
         };
         written(self.call(&targets, &req).await?)
     }
@@ -302,15 +346,69 @@ impl Client {
         context: Option<&CausalContext>,
         w: Level,
     ) -> Result<CausalContext, Error> {
+        let opts = WriteOptions {
+            context: context.cloned(),
+            w,
+            sloppy: false,
+        };
+        self.delete_with(bucket, key, &opts).await
+    }
+
+    /// [`Client::delete`] with every write option.
+    pub async fn delete_with(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        opts: &WriteOptions,
+    ) -> Result<CausalContext, Error> {
         let (bucket, key) = (bucket.as_ref().to_vec(), key.as_ref().to_vec());
         let targets = self.targets_for(&bucket, &key).await;
         let req = Request::Delete {
             bucket,
             key,
-            context: context.map(|c| c.0.clone()).unwrap_or_default(),
-            w,
+            context: opts.context_bytes(),
+            w: opts.w,
+            sloppy: opts.sloppy,
         };
         written(self.call(&targets, &req).await?)
+    }
+
+    /// One replica's local copy of a key, read without coordination or repair. For
+    /// operators debugging divergence.
+    pub async fn get_replica(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        node: &str,
+    ) -> Result<GetResult, Error> {
+        let mut targets = Vec::new();
+        if let Some(addr) = self
+            .ring()
+            .and_then(|info| info.address_of(node).and_then(resolve))
+        {
+            targets.push(addr);
+        }
+        for t in self.all_targets().await {
+            push_unique(&mut targets, t);
+        }
+        let req = Request::GetReplica {
+            bucket: bucket.as_ref().to_vec(),
+            key: key.as_ref().to_vec(),
+            node: node.to_string(),
+        };
+        match self.call(&targets, &req).await? {
+            Response::Value(v) => Ok(GetResult::from(v)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts an anti-entropy round on the first reachable node.
+    pub async fn repair(&self) -> Result<(), Error> {
+        let targets = self.all_targets().await;
+        match self.call(&targets, &Request::Repair).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The cluster as the first reachable node sees it.

@@ -13,5 +13,5 @@ pub mod proto;
 pub mod tls;
 pub mod wire;
 
-pub use client::{CausalContext, Client, ClientConfig, Error, GetResult};
+pub use client::{CausalContext, Client, ClientConfig, Error, GetResult, WriteOptions};
 pub use proto::{Level, LevelError};

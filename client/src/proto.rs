@@ -102,6 +102,9 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         context: Vec<u8>,
         w: Level,
+        /// Let fallback nodes stand in for down replicas and count toward W.
+        #[serde(default)]
+        sloppy: bool,
     },
     Delete {
         #[serde(with = "serde_bytes")]
@@ -111,11 +114,23 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         context: Vec<u8>,
         w: Level,
+        #[serde(default)]
+        sloppy: bool,
+    },
+    /// One replica's local copy, with no coordination and no repair (for operators).
+    GetReplica {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        node: String,
     },
     /// The ring and member addresses, for token-aware routing.
     Ring,
     /// The cluster as the contacted node sees it.
     Status,
+    /// Start an anti-entropy round on the contacted node now.
+    Repair,
 }
 
 /// A node's answer to a [`Request`].
@@ -129,6 +144,8 @@ pub enum Response {
     },
     Ring(RingInfo),
     Status(StatusInfo),
+    /// The request was accepted.
+    Ok,
     Error(ErrorReply),
 }
 
@@ -140,6 +157,9 @@ pub struct ValueReply {
     pub values: Vec<serde_bytes::ByteBuf>,
     #[serde(with = "serde_bytes")]
     pub context: Vec<u8>,
+    /// Tombstone siblings (deletes) still held for the key.
+    #[serde(default)]
+    pub tombstones: u32,
 }
 
 /// What a client needs for token-aware routing.
@@ -186,6 +206,33 @@ pub struct NodeStatus {
     pub status: String,
     /// Partitions for which this node is in the preference list (default N).
     pub partitions: usize,
+    /// Hints the answering node holds for this node.
+    #[serde(default)]
+    pub hints_pending: u64,
+}
+
+/// Anti-entropy state of one partition on the answering node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSync {
+    pub partition: u32,
+    /// Milliseconds since every other replica was last found equal (or repaired); `None`
+    /// if that hasn't happened since the node started.
+    pub ms_since_clean: Option<u64>,
+    /// Keys repaired in this partition since the node started.
+    pub keys_repaired: u64,
+}
+
+/// Convergence counters of the answering node since it started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Convergence {
+    pub read_repairs: u64,
+    pub hints_replayed: u64,
+    pub hints_expired: u64,
+    pub anti_entropy_rounds: u64,
+    pub anti_entropy_keys_repaired: u64,
+    pub anti_entropy_bytes: u64,
+    pub tombstones_purged: u64,
+    pub partitions: Vec<PartitionSync>,
 }
 
 /// The cluster as one node sees it.
@@ -196,6 +243,8 @@ pub struct StatusInfo {
     pub ring_version: u64,
     pub partitions: u32,
     pub nodes: Vec<NodeStatus>,
+    #[serde(default)]
+    pub convergence: Convergence,
 }
 
 /// Why a request failed, as told by the node.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use chorus_client::{CausalContext, Client, ClientConfig, Level};
+use chorus_client::{CausalContext, Client, ClientConfig, Level, WriteOptions};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
@@ -50,6 +50,9 @@ enum Command {
         /// Causal context from a get; the write then replaces what that get returned.
         #[arg(long)]
         context: Option<String>,
+        /// Sloppy quorum: fallback nodes hold the write for down replicas and count toward W.
+        #[arg(long)]
+        sloppy: bool,
     },
     /// Read a key.
     Get {
@@ -62,6 +65,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Read only this node's local copy: no coordination, no repair (for debugging).
+        #[arg(long, value_name = "NODE_ID")]
+        replica: Option<String>,
     },
     /// Delete a key (the versions the context saw).
     Delete {
@@ -72,7 +78,12 @@ enum Command {
         w: Level,
         #[arg(long)]
         context: Option<String>,
+        /// Sloppy quorum: fallback nodes hold the delete for down replicas and count toward W.
+        #[arg(long)]
+        sloppy: bool,
     },
+    /// Start an anti-entropy round on the contacted node now.
+    Repair,
     /// The cluster's nodes as the contacted node sees them.
     Status {
         #[arg(long)]
@@ -151,6 +162,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bucket,
             w,
             context,
+            sloppy,
         } => {
             let client = connect(cli.config.as_deref()).await?;
             let value = if value == "-" {
@@ -162,8 +174,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 value.into_bytes()
             };
-            let ctx = parse_context(context.as_deref())?;
-            client.put(&bucket, &key, value, ctx.as_ref(), w).await?;
+            let opts = WriteOptions {
+                context: parse_context(context.as_deref())?,
+                w,
+                sloppy,
+            };
+            client.put_with(&bucket, &key, value, &opts).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Delete {
@@ -171,10 +187,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bucket,
             w,
             context,
+            sloppy,
         } => {
             let client = connect(cli.config.as_deref()).await?;
-            let ctx = parse_context(context.as_deref())?;
-            client.delete(&bucket, &key, ctx.as_ref(), w).await?;
+            let opts = WriteOptions {
+                context: parse_context(context.as_deref())?,
+                w,
+                sloppy,
+            };
+            client.delete_with(&bucket, &key, &opts).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Repair => {
+            let client = connect(cli.config.as_deref()).await?;
+            client.repair().await?;
+            println!("anti-entropy round started");
             Ok(ExitCode::SUCCESS)
         }
         Command::Get {
@@ -182,9 +209,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bucket,
             r,
             json,
+            replica,
         } => {
             let client = connect(cli.config.as_deref()).await?;
-            let res = client.get(&bucket, &key, r).await?;
+            let res = match replica {
+                Some(node) => client.get_replica(&bucket, &key, &node).await?,
+                None => client.get(&bucket, &key, r).await?,
+            };
             print_get(&res, json);
             Ok(ExitCode::SUCCESS)
         }
@@ -202,6 +233,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             "zone": n.zone,
                             "status": n.status,
                             "partitions": n.partitions,
+                            "hints_pending": n.hints_pending,
+                        })
+                    })
+                    .collect();
+                let c = &st.convergence;
+                let partitions: Vec<_> = c
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "partition": p.partition,
+                            "ms_since_clean": p.ms_since_clean,
+                            "keys_repaired": p.keys_repaired,
                         })
                     })
                     .collect();
@@ -210,6 +254,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "ring_version": st.ring_version,
                     "partitions": st.partitions,
                     "nodes": nodes,
+                    "read_repairs": c.read_repairs,
+                    "hints_replayed": c.hints_replayed,
+                    "hints_expired": c.hints_expired,
+                    "tombstones_purged": c.tombstones_purged,
+                    "anti_entropy": {
+                        "rounds": c.anti_entropy_rounds,
+                        "keys_repaired": c.anti_entropy_keys_repaired,
+                        "bytes": c.anti_entropy_bytes,
+                        "max_ms_since_clean": c.partitions.iter().map(|p| p.ms_since_clean).try_fold(0u64, |a, x| x.map(|x| a.max(x))),
+                        "partitions": partitions,
+                    },
                 });
                 println!("{out}");
             } else {
@@ -293,6 +348,7 @@ fn print_get(res: &chorus_client::GetResult, json: bool) {
             "found": res.found,
             "values": values,
             "siblings": res.values.len(),
+            "tombstones": res.tombstones,
             "context": res.context.to_string(),
         });
         println!("{out}");

@@ -48,6 +48,115 @@ pub struct NodeConfig {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub failure_detector: FailureDetector,
+    #[serde(default)]
+    pub read_repair: ReadRepair,
+    #[serde(default)]
+    pub hinted_handoff: HintedHandoff,
+    #[serde(default)]
+    pub anti_entropy: AntiEntropy,
+    #[serde(default)]
+    pub tombstones: Tombstones,
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadRepair {
+    pub enabled: bool,
+    /// How long a read keeps listening for replicas that answer after the client got its
+    /// reply, so they are repaired too.
+    #[serde(with = "duration")]
+    pub window: Duration,
+}
+
+impl Default for ReadRepair {
+    fn default() -> Self {
+        ReadRepair {
+            enabled: true,
+            window: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HintedHandoff {
+    pub enabled: bool,
+    /// Hints older than this are dropped; anti-entropy repairs what they carried.
+    #[serde(with = "duration")]
+    pub expiry: Duration,
+    /// Hints sent to a target in one message.
+    pub batch: usize,
+    /// How soon a failed replay is retried while the target is up.
+    #[serde(with = "duration")]
+    pub retry: Duration,
+}
+
+impl Default for HintedHandoff {
+    fn default() -> Self {
+        HintedHandoff {
+            enabled: true,
+            expiry: Duration::from_secs(3 * 3600),
+            batch: 256,
+            retry: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntiEntropy {
+    pub enabled: bool,
+    /// Time between exchange rounds.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Pause between two partitions' exchanges, so client traffic keeps priority.
+    #[serde(with = "duration")]
+    pub pause: Duration,
+    /// Most keys repaired in one message.
+    pub batch: usize,
+}
+
+impl Default for AntiEntropy {
+    fn default() -> Self {
+        AntiEntropy {
+            enabled: true,
+            interval: Duration::from_secs(600),
+            pause: Duration::from_millis(5),
+            batch: 256,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tombstones {
+    /// A tombstone is purged only after this long, and only once every replica holds it.
+    /// Keep it longer than `hinted_handoff.expiry`, so no hint older than the delete can
+    /// arrive after the purge.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    /// How often purgeable tombstones are looked for.
+    #[serde(with = "duration")]
+    pub gc_interval: Duration,
+}
+
+impl Default for Tombstones {
+    fn default() -> Self {
+        Tombstones {
+            grace: Duration::from_secs(4 * 3600),
+            gc_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// TCP address for the HTTP admin endpoint (`/metrics` in Prometheus format, `/health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,6 +184,13 @@ pub struct ClusterConfig {
     /// Per-bucket settings, keyed by bucket name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub buckets: BTreeMap<String, BucketConfig>,
+}
+
+impl ClusterConfig {
+    /// Buckets with their own N.
+    pub fn buckets_n(&self) -> Vec<(String, usize)> {
+        self.buckets.iter().map(|(b, c)| (b.clone(), c.n)).collect()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -318,6 +434,8 @@ impl NodeConfig {
             ("limits.max_inflight_requests", l.max_inflight_requests),
             ("limits.max_siblings", l.max_siblings),
             ("storage.max_batch", self.storage.max_batch),
+            ("hinted_handoff.batch", self.hinted_handoff.batch),
+            ("anti_entropy.batch", self.anti_entropy.batch),
         ] {
             if v == 0 {
                 return err(name, "must be greater than 0".into());
@@ -466,6 +584,15 @@ members = [{ id = "n1", address = "127.0.0.1:7000" }]
         assert!(c.storage.sync);
         assert_eq!(c.timeouts.request, Duration::from_secs(2));
         assert_eq!(c.cluster.n, 1);
+        let c = parse(&[
+            "read_repair.enabled=false",
+            "hinted_handoff.enabled=false",
+            "anti_entropy.enabled=false",
+            "anti_entropy.interval=2s",
+        ])
+        .expect("switches");
+        assert!(!c.read_repair.enabled && !c.hinted_handoff.enabled && !c.anti_entropy.enabled);
+        assert_eq!(c.anti_entropy.interval, Duration::from_secs(2));
         let c = parse(&["storage.engine=memory"]).expect("bare string");
         assert_eq!(c.storage.engine, Engine::Memory);
     }

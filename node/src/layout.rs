@@ -11,10 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::certs::{Ca, CertError};
-use crate::config::{
-    ClusterConfig, FailureDetector, Limits, MemberConfig, NodeConfig, StorageConfig, Timeouts,
-    TlsConfig,
-};
+use crate::config::{ClusterConfig, MemberConfig, NodeConfig, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
@@ -30,6 +27,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LayoutError + '_ {
     move |e| LayoutError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
+    }
+}
+
+/// The admin (HTTP) port of node `nK`: 1000 above its QUIC port, when that fits.
+fn admin_port(base_port: u16, id: &str) -> String {
+    let k: usize = id.trim_start_matches('n').parse().unwrap_or(1);
+    let port = base_port as usize + 1000 + k - 1;
+    if port <= u16::MAX as usize {
+        port.to_string()
+    } else {
+        "0".to_string()
     }
 }
 
@@ -78,10 +86,19 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
                 members: members.clone(),
                 buckets: Default::default(),
             },
-            storage: StorageConfig::default(),
-            limits: Limits::default(),
-            timeouts: Timeouts::default(),
-            failure_detector: FailureDetector::default(),
+            storage: Default::default(),
+            limits: Default::default(),
+            timeouts: Default::default(),
+            failure_detector: Default::default(),
+            read_repair: Default::default(),
+            hinted_handoff: Default::default(),
+            anti_entropy: Default::default(),
+            tombstones: Default::default(),
+            admin: crate::config::Admin {
+                listen: format!("{host}:{}", admin_port(base_port, &m.id))
+                    .parse()
+                    .ok(),
+            },
         };
         let text = toml::to_string_pretty(&cfg)
             .map_err(|e| LayoutError::Invalid(format!("node.toml: {e}")))?;

@@ -20,6 +20,8 @@ struct PeerState {
     zone: Option<String>,
     up: bool,
     last_ok: Option<Instant>,
+    /// The peer's actor epoch, from its last answer.
+    epoch: Option<u64>,
 }
 
 /// Liveness of one member, for status output.
@@ -54,6 +56,7 @@ impl Membership {
                         // on a replica it hasn't heard from.
                         up: me_too,
                         last_ok: None,
+                        epoch: None,
                     },
                 )
             })
@@ -130,6 +133,18 @@ impl Membership {
         flipped
     }
 
+    /// Records the epoch a peer answered with; true if it differs from the one seen before,
+    /// i.e. the peer came back with a new or empty data directory.
+    pub fn observe_epoch(&self, id: &str, epoch: u64) -> bool {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        let Some(p) = peers.get_mut(id) else {
+            return false;
+        };
+        let changed = p.epoch.is_some_and(|e| e != epoch);
+        p.epoch = Some(epoch);
+        changed
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, PeerState>> {
         self.peers.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -169,5 +184,8 @@ mod tests {
         assert!(m.observe("b", false, t0 + Duration::from_secs(3), d));
         assert!(!m.is_up("b"));
         assert!(!m.observe("zz", true, t0, d), "strangers are ignored");
+        assert!(!m.observe_epoch("b", 7), "first sighting");
+        assert!(!m.observe_epoch("b", 7));
+        assert!(m.observe_epoch("b", 8), "new epoch: data lost");
     }
 }

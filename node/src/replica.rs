@@ -1,19 +1,27 @@
-//! The local replica: reads, coordinator-local updates and merges of remote versions.
+//! The local replica: reads, coordinator-local updates, merges of remote versions, purges
+//! of tombstones, and the anti-entropy trees that summarise what it holds.
 //!
 //! Every mutation is a read-merge-write of one key, so mutations go through a single writer
 //! thread. It drains whatever is queued (up to `max_batch`) and commits it as one RocksDB
 //! write batch: concurrent writers share one WAL write (and one fsync when `storage.sync` is
-//! on), and no two read-merge-writes of a key can interleave.
+//! on), and no two read-merge-writes of a key can interleave. The same batch carries the
+//! changed anti-entropy tree leaves and the tombstone index, so they never disagree with the
+//! data, whatever the crash.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{Op, Storage, StorageError, Table};
+use crate::hints::now_ms;
+use crate::merkle::{Hash, Tree};
+use crate::storage::{segment_range, split_data_key, Op, Storage, StorageError, Table};
 use crate::version::{Actor, Object, VersionVector};
 
 const META_IDENTITY: &[u8] = b"identity";
+/// Names the tree layout the stored leaves were built for; a mismatch means rebuild.
+const META_AAE_LAYOUT: &[u8] = b"aae-layout";
+const AAE_FORMAT: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -38,6 +46,9 @@ pub enum Change {
     },
     /// A version from another replica, merged in.
     Merge(Object),
+    /// Remove the key if its version is still exactly the one with this digest (a tombstone
+    /// every replica holds).
+    Purge(Hash),
 }
 
 struct Job {
@@ -46,12 +57,69 @@ struct Job {
     reply: oneshot::Sender<Result<Object, ReplicaError>>,
 }
 
+/// Identifies one anti-entropy tree: a partition and the N of the buckets it covers, since
+/// replicas of a partition share only the keys of buckets whose N includes them both.
+pub type TreeId = (u32, u8);
+
+/// N of a bucket, as the node's config says.
+pub type NOf = Arc<dyn Fn(&[u8]) -> usize + Send + Sync>;
+
+/// The node's anti-entropy trees, kept in memory and persisted leaf by leaf.
+#[derive(Default)]
+pub struct Trees {
+    trees: Mutex<HashMap<TreeId, Tree>>,
+}
+
+impl Trees {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TreeId, Tree>> {
+        self.trees.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of one tree (empty if the node holds no key of it).
+    pub fn snapshot(&self, id: TreeId) -> Tree {
+        self.lock().get(&id).cloned().unwrap_or_default()
+    }
+
+    pub fn root(&self, id: TreeId) -> Hash {
+        self.lock().get(&id).map(|t| t.root()).unwrap_or([0; 32])
+    }
+
+    /// Applies a key's change and returns the leaf's new value.
+    fn update(
+        &self,
+        id: TreeId,
+        bucket: &[u8],
+        key: &[u8],
+        old: Option<&Hash>,
+        new: Option<&Hash>,
+    ) -> (u16, Hash) {
+        let segment = crate::merkle::segment_of(bucket, key);
+        let mut trees = self.lock();
+        let tree = trees.entry(id).or_default();
+        tree.update(bucket, key, old, new);
+        (segment, tree.leaf(segment))
+    }
+}
+
+fn tree_id(partition: u32, n: usize) -> TreeId {
+    (partition, n.min(u8::MAX as usize) as u8)
+}
+
+fn leaf_key(id: TreeId, segment: u16) -> Vec<u8> {
+    let mut k = id.0.to_be_bytes().to_vec();
+    k.push(id.1);
+    k.extend_from_slice(&segment.to_be_bytes());
+    k
+}
+
 /// Handle to the local replica. Cheap to clone.
 #[derive(Clone)]
 pub struct Replica {
     storage: Arc<dyn Storage>,
     jobs: mpsc::Sender<Job>,
     actor: Actor,
+    trees: Arc<Trees>,
+    n_of: NOf,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -60,56 +128,46 @@ struct Identity {
     epoch: u64,
 }
 
+/// Settings of the replica.
+pub struct ReplicaOptions {
+    pub max_batch: usize,
+    pub max_siblings: usize,
+    /// N per bucket; changes here (between restarts) rebuild the trees.
+    pub n_of: NOf,
+    /// A fingerprint of what `n_of` answers, stored with the trees.
+    pub layout: String,
+}
+
 impl Replica {
-    /// Opens the replica for node `node_id`. A data directory without an identity gets a new
-    /// epoch, so a node whose data was lost never reuses version counters it issued before.
+    /// Opens the replica for node `node_id`. Blocking. A data directory without an identity
+    /// gets a new epoch, so a node whose data was lost never reuses version counters it
+    /// issued before. Trees are loaded, or rebuilt from the data if their layout changed.
     pub fn open(
         storage: Arc<dyn Storage>,
         node_id: &str,
-        max_batch: usize,
-        max_siblings: usize,
+        opts: ReplicaOptions,
     ) -> Result<Replica, ReplicaError> {
-        let actor = match storage.get(Table::Meta, META_IDENTITY)? {
-            Some(bytes) => {
-                let id: Identity = rmp_serde::from_slice(&bytes)
-                    .map_err(|e| ReplicaError::Corrupt(format!("identity: {e}")))?;
-                if id.node != node_id {
-                    return Err(ReplicaError::WrongNode {
-                        found: id.node,
-                        expected: node_id.to_string(),
-                    });
-                }
-                Actor {
-                    node: id.node,
-                    epoch: id.epoch,
-                }
-            }
-            None => {
-                let epoch = fresh_epoch(node_id);
-                let id = Identity {
-                    node: node_id.to_string(),
-                    epoch,
-                };
-                let bytes = rmp_serde::to_vec_named(&id)
-                    .map_err(|e| ReplicaError::Corrupt(format!("identity: {e}")))?;
-                storage.write(vec![Op::Put(Table::Meta, META_IDENTITY.to_vec(), bytes)])?;
-                tracing::info!(
-                    node = node_id,
-                    epoch,
-                    "new data directory: fresh actor epoch"
-                );
-                Actor {
-                    node: node_id.to_string(),
-                    epoch,
-                }
-            }
-        };
-        let (tx, rx) = mpsc::channel(max_batch * 4);
+        let actor = load_identity(&*storage, node_id)?;
+        let trees = Arc::new(Trees::default());
+        let layout = format!("{AAE_FORMAT}:{}", opts.layout);
+        if storage.get(Table::Meta, META_AAE_LAYOUT)?.as_deref() == Some(layout.as_bytes()) {
+            load_trees(&*storage, &trees)?;
+        } else {
+            rebuild_trees(&*storage, &trees, &opts.n_of)?;
+            storage.write(vec![Op::Put(
+                Table::Meta,
+                META_AAE_LAYOUT.to_vec(),
+                layout.into_bytes(),
+            )])?;
+        }
+        let (tx, rx) = mpsc::channel(opts.max_batch * 4);
         let writer = Writer {
             storage: storage.clone(),
             actor: actor.clone(),
-            max_batch,
-            max_siblings,
+            max_batch: opts.max_batch,
+            max_siblings: opts.max_siblings,
+            trees: trees.clone(),
+            n_of: opts.n_of.clone(),
         };
         std::thread::Builder::new()
             .name("replica-writer".into())
@@ -119,12 +177,23 @@ impl Replica {
             storage,
             jobs: tx,
             actor,
+            trees,
+            n_of: opts.n_of,
         })
     }
 
     /// This node's writer identity.
     pub fn actor(&self) -> &Actor {
         &self.actor
+    }
+
+    pub fn trees(&self) -> &Trees {
+        &self.trees
+    }
+
+    /// The anti-entropy tree a key of `bucket` in `partition` belongs to.
+    pub fn tree_of(&self, partition: u32, bucket: &[u8]) -> TreeId {
+        tree_id(partition, (self.n_of)(bucket))
     }
 
     /// The stored version of a data key.
@@ -135,7 +204,7 @@ impl Replica {
             .map_err(|_| ReplicaError::Closed)?
     }
 
-    /// Applies a change and returns the key's resulting version.
+    /// Applies a change and returns the key's resulting version (empty after a purge).
     pub async fn apply(&self, key: Vec<u8>, change: Change) -> Result<Object, ReplicaError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
@@ -144,6 +213,202 @@ impl Replica {
             .map_err(|_| ReplicaError::Closed)?;
         rx.await.map_err(|_| ReplicaError::Closed)?
     }
+
+    /// `(bucket, key, digest)` of every key of tree `id` in the given segments.
+    pub async fn segment_keys(
+        &self,
+        id: TreeId,
+        segments: Vec<u16>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>, Hash)>, ReplicaError> {
+        let storage = self.storage.clone();
+        let n_of = self.n_of.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for seg in segments {
+                let (mut start, end) = segment_range(id.0, seg);
+                loop {
+                    let page = storage.scan(Table::Data, &start, &end, 1024)?;
+                    let Some((last, _)) = page.last() else { break };
+                    let mut next = last.clone();
+                    next.push(0);
+                    for (k, v) in &page {
+                        let Some(dk) = split_data_key(k) else {
+                            continue;
+                        };
+                        if tree_id(id.0, n_of(dk.bucket)) != id {
+                            continue;
+                        }
+                        let obj =
+                            Object::decode(v).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+                        out.push((dk.bucket.to_vec(), dk.key.to_vec(), obj.digest()));
+                    }
+                    start = next;
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| ReplicaError::Closed)?
+    }
+
+    /// Data keys that have held only tombstones since before `before_ms`, at most `limit`.
+    pub async fn old_tombstones(
+        &self,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, ReplicaError> {
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut start = Vec::new();
+            while out.len() < limit {
+                let page = storage.scan(Table::Tombstones, &start, &[0xff; 16], 1024)?;
+                let Some((last, _)) = page.last() else { break };
+                let mut next = last.clone();
+                next.push(0);
+                for (k, v) in page {
+                    let since = v
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_be_bytes);
+                    if since.is_some_and(|s| s < before_ms) && out.len() < limit {
+                        out.push(k);
+                    }
+                }
+                start = next;
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| ReplicaError::Closed)?
+    }
+}
+
+fn load_identity(storage: &dyn Storage, node_id: &str) -> Result<Actor, ReplicaError> {
+    if let Some(bytes) = storage.get(Table::Meta, META_IDENTITY)? {
+        let id: Identity = rmp_serde::from_slice(&bytes)
+            .map_err(|e| ReplicaError::Corrupt(format!("identity: {e}")))?;
+        if id.node != node_id {
+            return Err(ReplicaError::WrongNode {
+                found: id.node,
+                expected: node_id.to_string(),
+            });
+        }
+        return Ok(Actor {
+            node: id.node,
+            epoch: id.epoch,
+        });
+    }
+    let epoch = fresh_epoch(node_id);
+    let id = Identity {
+        node: node_id.to_string(),
+        epoch,
+    };
+    let bytes = rmp_serde::to_vec_named(&id)
+        .map_err(|e| ReplicaError::Corrupt(format!("identity: {e}")))?;
+    storage.write(vec![Op::Put(Table::Meta, META_IDENTITY.to_vec(), bytes)])?;
+    tracing::info!(
+        node = node_id,
+        epoch,
+        "new data directory: fresh actor epoch"
+    );
+    Ok(Actor {
+        node: node_id.to_string(),
+        epoch,
+    })
+}
+
+fn load_trees(storage: &dyn Storage, trees: &Trees) -> Result<(), ReplicaError> {
+    let mut leaves: HashMap<TreeId, Vec<Hash>> = HashMap::new();
+    let mut start = Vec::new();
+    loop {
+        let page = storage.scan(Table::Aae, &start, &[0xff; 8], 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        let mut next = last.clone();
+        next.push(0);
+        for (k, v) in page {
+            if k.len() != 7 || v.len() != 32 {
+                return Err(ReplicaError::Corrupt("anti-entropy leaf".into()));
+            }
+            let partition = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+            let segment = u16::from_be_bytes([k[5], k[6]]) as usize;
+            let entry = leaves
+                .entry((partition, k[4]))
+                .or_insert_with(|| vec![[0u8; 32]; crate::merkle::LEAVES]);
+            if let (Some(slot), Ok(h)) =
+                (entry.get_mut(segment), <[u8; 32]>::try_from(v.as_slice()))
+            {
+                *slot = h;
+            }
+        }
+        start = next;
+    }
+    let mut map = trees.lock();
+    for (id, l) in leaves {
+        let tree = Tree::from_leaves(l).map_err(|e| ReplicaError::Corrupt(e.to_string()))?;
+        map.insert(id, tree);
+    }
+    Ok(())
+}
+
+/// Rebuilds every tree and the tombstone index from the data. Runs only when the stored
+/// layout is missing or different (first start of a data directory, or a change of N).
+fn rebuild_trees(storage: &dyn Storage, trees: &Trees, n_of: &NOf) -> Result<(), ReplicaError> {
+    let mut clear = Vec::new();
+    for table in [Table::Aae, Table::Tombstones] {
+        let mut start = Vec::new();
+        loop {
+            let page = storage.scan(table, &start, &[0xff; 16], 4096)?;
+            let Some((last, _)) = page.last() else { break };
+            let mut next = last.clone();
+            next.push(0);
+            clear.extend(page.into_iter().map(|(k, _)| Op::Delete(table, k)));
+            start = next;
+        }
+    }
+    storage.write(clear)?;
+    let now = now_ms();
+    let mut start = Vec::new();
+    let mut keys = 0usize;
+    loop {
+        let page = storage.scan(Table::Data, &start, &[0xff; 16], 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        let mut next = last.clone();
+        next.push(0);
+        let mut ops = Vec::new();
+        for (k, v) in &page {
+            let (Some(dk), Ok(obj)) = (split_data_key(k), Object::decode(v)) else {
+                continue;
+            };
+            let id = tree_id(dk.partition, n_of(dk.bucket));
+            trees.update(id, dk.bucket, dk.key, None, Some(&obj.digest()));
+            if obj.is_tombstone_only() {
+                ops.push(Op::Put(
+                    Table::Tombstones,
+                    k.clone(),
+                    now.to_be_bytes().to_vec(),
+                ));
+            }
+            keys += 1;
+        }
+        storage.write(ops)?;
+        start = next;
+    }
+    let ops = trees
+        .lock()
+        .iter()
+        .flat_map(|(id, t)| {
+            t.leaves()
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| **l != [0u8; 32])
+                .map(|(s, l)| Op::Put(Table::Aae, leaf_key(*id, s as u16), l.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    storage.write(ops)?;
+    tracing::info!(keys, "rebuilt anti-entropy trees from storage");
+    Ok(())
 }
 
 fn read_object(storage: &dyn Storage, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
@@ -175,6 +440,15 @@ struct Writer {
     actor: Actor,
     max_batch: usize,
     max_siblings: usize,
+    trees: Arc<Trees>,
+    n_of: NOf,
+}
+
+/// What one job did to its key, for the trees and the tombstone index.
+struct Effect {
+    key: Vec<u8>,
+    old: Option<Object>,
+    new: Option<Object>,
 }
 
 impl Writer {
@@ -194,26 +468,30 @@ impl Writer {
     /// Applies a group of jobs in order and writes them in one batch. A key touched twice in
     /// the group sees its own earlier result, not the stale stored value.
     fn commit(&self, jobs: Vec<Job>) {
-        let mut pending: HashMap<Vec<u8>, Object> = HashMap::new();
+        let mut pending: HashMap<Vec<u8>, Option<Object>> = HashMap::new();
         let mut results = Vec::with_capacity(jobs.len());
-        let mut ops = Vec::new();
+        let mut effects = Vec::new();
         for job in jobs {
             let current = match pending.get(&job.key) {
-                Some(o) => Ok(Some(o.clone())),
+                Some(o) => Ok(o.clone()),
                 None => read_object(&*self.storage, &job.key),
             };
-            let outcome = current.and_then(|cur| self.apply(cur, job.change));
-            match outcome {
-                Ok((obj, changed)) => {
+            match current.and_then(|cur| self.apply(cur.clone(), job.change).map(|r| (cur, r))) {
+                Ok((old, (new, changed))) => {
                     if changed {
-                        ops.push(Op::Put(Table::Data, job.key.clone(), obj.encode()));
-                        pending.insert(job.key, obj.clone());
+                        pending.insert(job.key.clone(), new.clone());
+                        effects.push(Effect {
+                            key: job.key,
+                            old,
+                            new: new.clone(),
+                        });
                     }
-                    results.push((job.reply, Ok(obj)));
+                    results.push((job.reply, Ok(new.unwrap_or_default())));
                 }
                 Err(e) => results.push((job.reply, Err(e))),
             }
         }
+        let (ops, undo) = self.ops_for(&effects);
         let written = if ops.is_empty() {
             Ok(())
         } else {
@@ -226,6 +504,11 @@ impl Writer {
                 }
             }
             Err(e) => {
+                // Nothing was written: take the tree changes back.
+                for (id, bucket, key, old, new) in undo.into_iter().rev() {
+                    self.trees
+                        .update(id, &bucket, &key, new.as_ref(), old.as_ref());
+                }
                 tracing::error!(error = %e, "write batch failed");
                 for (reply, _) in results {
                     let _ = reply.send(Err(ReplicaError::Storage(StorageError::Write(
@@ -236,14 +519,68 @@ impl Writer {
         }
     }
 
+    /// The storage ops for a group of effects: data, tree leaves, tombstone index. Also
+    /// returns the tree updates made, to undo them if the write fails.
+    #[allow(clippy::type_complexity)]
+    fn ops_for(
+        &self,
+        effects: &[Effect],
+    ) -> (
+        Vec<Op>,
+        Vec<(TreeId, Vec<u8>, Vec<u8>, Option<Hash>, Option<Hash>)>,
+    ) {
+        let mut ops = Vec::with_capacity(effects.len() * 3);
+        let mut undo = Vec::with_capacity(effects.len());
+        let mut leaves: HashMap<(TreeId, u16), Hash> = HashMap::new();
+        for e in effects {
+            match &e.new {
+                Some(obj) => ops.push(Op::Put(Table::Data, e.key.clone(), obj.encode())),
+                None => ops.push(Op::Delete(Table::Data, e.key.clone())),
+            }
+            // Keys come from `data_key`; anything else has no tree to update.
+            let Some(dk) = split_data_key(&e.key) else {
+                continue;
+            };
+            let id = tree_id(dk.partition, (self.n_of)(dk.bucket));
+            let old_d = e.old.as_ref().map(Object::digest);
+            let new_d = e.new.as_ref().map(Object::digest);
+            let (segment, leaf) =
+                self.trees
+                    .update(id, dk.bucket, dk.key, old_d.as_ref(), new_d.as_ref());
+            leaves.insert((id, segment), leaf);
+            undo.push((id, dk.bucket.to_vec(), dk.key.to_vec(), old_d, new_d));
+            let was_tomb = e.old.as_ref().is_some_and(Object::is_tombstone_only);
+            let is_tomb = e.new.as_ref().is_some_and(Object::is_tombstone_only);
+            if is_tomb && !was_tomb {
+                ops.push(Op::Put(
+                    Table::Tombstones,
+                    e.key.clone(),
+                    now_ms().to_be_bytes().to_vec(),
+                ));
+            } else if was_tomb && !is_tomb {
+                ops.push(Op::Delete(Table::Tombstones, e.key.clone()));
+            }
+        }
+        for ((id, segment), leaf) in leaves {
+            let k = leaf_key(id, segment);
+            if leaf == [0u8; 32] {
+                ops.push(Op::Delete(Table::Aae, k));
+            } else {
+                ops.push(Op::Put(Table::Aae, k, leaf.to_vec()));
+            }
+        }
+        (ops, undo)
+    }
+
+    /// The key's new state and whether it changed.
     fn apply(
         &self,
         current: Option<Object>,
         change: Change,
-    ) -> Result<(Object, bool), ReplicaError> {
-        let mut obj = current.unwrap_or_default();
+    ) -> Result<(Option<Object>, bool), ReplicaError> {
         match change {
             Change::Update { ctx, value } => {
+                let mut obj = current.unwrap_or_default();
                 obj.update(&ctx, &self.actor, value);
                 let count = obj.sibling_count();
                 if count > self.max_siblings {
@@ -252,14 +589,22 @@ impl Writer {
                         limit: self.max_siblings,
                     });
                 }
-                Ok((obj, true))
+                Ok((Some(obj), true))
             }
             Change::Merge(other) => {
-                let before = obj.clone();
+                let Some(mut obj) = current else {
+                    return Ok((Some(other), true));
+                };
+                if !obj.merge_changes(&other) {
+                    return Ok((Some(obj), false));
+                }
                 obj.merge(&other);
-                let changed = obj != before;
-                Ok((obj, changed))
+                Ok((Some(obj), true))
             }
+            Change::Purge(digest) => match current {
+                Some(obj) if obj.is_tombstone_only() && obj.digest() == digest => Ok((None, true)),
+                other => Ok((other, false)),
+            },
         }
     }
 }
@@ -267,76 +612,156 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::MemStorage;
+    use crate::storage::{data_key, MemStorage};
+
+    fn opts(max_siblings: usize) -> ReplicaOptions {
+        ReplicaOptions {
+            max_batch: 16,
+            max_siblings,
+            n_of: Arc::new(|_| 3),
+            layout: "test".into(),
+        }
+    }
+
+    fn put(v: &[u8]) -> Change {
+        Change::Update {
+            ctx: VersionVector::new(),
+            value: Some(v.to_vec()),
+        }
+    }
 
     #[tokio::test]
     async fn update_merge_and_epoch() {
         let mem = MemStorage::default();
-        let r = Replica::open(Arc::new(mem.clone()), "n1", 16, 4).expect("open");
+        let r = Replica::open(Arc::new(mem.clone()), "n1", opts(4)).expect("open");
         let epoch = r.actor().epoch;
-        let a = r
-            .apply(
-                b"k".to_vec(),
-                Change::Update {
-                    ctx: VersionVector::new(),
-                    value: Some(b"v1".to_vec()),
-                },
-            )
-            .await
-            .expect("update");
+        let k = data_key(0, b"b", b"k");
+        let a = r.apply(k.clone(), put(b"v1")).await.expect("update");
         assert_eq!(a.values(), vec![&b"v1"[..]]);
-        let b = r
-            .apply(
-                b"k".to_vec(),
-                Change::Update {
-                    ctx: VersionVector::new(),
-                    value: Some(b"v2".to_vec()),
-                },
-            )
-            .await
-            .expect("update");
+        let b = r.apply(k.clone(), put(b"v2")).await.expect("update");
         assert_eq!(b.sibling_count(), 2);
-        let stored = r.get(b"k".to_vec()).await.expect("get").expect("present");
+        let stored = r.get(k.clone()).await.expect("get").expect("present");
         assert_eq!(stored, b);
         // Too many siblings is refused, and the stored state is unchanged.
         for _ in 0..2 {
-            r.apply(
-                b"k".to_vec(),
-                Change::Update {
-                    ctx: VersionVector::new(),
-                    value: Some(b"x".to_vec()),
-                },
-            )
-            .await
-            .expect("within limit");
+            r.apply(k.clone(), put(b"x")).await.expect("within limit");
         }
-        let err = r
-            .apply(
-                b"k".to_vec(),
-                Change::Update {
-                    ctx: VersionVector::new(),
-                    value: Some(b"x".to_vec()),
-                },
-            )
-            .await;
+        let err = r.apply(k.clone(), put(b"x")).await;
         assert!(matches!(err, Err(ReplicaError::TooManySiblings { .. })));
-        assert_eq!(
-            r.get(b"k".to_vec())
-                .await
-                .expect("get")
-                .expect("present")
-                .sibling_count(),
-            4
-        );
+        let stored = r.get(k.clone()).await.expect("get").expect("present");
+        assert_eq!(stored.sibling_count(), 4);
         // Same storage, same node: the epoch is kept. Another node id is refused.
-        let again = Replica::open(Arc::new(mem.clone()), "n1", 16, 4).expect("reopen");
+        let again = Replica::open(Arc::new(mem.clone()), "n1", opts(4)).expect("reopen");
         assert_eq!(again.actor().epoch, epoch);
         assert!(matches!(
-            Replica::open(Arc::new(mem), "n2", 16, 4),
+            Replica::open(Arc::new(mem), "n2", opts(4)),
             Err(ReplicaError::WrongNode { .. })
         ));
         // Empty storage: a new epoch.
-        let fresh = Replica::open(Arc::new(MemStorage::default()), "n1", 16, 4).expect("fresh");
+        let fresh = Replica::open(Arc::new(MemStorage::default()), "n1", opts(4)).expect("fresh");
         assert_ne!(fresh.actor().epoch, epoch);
+    }
+
+    #[tokio::test]
+    async fn trees_follow_writes_survive_restarts_and_match_a_rebuild() {
+        let mem = MemStorage::default();
+        let r = Replica::open(Arc::new(mem.clone()), "n1", opts(8)).expect("open");
+        let mut objs = Vec::new();
+        for i in 0..50u32 {
+            let p = i % 4;
+            let key = format!("k{i}");
+            let o = r
+                .apply(data_key(p, b"b", key.as_bytes()), put(b"v"))
+                .await
+                .expect("put");
+            objs.push((p, key, o));
+        }
+        // Delete a few: tombstones are indexed.
+        for (p, key, o) in objs.iter().take(5) {
+            r.apply(
+                data_key(*p, b"b", key.as_bytes()),
+                Change::Update {
+                    ctx: o.context(),
+                    value: None,
+                },
+            )
+            .await
+            .expect("delete");
+        }
+        assert_eq!(
+            r.old_tombstones(u64::MAX, 100)
+                .await
+                .expect("tombstones")
+                .len(),
+            5
+        );
+        let id = r.tree_of(1, b"b");
+        let before = r.trees().snapshot(id);
+        assert!(!before.is_empty());
+        // Keys listed per segment match the tree.
+        let segs: Vec<u16> = (0..crate::merkle::LEAVES as u16).collect();
+        let listed = r.segment_keys(id, segs).await.expect("keys");
+        let mut rebuilt = Tree::new();
+        for (b, k, d) in &listed {
+            rebuilt.update(b, k, None, Some(d));
+        }
+        assert_eq!(rebuilt, before);
+
+        // Reopen: loaded from the leaves, equal.
+        drop(r);
+        let again = Replica::open(Arc::new(mem.clone()), "n1", opts(8)).expect("reopen");
+        assert_eq!(again.trees().snapshot(id), before);
+        // A different layout forces a rebuild from data, still equal.
+        let mut o = opts(8);
+        o.layout = "other".into();
+        let rebuilt = Replica::open(Arc::new(mem), "n1", o).expect("rebuild");
+        assert_eq!(rebuilt.trees().snapshot(id), before);
+        assert_eq!(
+            rebuilt
+                .old_tombstones(u64::MAX, 100)
+                .await
+                .expect("tombstones")
+                .len(),
+            5
+        );
+    }
+
+    #[tokio::test]
+    async fn purge_removes_only_the_expected_tombstone() {
+        let r = Replica::open(Arc::new(MemStorage::default()), "n1", opts(8)).expect("open");
+        let k = data_key(0, b"b", b"k");
+        let o = r.apply(k.clone(), put(b"v")).await.expect("put");
+        // A live value is never purged.
+        r.apply(k.clone(), Change::Purge(o.digest()))
+            .await
+            .expect("purge");
+        assert!(r.get(k.clone()).await.expect("get").is_some());
+        let t = r
+            .apply(
+                k.clone(),
+                Change::Update {
+                    ctx: o.context(),
+                    value: None,
+                },
+            )
+            .await
+            .expect("delete");
+        let id = r.tree_of(0, b"b");
+        assert!(!r.trees().snapshot(id).is_empty());
+        // A stale digest doesn't purge; the right one does, and the tree empties.
+        r.apply(k.clone(), Change::Purge([7; 32]))
+            .await
+            .expect("purge");
+        assert!(r.get(k.clone()).await.expect("get").is_some());
+        r.apply(k.clone(), Change::Purge(t.digest()))
+            .await
+            .expect("purge");
+        assert!(r.get(k.clone()).await.expect("get").is_none());
+        assert!(r.trees().snapshot(id).is_empty());
+        assert!(r
+            .old_tombstones(u64::MAX, 10)
+            .await
+            .expect("index")
+            .is_empty());
     }
 }

@@ -5,6 +5,34 @@ use serde::{Deserialize, Serialize};
 
 use chorus_client::proto::{Request, Response};
 
+use crate::merkle::Hash;
+
+/// One key's version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    #[serde(with = "serde_bytes")]
+    pub bucket: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// An encoded `version::Object`.
+    #[serde(with = "serde_bytes")]
+    pub object: Vec<u8>,
+}
+
+/// A key and the digest of its version, for anti-entropy listings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyDigest {
+    #[serde(with = "serde_bytes")]
+    pub bucket: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub digest: Vec<u8>,
+}
+
+/// One anti-entropy tree: a partition and the N of the buckets it covers.
+pub type TreeRef = (u32, u8);
+
 /// A request from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -18,17 +46,32 @@ pub enum PeerRequest {
         key: Vec<u8>,
     },
     /// Merge this version of a key into the replica.
-    Replicate {
+    Replicate(Item),
+    /// Merge several versions (hint replay, anti-entropy repair) in one write batch.
+    MergeMany(Vec<Item>),
+    /// Hold this version for `target`, a replica that is down (sloppy quorum).
+    StoreHint { target: String, item: Item },
+    /// Coordinate a client write here: the node that took it isn't one of the key's replicas.
+    Coordinate(Request),
+    /// Anti-entropy: the roots of these trees, in order.
+    TreeRoots(Vec<TreeRef>),
+    /// Anti-entropy: the branch hashes of a tree.
+    TreeBranches(TreeRef),
+    /// Anti-entropy: the leaves of some branches of a tree.
+    TreeLeaves { tree: TreeRef, branches: Vec<u16> },
+    /// Anti-entropy: keys and digests in some segments of a tree.
+    SegmentKeys { tree: TreeRef, segments: Vec<u16> },
+    /// The stored versions of several keys.
+    ReadMany(Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>),
+    /// Remove a tombstone that every replica holds, if it is still this exact version.
+    Purge {
         #[serde(with = "serde_bytes")]
         bucket: Vec<u8>,
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
-        /// An encoded `version::Object`.
         #[serde(with = "serde_bytes")]
-        object: Vec<u8>,
+        digest: Vec<u8>,
     },
-    /// Coordinate a client write here: the node that took it isn't one of the key's replicas.
-    Coordinate(Request),
 }
 
 /// A node's answer to a [`PeerRequest`].
@@ -40,7 +83,37 @@ pub enum PeerResponse {
     },
     /// The replica's version (encoded), or nothing stored.
     Object(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    /// Versions of several keys, in request order.
+    Objects(Vec<Option<serde_bytes::ByteBuf>>),
     Ack,
     Coordinated(Response),
+    /// Hashes, concatenated (32 bytes each).
+    Hashes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Per branch, its leaves concatenated.
+    Leaves(Vec<(u16, serde_bytes::ByteBuf)>),
+    Keys(Vec<KeyDigest>),
     Error(String),
+}
+
+/// Concatenates hashes for [`PeerResponse::Hashes`].
+pub fn pack_hashes(hashes: &[Hash]) -> Vec<u8> {
+    hashes.iter().flatten().copied().collect()
+}
+
+/// Splits concatenated hashes; `None` if the length isn't a multiple of 32.
+pub fn unpack_hashes(bytes: &[u8]) -> Option<Vec<Hash>> {
+    if bytes.len() % 32 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(32)
+            .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+            .collect(),
+    )
+}
+
+/// A digest from the wire; `None` unless exactly 32 bytes.
+pub fn digest_of(bytes: &[u8]) -> Option<Hash> {
+    <[u8; 32]>::try_from(bytes).ok()
 }

@@ -1,6 +1,9 @@
 //! The running node: accepts connections, serves peers, and coordinates client requests over
 //! each key's preference list with the quorum state machines from [`crate::coordinator`].
+//! Background work (hint replay, anti-entropy, tombstone purging) lives in
+//! [`crate::handoff`] and [`crate::anti_entropy`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,80 +12,76 @@ use chorus_client::proto::{
 };
 use chorus_client::wire::{self, WireError};
 use chorus_ring::{Member, Ring};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::config::{Engine, NodeConfig};
 use crate::coordinator::{GetFsm, Outcome, Quorum};
+use crate::hints::{now_ms, Hint, Hints};
 use crate::membership::Membership;
-use crate::replica::{Change, Replica, ReplicaError};
-use crate::rpc::{PeerRequest, PeerResponse};
-use crate::storage::{data_key, MemStorage, RocksStorage, Storage};
-use crate::transport::{self, codes, Role, Transport, TransportError};
+use crate::replica::{Change, Replica, ReplicaError, ReplicaOptions};
+use crate::rpc::{Item, PeerRequest, PeerResponse};
+use crate::stats::Stats;
+use crate::storage::{data_key, MemStorage, RocksStorage, Storage, StorageError};
+use crate::transport::{self, codes, Priority, Role, Transport, TransportError};
 use crate::version::{Object, VersionVector};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
+    Storage(#[from] StorageError),
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("ring: {0}")]
     Ring(#[from] chorus_ring::RingError),
+    #[error("admin endpoint: {0}")]
+    Admin(String),
 }
 
 /// A node that is serving. Dropping it doesn't stop it; call [`Node::shutdown`].
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    cfg: NodeConfig,
-    ring: Ring,
-    replica: Replica,
-    transport: Transport,
-    members: Membership,
+pub(crate) struct Inner {
+    pub(crate) cfg: NodeConfig,
+    pub(crate) ring: Ring,
+    pub(crate) replica: Replica,
+    pub(crate) transport: Transport,
+    pub(crate) members: Membership,
+    pub(crate) hints: Arc<Hints>,
+    pub(crate) stats: Stats,
     inflight: Semaphore,
+    /// Wakes hint replay early (a new hint for a live node).
+    pub(crate) handoff_kick: Notify,
+    /// Starts an anti-entropy round now.
+    pub(crate) repair_now: Notify,
 }
 
 impl Node {
-    /// Opens storage, binds the endpoint and starts serving and failure detection.
+    /// Opens storage, binds the endpoint and starts serving and the background workers.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ServerError> {
-        let storage: Arc<dyn Storage> = match cfg.storage.engine {
-            Engine::Rocksdb => {
-                let path = cfg.data_dir.clone();
-                let sync = cfg.storage.sync;
-                Arc::new(
-                    tokio::task::spawn_blocking(move || RocksStorage::open(&path, sync))
-                        .await
-                        .map_err(|e| crate::storage::StorageError::Open {
-                            path: cfg.data_dir.display().to_string(),
-                            reason: e.to_string(),
-                        })??,
-                )
-            }
-            Engine::Memory => {
-                std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-                    crate::storage::StorageError::Open {
-                        path: cfg.data_dir.display().to_string(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                Arc::new(MemStorage::default())
-            }
+        let storage = open_storage(&cfg).await?;
+        let n_cfg = cfg.clone();
+        let opts = ReplicaOptions {
+            max_batch: cfg.storage.max_batch,
+            max_siblings: cfg.limits.max_siblings,
+            n_of: Arc::new(move |bucket: &[u8]| n_cfg.n_for(bucket)),
+            layout: format!("n={};buckets={:?}", cfg.cluster.n, cfg.cluster.buckets_n()),
         };
-        let replica = {
-            let (id, batch, siblings) = (
-                cfg.id.clone(),
-                cfg.storage.max_batch,
-                cfg.limits.max_siblings,
-            );
-            tokio::task::spawn_blocking(move || Replica::open(storage, &id, batch, siblings))
-                .await
-                .map_err(|_| ReplicaError::Closed)??
+        let (replica, hints) = {
+            let (storage, id, expiry) =
+                (storage.clone(), cfg.id.clone(), cfg.hinted_handoff.expiry);
+            tokio::task::spawn_blocking(move || {
+                let replica = Replica::open(storage.clone(), &id, opts)?;
+                let hints = Hints::open(storage, expiry)?;
+                Ok::<_, ServerError>((replica, hints))
+            })
+            .await
+            .map_err(|_| ReplicaError::Closed)??
         };
         let members: Vec<Member> = cfg
             .cluster
@@ -96,6 +95,12 @@ impl Node {
         let ring = Ring::new(cfg.cluster.partitions, cfg.max_n(), members)?;
         let transport = Transport::bind(&cfg)?;
         let membership = Membership::new(&cfg.id, &cfg.cluster.members);
+        if let Some(addr) = cfg.admin.listen {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .map_err(|e| ServerError::Admin(format!("{addr}: {e}")))?;
+        }
         let node = Node {
             inner: Arc::new(Inner {
                 inflight: Semaphore::new(cfg.limits.max_inflight_requests),
@@ -104,18 +109,34 @@ impl Node {
                 replica,
                 transport,
                 members: membership,
+                hints: Arc::new(hints),
+                stats: Stats::default(),
+                handoff_kick: Notify::new(),
+                repair_now: Notify::new(),
             }),
         };
+        let cfg = &node.inner.cfg;
         tracing::info!(
-            node = %node.inner.cfg.id,
+            node = %cfg.id,
             addr = %node.local_addr(),
             epoch = node.inner.replica.actor().epoch,
+            hints = node.inner.hints.pending().values().sum::<u64>(),
+            read_repair = cfg.read_repair.enabled,
+            hinted_handoff = cfg.hinted_handoff.enabled,
+            anti_entropy = cfg.anti_entropy.enabled,
             "serving"
         );
         tokio::spawn(node.clone().accept_loop());
         for peer in node.inner.members.peers() {
             tokio::spawn(node.clone().probe_loop(peer));
         }
+        if cfg.hinted_handoff.enabled {
+            tokio::spawn(node.clone().handoff_loop());
+        }
+        if cfg.anti_entropy.enabled {
+            tokio::spawn(node.clone().anti_entropy_loop());
+        }
+        tokio::spawn(node.clone().tombstone_loop());
         Ok(node)
     }
 
@@ -177,7 +198,8 @@ impl Node {
         let Ok(_permit) = self.inner.inflight.acquire().await else {
             return;
         };
-        let body = match wire::read_frame_bytes(&mut recv, self.inner.transport.max_frame()).await {
+        let max = self.inner.transport.max_frame();
+        let body = match wire::read_frame_bytes(&mut recv, max).await {
             Ok(b) => b,
             Err(e) => {
                 // Don't read the rest of an oversized or broken frame; answer and move on.
@@ -203,7 +225,6 @@ impl Node {
                     }
                     Err(e) => (Response::error(ErrorKind::BadRequest, e.to_string()), 0),
                 };
-                let max = self.inner.transport.max_frame();
                 let frame = match wire::encode(&resp, trace) {
                     Ok(f) if f.len() - 4 <= max => Ok(f),
                     // Many large siblings can outgrow a frame; say so instead of sending it.
@@ -234,7 +255,9 @@ impl Node {
     /// Serves a client request. `forwarded` is set when another node handed it over, so it
     /// is never forwarded again.
     pub async fn handle_client(&self, req: Request, forwarded: bool) -> Response {
-        match req {
+        let started = Instant::now();
+        let op = op_name(&req);
+        let resp = match req {
             Request::Get { bucket, key, r } => self.get(bucket, key, r).await,
             Request::Put {
                 bucket,
@@ -242,22 +265,64 @@ impl Node {
                 value,
                 context,
                 w,
+                sloppy,
             } => {
                 if let Err(e) = self.check_value(&value) {
                     return Response::Error(e);
                 }
-                self.write(bucket, key, Some(value), context, w, forwarded)
-                    .await
+                let write = Write {
+                    bucket,
+                    key,
+                    value: Some(value),
+                    context,
+                    w,
+                    sloppy,
+                };
+                self.write(write, forwarded).await
             }
             Request::Delete {
                 bucket,
                 key,
                 context,
                 w,
-            } => self.write(bucket, key, None, context, w, forwarded).await,
+                sloppy,
+            } => {
+                let write = Write {
+                    bucket,
+                    key,
+                    value: None,
+                    context,
+                    w,
+                    sloppy,
+                };
+                self.write(write, forwarded).await
+            }
+            Request::GetReplica { bucket, key, node } => self.get_replica(bucket, key, node).await,
             Request::Ring => Response::Ring(self.ring_info()),
             Request::Status => Response::Status(self.status()),
-        }
+            Request::Repair => {
+                if self.inner.cfg.anti_entropy.enabled {
+                    self.inner.repair_now.notify_one();
+                    Response::Ok
+                } else {
+                    Response::error(
+                        ErrorKind::BadRequest,
+                        "anti-entropy is switched off on this node (anti_entropy.enabled = false)",
+                    )
+                }
+            }
+        };
+        let outcome = match &resp {
+            Response::Error(e) => match e.kind {
+                ErrorKind::Quorum { .. } => "quorum_failed",
+                _ => "error",
+            },
+            _ => "ok",
+        };
+        metrics::counter!("chorus_requests_total", "op" => op, "outcome" => outcome).increment(1);
+        metrics::histogram!("chorus_request_seconds", "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        resp
     }
 
     async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
@@ -280,39 +345,92 @@ impl Node {
                     Err(e) => PeerResponse::Error(e.to_string()),
                 }
             }
-            PeerRequest::Replicate {
-                bucket,
-                key,
-                object,
-            } => {
-                if let Err(e) = self.check_key(&bucket, &key) {
+            PeerRequest::Replicate(item) => self.merge_items(vec![item]).await,
+            PeerRequest::MergeMany(items) => self.merge_items(items).await,
+            PeerRequest::StoreHint { target, item } => {
+                if !self.inner.ring.contains(&target) {
+                    return PeerResponse::Error(format!("hint for unknown node {target:?}"));
+                }
+                if let Err(e) = self.check_key(&item.bucket, &item.key) {
                     return PeerResponse::Error(e.message);
                 }
-                let obj = match Object::decode(&object) {
-                    Ok(o) => o,
-                    Err(e) => return PeerResponse::Error(format!("bad object: {e}")),
-                };
-                match self
-                    .inner
-                    .replica
-                    .apply(self.storage_key(&bucket, &key), Change::Merge(obj))
-                    .await
-                {
-                    Ok(_) => PeerResponse::Ack,
-                    Err(e) => PeerResponse::Error(e.to_string()),
+                if let Err(e) = Object::decode(&item.object) {
+                    return PeerResponse::Error(format!("bad object: {e}"));
+                }
+                match self.store_hint(&target, item).await {
+                    Ok(()) => PeerResponse::Ack,
+                    Err(e) => PeerResponse::Error(e),
                 }
             }
             PeerRequest::Coordinate(req) => {
                 PeerResponse::Coordinated(Box::pin(self.handle_client(req, true)).await)
             }
+            PeerRequest::TreeRoots(_)
+            | PeerRequest::TreeBranches(_)
+            | PeerRequest::TreeLeaves { .. }
+            | PeerRequest::SegmentKeys { .. }
+            | PeerRequest::ReadMany(_)
+            | PeerRequest::Purge { .. } => self.handle_sync(req).await,
         }
     }
 
-    fn storage_key(&self, bucket: &[u8], key: &[u8]) -> Vec<u8> {
+    /// Merges versions from another node into the local replica, as one write batch.
+    pub(crate) async fn merge_items(&self, items: Vec<Item>) -> PeerResponse {
+        if items.len() > 4 * self.inner.cfg.storage.max_batch.max(1024) {
+            return PeerResponse::Error(format!(
+                "{} items in one message is too many",
+                items.len()
+            ));
+        }
+        let mut jobs = tokio::task::JoinSet::new();
+        for item in items {
+            if let Err(e) = self.check_key(&item.bucket, &item.key) {
+                return PeerResponse::Error(e.message);
+            }
+            let obj = match Object::decode(&item.object) {
+                Ok(o) => o,
+                Err(e) => return PeerResponse::Error(format!("bad object: {e}")),
+            };
+            let replica = self.inner.replica.clone();
+            let key = self.storage_key(&item.bucket, &item.key);
+            // Submitted together, so the writer groups them into one batch.
+            jobs.spawn(async move { replica.apply(key, Change::Merge(obj)).await });
+        }
+        while let Some(r) = jobs.join_next().await {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return PeerResponse::Error(e.to_string()),
+                Err(e) => return PeerResponse::Error(e.to_string()),
+            }
+        }
+        PeerResponse::Ack
+    }
+
+    /// Stores a hint for `target` durably and wakes hint replay.
+    pub(crate) async fn store_hint(&self, target: &str, item: Item) -> Result<(), String> {
+        let hints = self.inner.hints.clone();
+        let target_owned = target.to_string();
+        let hint = Hint {
+            bucket: item.bucket,
+            key: item.key,
+            object: item.object,
+            created_ms: now_ms(),
+        };
+        tokio::task::spawn_blocking(move || hints.add(&target_owned, &hint))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        metrics::gauge!("chorus_hints_pending", "target" => target.to_string())
+            .set(self.inner.hints.pending_for(target) as f64);
+        self.inner.handoff_kick.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn storage_key(&self, bucket: &[u8], key: &[u8]) -> Vec<u8> {
         data_key(self.inner.ring.partition_of(bucket, key), bucket, key)
     }
 
-    fn check_key(&self, bucket: &[u8], key: &[u8]) -> Result<(), ErrorReply> {
+    pub(crate) fn check_key(&self, bucket: &[u8], key: &[u8]) -> Result<(), ErrorReply> {
         let l = &self.inner.cfg.limits;
         if key.is_empty() {
             return Err(reject(ErrorKind::BadRequest, "key is empty"));
@@ -354,13 +472,8 @@ impl Node {
         Ok(())
     }
 
-    /// The preference list and the level resolved against it.
-    fn plan(
-        &self,
-        bucket: &[u8],
-        key: &[u8],
-        level: Level,
-    ) -> Result<(u32, Vec<String>, usize), ErrorReply> {
+    /// The key's partition, N and preference list, and the level resolved against N.
+    fn plan(&self, bucket: &[u8], key: &[u8], level: Level) -> Result<Plan, ErrorReply> {
         self.check_key(bucket, key)?;
         let ring = &self.inner.ring;
         let n = self.inner.cfg.n_for(bucket).min(ring.members().len());
@@ -373,22 +486,28 @@ impl Node {
             .into_iter()
             .map(str::to_string)
             .collect();
-        Ok((partition, pref, needed))
+        Ok(Plan {
+            partition,
+            n,
+            pref,
+            needed,
+        })
     }
 
     async fn get(&self, bucket: Vec<u8>, key: Vec<u8>, r: Level) -> Response {
-        let (partition, pref, needed) = match self.plan(&bucket, &key, r) {
+        let plan = match self.plan(&bucket, &key, r) {
             Ok(p) => p,
             Err(e) => return Response::Error(e),
         };
         let me = self.inner.cfg.id.clone();
-        let mut fsm = GetFsm::new(pref.clone(), needed);
+        let mut fsm = GetFsm::new(plan.pref.clone(), plan.needed);
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Result<Option<Object>, String>)>();
         let deadline = self.inner.cfg.timeouts.request;
-        for node in pref {
+        let skey = data_key(plan.partition, &bucket, &key);
+        for node in plan.pref {
             if node == me {
                 let replica = self.inner.replica.clone();
-                let skey = data_key(partition, &bucket, &key);
+                let skey = skey.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let r = replica.get(skey).await.map_err(|e| e.to_string());
@@ -418,64 +537,159 @@ impl Node {
             }
         }
         drop(tx);
-        let outcome = self
-            .drive(
-                fsm.quorum().outcome(),
-                deadline,
-                &mut rx,
-                |fsm: &mut GetFsm, ev| match ev {
-                    Event::Answer(node, Ok(obj)) => fsm.reply(&node, obj),
-                    Event::Answer(node, Err(e)) => {
-                        tracing::debug!(%node, error = %e, "replica read failed");
-                        fsm.fail(&node)
-                    }
-                    Event::Down(node) => fsm.fail(&node),
-                    Event::Expired => fsm.expire(),
-                },
-                &mut fsm,
-            )
-            .await;
-        match outcome {
-            Outcome::Met => {
-                let (found, values, context) = match fsm.merged() {
-                    Some(o) => (
-                        o.is_found(),
-                        o.values()
-                            .into_iter()
-                            .map(|v| serde_bytes::ByteBuf::from(v.to_vec()))
-                            .collect(),
-                        o.context().to_context(),
-                    ),
-                    None => (false, Vec::new(), VersionVector::new().to_context()),
-                };
-                Response::Value(ValueReply {
-                    found,
-                    values,
-                    context,
-                })
+        // The request runs in its own task: after the reply it keeps listening for late
+        // answers, then repairs the replicas that were stale.
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let step = |fsm: &mut GetFsm, ev: Event<Result<Option<Object>, String>>| match ev {
+                Event::Answer(node, Ok(obj)) => fsm.reply(&node, obj),
+                Event::Answer(node, Err(e)) => {
+                    tracing::debug!(%node, error = %e, "replica read failed");
+                    fsm.fail(&node)
+                }
+                Event::Down(node) => fsm.fail(&node),
+                Event::Expired => fsm.expire(),
+            };
+            let outcome = this
+                .drive(
+                    fsm.quorum().outcome(),
+                    deadline,
+                    &mut rx,
+                    step,
+                    &mut fsm,
+                    &HashMap::new(),
+                )
+                .await;
+            let resp = match outcome {
+                Outcome::Met => Response::Value(value_reply(fsm.merged())),
+                Outcome::Failed { needed, answered } => quorum_error("read", needed, answered),
+                Outcome::Pending => Response::error(ErrorKind::Internal, "read left undecided"),
+            };
+            let _ = reply_tx.send(resp);
+            if outcome == Outcome::Met && this.inner.cfg.read_repair.enabled {
+                this.read_repair(fsm, rx, bucket, key, skey).await;
             }
-            Outcome::Failed { needed, answered } => quorum_error("read", needed, answered),
-            Outcome::Pending => Response::error(ErrorKind::Internal, "read left undecided"),
+        });
+        reply_rx
+            .await
+            .unwrap_or_else(|_| Response::error(ErrorKind::Internal, "read task failed"))
+    }
+
+    /// Waits (up to the repair window) for replicas that hadn't answered, then sends the
+    /// merged version to every replica whose answer lacked part of it.
+    async fn read_repair(
+        &self,
+        mut fsm: GetFsm,
+        mut rx: mpsc::UnboundedReceiver<(String, Result<Option<Object>, String>)>,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        skey: Vec<u8>,
+    ) {
+        let until = tokio::time::Instant::now() + self.inner.cfg.read_repair.window;
+        while fsm.quorum().waiting() > 0 {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some((node, Ok(obj))) => { fsm.reply(&node, obj); }
+                    Some((node, Err(_))) => { fsm.fail(&node); }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+        let Some(merged) = fsm.merged().cloned() else {
+            return;
+        };
+        let stale: Vec<String> = fsm
+            .stale_replicas()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let item = Item {
+            bucket,
+            key,
+            object: merged.encode(),
+        };
+        let me = &self.inner.cfg.id;
+        for node in stale {
+            let ok = if node == *me {
+                self.inner
+                    .replica
+                    .apply(skey.clone(), Change::Merge(merged.clone()))
+                    .await
+                    .is_ok()
+            } else {
+                let req = PeerRequest::Replicate(item.clone());
+                matches!(
+                    self.call_peer(&node, &req, self.inner.cfg.timeouts.request)
+                        .await,
+                    Ok(PeerResponse::Ack)
+                )
+            };
+            if ok {
+                Stats::add(
+                    &self.inner.stats.read_repairs,
+                    "chorus_read_repairs_total",
+                    1,
+                );
+                tracing::debug!(%node, "read repair");
+            }
         }
     }
 
-    async fn write(
-        &self,
-        bucket: Vec<u8>,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-        context: Vec<u8>,
-        w: Level,
-        forwarded: bool,
-    ) -> Response {
-        let (partition, pref, needed) = match self.plan(&bucket, &key, w) {
+    async fn get_replica(&self, bucket: Vec<u8>, key: Vec<u8>, node: String) -> Response {
+        if let Err(e) = self.check_key(&bucket, &key) {
+            return Response::Error(e);
+        }
+        if !self.inner.ring.contains(&node) {
+            return Response::error(ErrorKind::BadRequest, format!("unknown node {node:?}"));
+        }
+        let obj = if node == self.inner.cfg.id {
+            self.inner
+                .replica
+                .get(self.storage_key(&bucket, &key))
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            let req = PeerRequest::Read { bucket, key };
+            match self
+                .call_peer(&node, &req, self.inner.cfg.timeouts.request)
+                .await
+            {
+                Ok(PeerResponse::Object(None)) => Ok(None),
+                Ok(PeerResponse::Object(Some(b))) => {
+                    Object::decode(&b).map(Some).map_err(|e| e.to_string())
+                }
+                Ok(PeerResponse::Error(e)) => Err(e),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match obj {
+            Ok(o) => Response::Value(value_reply(o.as_ref())),
+            Err(e) => Response::error(ErrorKind::Internal, format!("reading {node}'s copy: {e}")),
+        }
+    }
+
+    async fn write(&self, w: Write, forwarded: bool) -> Response {
+        let plan = match self.plan(&w.bucket, &w.key, w.w) {
             Ok(p) => p,
             Err(e) => return Response::Error(e),
         };
-        let ctx = if context.is_empty() {
+        let handoff = self.inner.cfg.hinted_handoff.enabled;
+        if w.sloppy && !handoff {
+            return Response::error(
+                ErrorKind::BadRequest,
+                "sloppy quorum needs hinted handoff, which is switched off (hinted_handoff.enabled = false)",
+            );
+        }
+        let ctx = if w.context.is_empty() {
             VersionVector::new()
         } else {
-            match VersionVector::from_context(&context) {
+            match VersionVector::from_context(&w.context) {
                 Ok(c) => c,
                 Err(e) => {
                     return Response::error(
@@ -486,31 +700,19 @@ impl Node {
             }
         };
         let me = self.inner.cfg.id.clone();
-        if !pref.contains(&me) {
-            let req = match value {
-                Some(value) => Request::Put {
-                    bucket,
-                    key,
-                    value,
-                    context,
-                    w,
-                },
-                None => Request::Delete {
-                    bucket,
-                    key,
-                    context,
-                    w,
-                },
-            };
-            return self.forward(&pref, req, needed, forwarded).await;
+        if !plan.pref.contains(&me) {
+            return self.forward(&plan, w.into_request(), forwarded).await;
         }
         // The coordinator writes locally first: the new version's dot is its own.
         let obj = match self
             .inner
             .replica
             .apply(
-                data_key(partition, &bucket, &key),
-                Change::Update { ctx, value },
+                data_key(plan.partition, &w.bucket, &w.key),
+                Change::Update {
+                    ctx,
+                    value: w.value,
+                },
             )
             .await
         {
@@ -524,50 +726,88 @@ impl Node {
             }
         };
         let new_context = obj.context().to_context();
-        let encoded = obj.encode();
-        let mut q = Quorum::new(pref.clone(), needed);
+        let item = Item {
+            bucket: w.bucket,
+            key: w.key,
+            object: obj.encode(),
+        };
+        let mut q = Quorum::new(plan.pref.clone(), plan.needed);
         q.ok(&me);
         let deadline = self.inner.cfg.timeouts.request;
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
-        for node in pref.into_iter().filter(|n| *n != me) {
-            if !self.inner.members.is_up(&node) {
+        // Fallbacks (the next distinct nodes on the ring) stand in for down replicas.
+        let mut fallbacks = self
+            .inner
+            .ring
+            .fallbacks(plan.partition, plan.n)
+            .into_iter()
+            .filter(|f| self.inner.members.is_up(f))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut via = HashMap::new();
+        for node in plan.pref.into_iter().filter(|n| *n != me) {
+            let stand_in = if self.inner.members.is_up(&node) {
+                None
+            } else if w.sloppy {
+                match fallbacks.next() {
+                    Some(f) => Some(f),
+                    None => {
+                        q.fail(&node);
+                        self.spawn_local_hint(node, item.clone());
+                        continue;
+                    }
+                }
+            } else {
                 q.fail(&node);
+                if handoff {
+                    self.spawn_local_hint(node, item.clone());
+                }
                 continue;
+            };
+            if let Some(f) = &stand_in {
+                via.insert(node.clone(), f.clone());
             }
             let this = self.clone();
             let tx = tx.clone();
-            let req = PeerRequest::Replicate {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                object: encoded.clone(),
-            };
+            let item = item.clone();
             // Runs to completion even after the client has its answer.
             tokio::spawn(async move {
-                let r = match this.call_peer(&node, &req, deadline).await {
+                let (to, req) = match &stand_in {
+                    Some(f) => (
+                        f.as_str(),
+                        PeerRequest::StoreHint {
+                            target: node.clone(),
+                            item: item.clone(),
+                        },
+                    ),
+                    None => (node.as_str(), PeerRequest::Replicate(item.clone())),
+                };
+                let r = match this.call_peer(to, &req, deadline).await {
                     Ok(PeerResponse::Ack) => Ok(()),
                     Ok(PeerResponse::Error(e)) => Err(e),
                     Ok(other) => Err(format!("unexpected answer {other:?}")),
                     Err(e) => Err(e.to_string()),
                 };
                 if let Err(e) = &r {
-                    tracing::debug!(%node, error = %e, "replicate failed");
+                    tracing::debug!(replica = %node, via = %to, error = %e, "replica missed a write");
+                    if handoff {
+                        if let Err(e) = this.store_hint(&node, item).await {
+                            tracing::error!(replica = %node, error = %e, "could not store a hint");
+                        }
+                    }
                 }
                 let _ = tx.send((node, r));
             });
         }
         drop(tx);
+        let step = |q: &mut Quorum, ev: Event<Result<(), String>>| match ev {
+            Event::Answer(node, Ok(())) => q.ok(&node),
+            Event::Answer(node, Err(_)) | Event::Down(node) => q.fail(&node),
+            Event::Expired => q.expire(),
+        };
         let outcome = self
-            .drive(
-                q.outcome(),
-                deadline,
-                &mut rx,
-                |q: &mut Quorum, ev| match ev {
-                    Event::Answer(node, Ok(())) => q.ok(&node),
-                    Event::Answer(node, Err(_)) | Event::Down(node) => q.fail(&node),
-                    Event::Expired => q.expire(),
-                },
-                &mut q,
-            )
+            .drive(q.outcome(), deadline, &mut rx, step, &mut q, &via)
             .await;
         match outcome {
             Outcome::Met => Response::Written {
@@ -578,14 +818,17 @@ impl Node {
         }
     }
 
+    fn spawn_local_hint(&self, target: String, item: Item) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.store_hint(&target, item).await {
+                tracing::error!(replica = %target, error = %e, "could not store a hint");
+            }
+        });
+    }
+
     /// Hands a write to a replica of the key: only a replica may issue its version.
-    async fn forward(
-        &self,
-        pref: &[String],
-        req: Request,
-        needed: usize,
-        forwarded: bool,
-    ) -> Response {
+    async fn forward(&self, plan: &Plan, req: Request, forwarded: bool) -> Response {
         if forwarded {
             return Response::error(
                 ErrorKind::Internal,
@@ -594,7 +837,7 @@ impl Node {
         }
         let deadline = self.inner.cfg.timeouts.request + Duration::from_secs(1);
         let wrapped = PeerRequest::Coordinate(req);
-        for node in pref.iter().filter(|n| self.inner.members.is_up(n)) {
+        for node in plan.pref.iter().filter(|n| self.inner.members.is_up(n)) {
             match self.call_peer(node, &wrapped, deadline).await {
                 Ok(PeerResponse::Coordinated(resp)) => return resp,
                 Ok(other) => {
@@ -612,7 +855,7 @@ impl Node {
                 }
             }
         }
-        quorum_error("write", needed, 0)
+        quorum_error("write", plan.needed, 0)
     }
 
     /// Feeds events into a state machine until it decides: answers from replicas, replicas
@@ -624,6 +867,7 @@ impl Node {
         rx: &mut mpsc::UnboundedReceiver<(String, T)>,
         mut step: impl FnMut(&mut M, Event<T>) -> Outcome,
         machine: &mut M,
+        via: &HashMap<String, String>,
     ) -> Outcome
     where
         M: WaitingOn,
@@ -638,10 +882,11 @@ impl Node {
                 },
                 _ = tokio::time::sleep_until(until) => outcome = step(machine, Event::Expired),
                 Ok(()) = changes.changed() => {
+                    // A slot a stand-in serves fails when the stand-in goes down.
                     let down: Vec<String> = machine
                         .waiting_on()
                         .into_iter()
-                        .filter(|n| !self.inner.members.is_up(n))
+                        .filter(|n| !self.inner.members.is_up(via.get(n).unwrap_or(n)))
                         .collect();
                     for n in down {
                         outcome = step(machine, Event::Down(n));
@@ -652,12 +897,24 @@ impl Node {
         outcome
     }
 
-    async fn call_peer(
+    pub(crate) async fn call_peer(
         &self,
         node: &str,
         req: &PeerRequest,
         deadline: Duration,
     ) -> Result<PeerResponse, TransportError> {
+        self.call_peer_metered(node, req, deadline, Priority::Client)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    pub(crate) async fn call_peer_metered(
+        &self,
+        node: &str,
+        req: &PeerRequest,
+        deadline: Duration,
+        priority: Priority,
+    ) -> Result<(PeerResponse, u64), TransportError> {
         let addr = self
             .inner
             .members
@@ -666,7 +923,10 @@ impl Node {
                 peer: node.to_string(),
                 addr: String::new(),
             })?;
-        self.inner.transport.call(node, &addr, req, deadline).await
+        self.inner
+            .transport
+            .call_metered(node, &addr, req, deadline, priority)
+            .await
     }
 
     /// Pings one peer forever, feeding the failure detector.
@@ -682,16 +942,24 @@ impl Node {
         };
         loop {
             let started = Instant::now();
-            let ok = matches!(
-                self.call_peer(&peer, &ping, timeout).await,
-                Ok(PeerResponse::Pong { .. })
-            );
-            if !ok {
+            let epoch = match self.call_peer(&peer, &ping, timeout).await {
+                Ok(PeerResponse::Pong { epoch, .. }) => Some(epoch),
+                _ => None,
+            };
+            if epoch.is_none() {
                 self.inner.transport.evict(&peer);
             }
             self.inner
                 .members
-                .observe(&peer, ok, Instant::now(), fd.down_after);
+                .observe(&peer, epoch.is_some(), Instant::now(), fd.down_after);
+            if let Some(e) = epoch {
+                if self.inner.members.observe_epoch(&peer, e) {
+                    tracing::warn!(%peer, epoch = e, "peer came back with a new epoch: its data was lost or replaced");
+                    if self.inner.cfg.anti_entropy.enabled {
+                        self.inner.repair_now.notify_one();
+                    }
+                }
+            }
             tokio::time::sleep(fd.interval.saturating_sub(started.elapsed())).await;
         }
     }
@@ -708,18 +976,33 @@ impl Node {
             ring: self.inner.ring.clone(),
             addresses: view.into_iter().map(|m| (m.id, m.address)).collect(),
             default_n: cfg.cluster.n,
-            bucket_n: cfg
-                .cluster
-                .buckets
-                .iter()
-                .map(|(b, c)| (b.clone(), c.n))
-                .collect(),
+            bucket_n: cfg.cluster.buckets_n(),
         }
+    }
+
+    /// Partitions this node replicates (for the default N), with the other replicas.
+    pub(crate) fn shared_partitions(&self) -> Vec<(u32, Vec<String>)> {
+        let ring = &self.inner.ring;
+        let me = &self.inner.cfg.id;
+        let n = self.inner.cfg.cluster.n;
+        ring.partitions_of(me, n)
+            .into_iter()
+            .map(|p| {
+                let peers = ring
+                    .preference_list(p, n)
+                    .into_iter()
+                    .filter(|x| *x != me)
+                    .map(str::to_string)
+                    .collect();
+                (p, peers)
+            })
+            .collect()
     }
 
     fn status(&self) -> StatusInfo {
         let ring = &self.inner.ring;
         let shares = ring.shares(self.inner.cfg.cluster.n);
+        let hints = self.inner.hints.pending();
         StatusInfo {
             node: self.inner.cfg.id.clone(),
             ring_version: ring.version(),
@@ -736,12 +1019,98 @@ impl Node {
                         .map(|(_, c)| *c)
                         .unwrap_or(0),
                     status: if m.up { "up" } else { "down" }.to_string(),
+                    hints_pending: hints.get(&m.id).copied().unwrap_or(0),
                     id: m.id,
                     address: m.address,
                     zone: m.zone,
                 })
                 .collect(),
+            convergence: self.inner.stats.convergence(&self.shared_partitions()),
         }
+    }
+}
+
+async fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StorageError> {
+    let path = cfg.data_dir.clone();
+    let open_err = |reason: String| StorageError::Open {
+        path: cfg.data_dir.display().to_string(),
+        reason,
+    };
+    match cfg.storage.engine {
+        Engine::Rocksdb => {
+            let sync = cfg.storage.sync;
+            let db = tokio::task::spawn_blocking(move || RocksStorage::open(&path, sync))
+                .await
+                .map_err(|e| open_err(e.to_string()))??;
+            Ok(Arc::new(db))
+        }
+        Engine::Memory => {
+            std::fs::create_dir_all(&path).map_err(|e| open_err(e.to_string()))?;
+            Ok(Arc::new(MemStorage::default()))
+        }
+    }
+}
+
+/// Where a key lives and what a request needs.
+struct Plan {
+    partition: u32,
+    n: usize,
+    pref: Vec<String>,
+    needed: usize,
+}
+
+/// A put or delete, as the coordinator sees it.
+struct Write {
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+    /// `None` deletes.
+    value: Option<Vec<u8>>,
+    context: Vec<u8>,
+    w: Level,
+    sloppy: bool,
+}
+
+impl Write {
+    fn into_request(self) -> Request {
+        match self.value {
+            Some(value) => Request::Put {
+                bucket: self.bucket,
+                key: self.key,
+                value,
+                context: self.context,
+                w: self.w,
+                sloppy: self.sloppy,
+            },
+            None => Request::Delete {
+                bucket: self.bucket,
+                key: self.key,
+                context: self.context,
+                w: self.w,
+                sloppy: self.sloppy,
+            },
+        }
+    }
+}
+
+/// What a client sees of a version (or of its absence).
+fn value_reply(obj: Option<&Object>) -> ValueReply {
+    match obj {
+        Some(o) => ValueReply {
+            found: o.is_found(),
+            values: o
+                .values()
+                .into_iter()
+                .map(|v| serde_bytes::ByteBuf::from(v.to_vec()))
+                .collect(),
+            context: o.context().to_context(),
+            tombstones: o.siblings().iter().filter(|s| s.is_tombstone()).count() as u32,
+        },
+        None => ValueReply {
+            found: false,
+            values: Vec::new(),
+            context: VersionVector::new().to_context(),
+            tombstones: 0,
+        },
     }
 }
 
@@ -784,6 +1153,7 @@ fn reject(kind: ErrorKind, message: impl Into<String>) -> ErrorReply {
 }
 
 fn quorum_error(op: &str, needed: usize, answered: usize) -> Response {
+    metrics::counter!("chorus_quorum_failures_total", "op" => op.to_string()).increment(1);
     Response::error(
         ErrorKind::Quorum {
             needed: needed as u32,
@@ -798,12 +1168,14 @@ fn op_name(req: &Request) -> &'static str {
         Request::Get { .. } => "get",
         Request::Put { .. } => "put",
         Request::Delete { .. } => "delete",
+        Request::GetReplica { .. } => "get_replica",
         Request::Ring => "ring",
         Request::Status => "status",
+        Request::Repair => "repair",
     }
 }
 
-async fn reply<T: serde::Serialize>(send: &mut quinn::SendStream, msg: &T, trace: u64) {
+pub(crate) async fn reply<T: serde::Serialize>(send: &mut quinn::SendStream, msg: &T, trace: u64) {
     send_frame(send, wire::encode(msg, trace)).await
 }
 

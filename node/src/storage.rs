@@ -18,15 +18,30 @@ pub enum Table {
     Data,
     /// Node identity and bookkeeping.
     Meta,
+    /// Writes held for other nodes (hinted handoff).
+    Hints,
+    /// Anti-entropy tree leaves.
+    Aae,
+    /// Keys whose version is only tombstones, with when that began (for purging).
+    Tombstones,
 }
 
 impl Table {
-    pub const ALL: [Table; 2] = [Table::Data, Table::Meta];
+    pub const ALL: [Table; 5] = [
+        Table::Data,
+        Table::Meta,
+        Table::Hints,
+        Table::Aae,
+        Table::Tombstones,
+    ];
 
     fn cf_name(self) -> &'static str {
         match self {
             Table::Data => "data",
             Table::Meta => "meta",
+            Table::Hints => "hints",
+            Table::Aae => "aae",
+            Table::Tombstones => "tombstones",
         }
     }
 }
@@ -66,10 +81,13 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Entries, StorageError>;
 }
 
-/// Encodes the storage key of a data entry.
+/// Encodes the storage key of a data entry: partition, then anti-entropy segment, then the
+/// key, so one segment of one partition is one contiguous range.
 pub fn data_key(partition: u32, bucket: &[u8], key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(6 + bucket.len() + key.len());
+    let segment = crate::merkle::segment_of(bucket, key);
+    let mut out = Vec::with_capacity(8 + bucket.len() + key.len());
     out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(&segment.to_be_bytes());
     // Callers enforce the bucket limit (at most u16::MAX); saturate rather than wrap if not.
     let blen = u16::try_from(bucket.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&blen.to_be_bytes());
@@ -78,13 +96,41 @@ pub fn data_key(partition: u32, bucket: &[u8], key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Splits a data key back into partition, bucket and key.
-pub fn split_data_key(k: &[u8]) -> Option<(u32, &[u8], &[u8])> {
+/// A data key split into its parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataKey<'a> {
+    pub partition: u32,
+    pub segment: u16,
+    pub bucket: &'a [u8],
+    pub key: &'a [u8],
+}
+
+/// Splits a data key back into its parts.
+pub fn split_data_key(k: &[u8]) -> Option<DataKey<'_>> {
     let partition = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);
-    let blen = u16::from_be_bytes(k.get(4..6)?.try_into().ok()?) as usize;
-    let bucket = k.get(6..6 + blen)?;
-    let key = k.get(6 + blen..)?;
-    Some((partition, bucket, key))
+    let segment = u16::from_be_bytes(k.get(4..6)?.try_into().ok()?);
+    let blen = u16::from_be_bytes(k.get(6..8)?.try_into().ok()?) as usize;
+    let bucket = k.get(8..8 + blen)?;
+    let key = k.get(8 + blen..)?;
+    Some(DataKey {
+        partition,
+        segment,
+        bucket,
+        key,
+    })
+}
+
+/// The range of data keys of one segment of one partition: `[start, end)`.
+pub fn segment_range(partition: u32, segment: u16) -> (Vec<u8>, Vec<u8>) {
+    let mut start = partition.to_be_bytes().to_vec();
+    start.extend_from_slice(&segment.to_be_bytes());
+    let next = (u64::from(partition) << 16 | u64::from(segment)) + 1;
+    let end = if next >> 48 == 0 {
+        next.to_be_bytes()[2..].to_vec()
+    } else {
+        vec![0xff; 7]
+    };
+    (start, end)
 }
 
 /// RocksDB engine.
@@ -254,10 +300,18 @@ mod tests {
             .scan(Table::Data, &1u32.to_be_bytes(), &2u32.to_be_bytes(), 100)
             .expect("scan");
         assert_eq!(part1.len(), 2);
+        let k2 = data_key(1, b"b", b"k2");
+        let parts = split_data_key(&k2).expect("split");
         assert_eq!(
-            split_data_key(&part1[1].0),
-            Some((1, &b"b"[..], &b"k2"[..]))
+            (parts.partition, parts.bucket, parts.key),
+            (1, &b"b"[..], &b"k2"[..])
         );
+        let (start, end) = segment_range(1, parts.segment);
+        let seg = s.scan(Table::Data, &start, &end, 100).expect("scan");
+        assert!(seg.iter().any(|(k, _)| *k == k2));
+        assert!(seg
+            .iter()
+            .all(|(k, _)| split_data_key(k).map(|d| d.segment) == Some(parts.segment)));
         s.write(vec![Op::Delete(Table::Data, data_key(1, b"b", b"k1"))])
             .expect("delete");
         assert_eq!(
@@ -291,6 +345,8 @@ mod tests {
     #[test]
     fn split_rejects_short_keys() {
         assert_eq!(split_data_key(b"abc"), None);
-        assert_eq!(split_data_key(&[0, 0, 0, 1, 0, 9, b'x']), None);
+        assert_eq!(split_data_key(&[0, 0, 0, 1, 0, 0, 0, 9, b'x']), None);
+        assert_eq!(segment_range(0, u16::MAX).1, vec![0, 0, 0, 1, 0, 0]);
+        assert_eq!(segment_range(u32::MAX, u16::MAX).1, vec![0xff; 7]);
     }
 }

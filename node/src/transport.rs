@@ -44,6 +44,14 @@ pub enum TransportError {
     Wire(#[from] WireError),
 }
 
+/// Stream priority: background work (hint replay, anti-entropy) yields to client traffic
+/// on a shared connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    Client,
+    Background,
+}
+
 /// Which protocol a connection speaks, from its ALPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -131,6 +139,21 @@ impl Transport {
         req: &PeerRequest,
         deadline: Duration,
     ) -> Result<PeerResponse, TransportError> {
+        self.call_metered(peer, addr, req, deadline, Priority::Client)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// [`Transport::call`] at a given priority; also returns the frame bytes sent and
+    /// received.
+    pub async fn call_metered(
+        &self,
+        peer: &str,
+        addr: &str,
+        req: &PeerRequest,
+        deadline: Duration,
+        priority: Priority,
+    ) -> Result<(PeerResponse, u64), TransportError> {
         let exchange = async {
             let conn = self.connection(peer, addr).await?;
             let stream_err = |reason: String| TransportError::Stream {
@@ -141,14 +164,17 @@ impl Transport {
                 self.evict_if(peer, &conn);
                 stream_err(e.to_string())
             })?;
+            if priority == Priority::Background {
+                let _ = send.set_priority(-1);
+            }
             let frame = wire::encode(req, 0)?;
             send.write_all(&frame)
                 .await
                 .map_err(|e| stream_err(e.to_string()))?;
             let _ = send.finish();
-            let (resp, _): (PeerResponse, u64) =
-                wire::read_frame(&mut recv, self.max_frame).await?;
-            Ok(resp)
+            let body = wire::read_frame_bytes(&mut recv, self.max_frame).await?;
+            let (resp, _): (PeerResponse, u64) = wire::decode(&body)?;
+            Ok((resp, (frame.len() + body.len() + 4) as u64))
         };
         match tokio::time::timeout(deadline, exchange).await {
             Ok(r) => r,

@@ -269,6 +269,7 @@ async fn per_bucket_n_and_writes_sent_to_a_non_replica_are_forwarded() {
             value: format!("via n{k}").into_bytes(),
             context: Vec::new(),
             w: Level::All,
+            sloppy: false,
         };
         let r = exchange(&conn, &wire::encode(&put, 0).expect("encode"))
             .await
