@@ -38,6 +38,13 @@ pub struct ClientConfig {
     /// Deadline for establishing a connection to one node, e.g. `"1s"`.
     #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// A connection silent for this long is dead (the node was killed or cut off).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(3)
 }
 
 fn default_timeout() -> Duration {
@@ -227,7 +234,11 @@ struct Inner {
 enum Attempt {
     /// Nothing reached the node; trying the next one is safe.
     NotSent(String),
-    /// The request may have been applied.
+    /// The connection died with the request in flight. It may have been applied; trying the
+    /// next node is still fine: a repeated write of the same value and context adds at most
+    /// an identical sibling, which reads report once.
+    Lost(String),
+    /// The request may have been applied, and the node is alive: don't repeat it.
     Failed(Error),
 }
 
@@ -240,9 +251,11 @@ impl Client {
         let crypto = tls::client_crypto(roots, certs, key, crate::proto::ALPN_CLIENT)?;
         let mut quic = tls::quinn_client(crypto)?;
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        // A node killed without closing its connection is noticed within the idle timeout;
+        // keep-alives hold healthy connections open.
+        transport.keep_alive_interval(Some(cfg.idle_timeout / 3));
         transport.max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(Duration::from_secs(10))
+            quinn::IdleTimeout::try_from(cfg.idle_timeout)
                 .map_err(|e| Error::Config(e.to_string()))?,
         ));
         quic.transport_config(Arc::new(transport));
@@ -488,10 +501,14 @@ impl Client {
                     lock(&self.inner.down).remove(&addr);
                     return into_result(resp);
                 }
-                Err(Attempt::NotSent(why)) => {
+                Err(Attempt::NotSent(why) | Attempt::Lost(why)) => {
                     tracing::debug!(%addr, %why, "node unreachable, trying the next");
                     lock(&self.inner.down).insert(addr, Instant::now());
                     lock(&self.inner.conns).remove(&addr);
+                    // Learn what the cluster thinks is down before the next request.
+                    if let Some((_, at)) = lock(&self.inner.routing).as_mut() {
+                        *at = Instant::now() - RING_REFRESH;
+                    }
                     failures.push(format!("{addr}: {why}"));
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
@@ -521,6 +538,9 @@ impl Client {
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(WireError::Io(e))) if conn.close_reason().is_some() => {
+                Err(Attempt::Lost(e.to_string()))
+            }
             Ok(Err(e)) => Err(Attempt::Failed(Error::Protocol(e))),
             Err(_) => Err(Attempt::Failed(Error::Timeout(timeout))),
         }

@@ -102,7 +102,7 @@ pub fn pack_hashes(hashes: &[Hash]) -> Vec<u8> {
 
 /// Splits concatenated hashes; `None` if the length isn't a multiple of 32.
 pub fn unpack_hashes(bytes: &[u8]) -> Option<Vec<Hash>> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return None;
     }
     Some(

@@ -1092,13 +1092,25 @@ impl Write {
     }
 }
 
+/// Sibling values with repeats removed, first occurrence kept: a write retried on another
+/// coordinator can leave two siblings with the same bytes, and they are one value to the
+/// user. The context still covers both.
+fn distinct(values: Vec<&[u8]>) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = Vec::with_capacity(values.len());
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
 /// What a client sees of a version (or of its absence).
 fn value_reply(obj: Option<&Object>) -> ValueReply {
     match obj {
         Some(o) => ValueReply {
             found: o.is_found(),
-            values: o
-                .values()
+            values: distinct(o.values())
                 .into_iter()
                 .map(|v| serde_bytes::ByteBuf::from(v.to_vec()))
                 .collect(),
