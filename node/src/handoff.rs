@@ -30,6 +30,21 @@ impl Node {
 
     /// Sends `target` its hints until none are left or it stops acknowledging.
     async fn replay(&self, target: &str) {
+        let started = std::time::Instant::now();
+        let mut delivered = 0u64;
+        self.replay_batches(target, &mut delivered).await;
+        if delivered > 0 {
+            tracing::info!(
+                %target,
+                delivered,
+                ms = started.elapsed().as_millis() as u64,
+                left = self.inner.hints.pending_for(target),
+                "hint replay"
+            );
+        }
+    }
+
+    async fn replay_batches(&self, target: &str, delivered: &mut u64) {
         let batch_size = self.inner.cfg.hinted_handoff.batch;
         let deadline = self.inner.cfg.timeouts.request * 2;
         loop {
@@ -88,7 +103,7 @@ impl Node {
                         "chorus_hints_replayed_total",
                         n,
                     );
-                    tracing::debug!(%target, n, "hints delivered");
+                    *delivered += n;
                 }
                 Ok((other, _)) => {
                     tracing::warn!(%target, ?other, "hint replay refused");
