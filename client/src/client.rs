@@ -415,6 +415,31 @@ impl Client {
         }
     }
 
+    /// Asks the cluster to move `node`'s partitions to the other nodes. Returns once the
+    /// change is accepted; the transfers proceed in the background (see `status`).
+    pub async fn leave(&self, node: &str) -> Result<(), Error> {
+        self.admin(Request::Leave {
+            node: node.to_string(),
+        })
+        .await
+    }
+
+    /// Takes a dead node out of the ring; its replicas are recreated from surviving copies.
+    pub async fn remove(&self, node: &str) -> Result<(), Error> {
+        self.admin(Request::Remove {
+            node: node.to_string(),
+        })
+        .await
+    }
+
+    async fn admin(&self, req: Request) -> Result<(), Error> {
+        let targets = self.all_targets().await;
+        match self.call(&targets, &req).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Starts an anti-entropy round on the first reachable node.
     pub async fn repair(&self) -> Result<(), Error> {
         let targets = self.all_targets().await;
@@ -647,6 +672,7 @@ fn into_result(resp: Response) -> Result<Response, Error> {
             ErrorKind::TooLarge => Error::TooLarge(e.message),
             ErrorKind::BadRequest => Error::BadRequest(e.message),
             ErrorKind::Overloaded => Error::Overloaded(e.message),
+            ErrorKind::Unavailable => Error::Unavailable(e.message),
             ErrorKind::Internal => Error::Server(e.message),
         }),
         other => Ok(other),

@@ -131,6 +131,10 @@ pub enum Request {
     Status,
     /// Start an anti-entropy round on the contacted node now.
     Repair,
+    /// Move a node's partitions to the others; it then reports itself `left`.
+    Leave { node: String },
+    /// Take a dead node out of the ring; its replicas are recreated from surviving copies.
+    Remove { node: String },
 }
 
 /// A node's answer to a [`Request`].
@@ -245,6 +249,20 @@ pub struct StatusInfo {
     pub nodes: Vec<NodeStatus>,
     #[serde(default)]
     pub convergence: Convergence,
+    /// Partition transfers of the current ring change not yet confirmed, cluster-wide as
+    /// far as the answering node knows.
+    #[serde(default)]
+    pub transfers_pending: u64,
+    #[serde(default)]
+    pub transfers: Vec<TransferStatus>,
+}
+
+/// A partition on its way to a new owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferStatus {
+    pub partition: u32,
+    /// The node receiving it.
+    pub node: String,
 }
 
 /// Why a request failed, as told by the node.
@@ -258,6 +276,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The node is shedding load.
     Overloaded,
+    /// The node can't serve this yet (e.g. it hasn't joined a cluster).
+    Unavailable,
     /// Something failed inside the node.
     Internal,
 }

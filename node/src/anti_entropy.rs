@@ -41,7 +41,10 @@ impl Node {
     /// The trees this node shares with each peer: for every N in use and every partition
     /// where both are among the first N.
     fn shared_trees(&self) -> BTreeMap<String, Vec<TreeId>> {
-        let ring = &self.inner.ring;
+        let state = self.cluster();
+        let Some(ring) = state.ring.as_ref() else {
+            return BTreeMap::new();
+        };
         let me = self.inner.cfg.id.as_str();
         let mut ns: Vec<usize> = self
             .inner
@@ -96,7 +99,7 @@ impl Node {
         }
     }
 
-    async fn exchange_with(&self, peer: &str, trees: &[TreeId]) -> Result<(), String> {
+    pub(crate) async fn exchange_with(&self, peer: &str, trees: &[TreeId]) -> Result<(), String> {
         let pause = self.inner.cfg.anti_entropy.pause;
         for chunk in trees.chunks(MAX_LISTING) {
             let roots = match self
@@ -372,7 +375,11 @@ impl Node {
     async fn try_purge(&self, skey: &[u8]) -> Result<(), String> {
         let dk = split_data_key(skey).ok_or("malformed key")?;
         let (bucket, key) = (dk.bucket.to_vec(), dk.key.to_vec());
-        let ring = &self.inner.ring;
+        let state = self.cluster();
+        let ring = state.ring.as_ref().ok_or("no ring")?;
+        if state.old_ring_for(dk.partition).is_some() {
+            return Err("partition is moving".into());
+        }
         let n = self.inner.cfg.n_for(&bucket).min(ring.members().len());
         let pref: Vec<String> = ring
             .preference_list(dk.partition, n)

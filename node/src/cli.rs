@@ -84,6 +84,26 @@ enum Command {
     },
     /// Start an anti-entropy round on the contacted node now.
     Repair,
+    /// Show the ring: partition → nodes and each node's share, or one key's preference list.
+    Ring {
+        /// Show this key's preference list.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value = "default")]
+        bucket: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a node's partitions to the others; the node then reports itself `left`.
+    Leave {
+        #[arg(value_name = "NODE_ID")]
+        node: String,
+    },
+    /// Take a dead node out of the ring; its replicas are recreated from surviving copies.
+    Remove {
+        #[arg(value_name = "NODE_ID")]
+        node: String,
+    },
     /// The cluster's nodes as the contacted node sees them.
     Status {
         #[arg(long)]
@@ -198,6 +218,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             client.delete_with(&bucket, &key, &opts).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ring { key, bucket, json } => {
+            let client = connect(cli.config.as_deref()).await?;
+            let info = client.refresh_ring().await?;
+            print_ring(&info, key.as_deref(), &bucket, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leave { node } => {
+            let client = connect(cli.config.as_deref()).await?;
+            client.leave(&node).await?;
+            println!(
+                "{node} is leaving; its partitions move in the background (see chorus status)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Remove { node } => {
+            let client = connect(cli.config.as_deref()).await?;
+            client.remove(&node).await?;
+            println!("{node} removed; its replicas are being recreated (see chorus status)");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Repair => {
             let client = connect(cli.config.as_deref()).await?;
             client.repair().await?;
@@ -249,11 +289,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         })
                     })
                     .collect();
+                let transfers: Vec<_> = st
+                    .transfers
+                    .iter()
+                    .map(|t| json!({"partition": t.partition, "node": t.node}))
+                    .collect();
                 let out = json!({
                     "node": st.node,
                     "ring_version": st.ring_version,
                     "partitions": st.partitions,
                     "nodes": nodes,
+                    "transfers_pending": st.transfers_pending,
+                    "transfers": transfers,
                     "read_repairs": c.read_repairs,
                     "hints_replayed": c.hints_replayed,
                     "hints_expired": c.hints_expired,
@@ -273,14 +320,42 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     st.node, st.ring_version, st.partitions
                 );
                 println!(
-                    "{:<12} {:<24} {:<6} {:>10}",
-                    "ID", "ADDRESS", "STATUS", "PARTITIONS"
+                    "{:<12} {:<24} {:<8} {:>10} {:>8}",
+                    "ID", "ADDRESS", "STATUS", "PARTITIONS", "HINTS"
                 );
                 for n in &st.nodes {
                     println!(
-                        "{:<12} {:<24} {:<6} {:>10}",
-                        n.id, n.address, n.status, n.partitions
+                        "{:<12} {:<24} {:<8} {:>10} {:>8}",
+                        n.id, n.address, n.status, n.partitions, n.hints_pending
                     );
+                }
+                if st.transfers_pending > 0 {
+                    println!("{} partition transfers pending", st.transfers_pending);
+                }
+                let c = &st.convergence;
+                let never = c
+                    .partitions
+                    .iter()
+                    .filter(|p| p.ms_since_clean.is_none())
+                    .count();
+                let worst = c.partitions.iter().filter_map(|p| p.ms_since_clean).max();
+                println!(
+                    "read repairs {}, hints replayed {}, anti-entropy rounds {} ({} keys repaired), tombstones purged {}",
+                    c.read_repairs,
+                    c.hints_replayed,
+                    c.anti_entropy_rounds,
+                    c.anti_entropy_keys_repaired,
+                    c.tombstones_purged
+                );
+                match (never, worst) {
+                    (0, Some(ms)) => println!(
+                        "every partition checked clean within the last {:.1} s",
+                        ms as f64 / 1000.0
+                    ),
+                    (0, None) => {}
+                    (n, _) => {
+                        println!("{n} partitions not yet checked clean since this node started")
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -369,6 +444,66 @@ fn print_get(res: &chorus_client::GetResult, json: bool) {
         );
     }
     eprintln!("context: {}", res.context);
+}
+
+fn print_ring(info: &chorus_client::proto::RingInfo, key: Option<&str>, bucket: &str, json: bool) {
+    let ring = &info.ring;
+    if let Some(key) = key {
+        let n = info.n_for(bucket.as_bytes());
+        let p = ring.partition_of(bucket.as_bytes(), key.as_bytes());
+        let pref = ring.preference_list(p, n);
+        let fallbacks = ring.fallbacks(p, n);
+        if json {
+            let out = json!({
+                "bucket": bucket,
+                "key": key,
+                "partition": p,
+                "n": n,
+                "preference_list": pref,
+                "fallbacks": fallbacks,
+                "ring_version": ring.version(),
+            });
+            println!("{out}");
+        } else {
+            println!("{bucket}/{key}: partition {p}, N={n}");
+            println!("preference list: {}", pref.join(", "));
+            println!("fallbacks: {}", fallbacks.join(", "));
+        }
+        return;
+    }
+    let n = info.default_n;
+    let shares = ring.shares(n);
+    if json {
+        let partitions: Vec<_> = (0..ring.partition_count())
+            .map(|p| json!({"partition": p, "nodes": ring.preference_list(p, n)}))
+            .collect();
+        let shares: serde_json::Map<String, serde_json::Value> = shares
+            .iter()
+            .map(|(id, c)| (id.clone(), json!(c)))
+            .collect();
+        let out = json!({
+            "version": ring.version(),
+            "partition_count": ring.partition_count(),
+            "n": n,
+            "shares": shares,
+            "partitions": partitions,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "ring version {}, {} partitions, N={n}",
+            ring.version(),
+            ring.partition_count()
+        );
+        let even =
+            ring.partition_count() as f64 * n.min(shares.len()) as f64 / shares.len().max(1) as f64;
+        for (id, c) in &shares {
+            println!(
+                "{id:<12} {c:>6} partitions ({:+.1} from even)",
+                *c as f64 - even
+            );
+        }
+    }
 }
 
 fn certs(what: CertsCommand) -> Result<()> {

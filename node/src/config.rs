@@ -58,6 +58,45 @@ pub struct NodeConfig {
     pub tombstones: Tombstones,
     #[serde(default)]
     pub admin: Admin,
+    #[serde(default)]
+    pub transfers: Transfers,
+    #[serde(default)]
+    pub gossip: Gossip,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transfers {
+    /// Keys per transfer message.
+    pub batch: usize,
+    /// Pause between two transfer messages (throttle).
+    #[serde(with = "duration")]
+    pub pause: Duration,
+}
+
+impl Default for Transfers {
+    fn default() -> Self {
+        Transfers {
+            batch: 512,
+            pause: Duration::from_millis(2),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gossip {
+    /// How often the cluster state is exchanged with a few peers.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for Gossip {
+    fn default() -> Self {
+        Gossip {
+            interval: Duration::from_millis(500),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -179,8 +218,14 @@ pub struct ClusterConfig {
     /// Replicas per key for buckets without their own setting.
     #[serde(default = "default_n")]
     pub n: usize,
-    /// Every member of the cluster, this node included.
+    /// The initial members of a new cluster, this node included. Every node of a cluster
+    /// created together lists the same ones; the first ring comes from them. Leave it
+    /// empty for a node that joins an existing cluster through `seeds`.
+    #[serde(default)]
     pub members: Vec<MemberConfig>,
+    /// Addresses (`host:port`) of nodes of an existing cluster to join through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<String>,
     /// Per-bucket settings, keyed by bucket name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub buckets: BTreeMap<String, BucketConfig>,
@@ -405,8 +450,11 @@ impl NodeConfig {
                 );
             }
         }
-        if c.members.is_empty() {
-            return err("cluster.members", "no members listed".into());
+        if c.members.is_empty() && c.seeds.is_empty() {
+            return err(
+                "cluster.members",
+                "list the members of a new cluster, or cluster.seeds to join one".into(),
+            );
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, m) in c.members.iter().enumerate() {
@@ -420,7 +468,7 @@ impl NodeConfig {
                 );
             }
         }
-        if !seen.contains(&self.id) {
+        if !c.members.is_empty() && !seen.contains(&self.id) {
             return err(
                 "cluster.members",
                 format!("this node ({}) is not among the members", self.id),
@@ -436,6 +484,7 @@ impl NodeConfig {
             ("storage.max_batch", self.storage.max_batch),
             ("hinted_handoff.batch", self.hinted_handoff.batch),
             ("anti_entropy.batch", self.anti_entropy.batch),
+            ("transfers.batch", self.transfers.batch),
         ] {
             if v == 0 {
                 return err(name, "must be greater than 0".into());
@@ -610,6 +659,15 @@ members = [{ id = "n1", address = "127.0.0.1:7000" }]
         let e = parse(&["id=N_1"]).unwrap_err().to_string();
         assert!(e.contains("id"), "{e}");
         let e = parse(&["id=n2"]).unwrap_err().to_string();
+        assert!(e.contains("cluster.members"), "{e}");
+        let c = parse(&[
+            "id=n2",
+            "cluster.members=[]",
+            "cluster.seeds=[\"127.0.0.1:7000\"]",
+        ])
+        .expect("a joining node needs only seeds");
+        assert_eq!(c.cluster.seeds.len(), 1);
+        let e = parse(&["cluster.members=[]"]).unwrap_err().to_string();
         assert!(e.contains("cluster.members"), "{e}");
         assert!(parse(&["nonsense"]).is_err());
     }

@@ -119,6 +119,71 @@ impl Quorum {
     }
 }
 
+/// A write during a ring transition must reach W in the old replica set and W in the new
+/// one (so neither the data's current holders nor its future ones can miss it). This tracks
+/// several sets fed the same answers: met when all are met, failed when any fails.
+#[derive(Clone, Debug)]
+pub struct Quorums {
+    sets: Vec<Quorum>,
+}
+
+impl Quorums {
+    pub fn new(sets: Vec<Quorum>) -> Quorums {
+        debug_assert!(!sets.is_empty());
+        Quorums { sets }
+    }
+
+    pub fn ok(&mut self, node: &str) -> Outcome {
+        for q in &mut self.sets {
+            q.ok(node);
+        }
+        self.outcome()
+    }
+
+    pub fn fail(&mut self, node: &str) -> Outcome {
+        for q in &mut self.sets {
+            q.fail(node);
+        }
+        self.outcome()
+    }
+
+    pub fn expire(&mut self) -> Outcome {
+        for q in &mut self.sets {
+            q.expire();
+        }
+        self.outcome()
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        let mut all_met = true;
+        for q in &self.sets {
+            match q.outcome() {
+                Outcome::Met => {}
+                failed @ Outcome::Failed { .. } => return failed,
+                Outcome::Pending => all_met = false,
+            }
+        }
+        if all_met {
+            Outcome::Met
+        } else {
+            Outcome::Pending
+        }
+    }
+
+    /// Replicas some set still waits for.
+    pub fn waiting_on(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for q in &self.sets {
+            for n in q.waiting_on() {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A read: collects versions from replicas and merges them.
 #[derive(Clone, Debug)]
 pub struct GetFsm {
@@ -243,6 +308,36 @@ mod tests {
         q.fail("a");
         q.fail("b");
         assert_eq!(q.ok("c"), Outcome::Met);
+    }
+
+    #[test]
+    fn a_transition_write_needs_both_sets() {
+        let old = Quorum::new(nodes(), 2);
+        let new = Quorum::new(vec!["a".into(), "b".into(), "d".into()], 2);
+        let mut q = Quorums::new(vec![old, new]);
+        assert_eq!(q.ok("c"), Outcome::Pending, "c only counts for the old set");
+        assert_eq!(
+            q.ok("a"),
+            Outcome::Pending,
+            "old set met, new set has 1 of 2"
+        );
+        assert_eq!(q.waiting_on(), vec!["b", "d"]);
+        assert_eq!(q.ok("d"), Outcome::Met);
+
+        let old = Quorum::new(nodes(), 2);
+        let new = Quorum::new(vec!["a".into(), "b".into(), "d".into()], 2);
+        let mut q = Quorums::new(vec![old, new]);
+        q.ok("a");
+        q.ok("c");
+        q.fail("b");
+        assert_eq!(
+            q.fail("d"),
+            Outcome::Failed {
+                needed: 2,
+                answered: 1
+            },
+            "the new set can't reach 2"
+        );
     }
 
     #[test]

@@ -7,16 +7,20 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use chorus_client::{Client, ClientConfig};
+use chorus_node::config::NodeConfig;
 use tokio::process::Command;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct DevArgs {
+    #[command(subcommand)]
+    cmd: Option<DevCommand>,
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     /// Folder that holds the cluster: CA, node folders, client.toml.
-    #[arg(long)]
-    dir: PathBuf,
+    #[arg(long, required = true)]
+    dir: Option<PathBuf>,
     /// UDP port of the first node; node K listens on BASE+K-1.
     #[arg(long, default_value_t = 7100)]
     base_port: u16,
@@ -25,20 +29,39 @@ pub struct DevArgs {
     set: Vec<String>,
 }
 
+#[derive(clap::Subcommand)]
+enum DevCommand {
+    /// Prepare the next node of the cluster in DIR and print its config path.
+    ///
+    /// After n1..nK comes nK+1, which joins through the existing nodes (its `cluster.seeds`)
+    /// and is added to DIR/client.toml. It is not started: run
+    /// `chorus server --config PATH`.
+    AddNode {
+        /// Folder that holds the cluster.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
 /// How long nodes get to become ready, and to stop after SIGTERM.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 pub async fn run(args: DevArgs) -> Result<ExitCode> {
+    if let Some(DevCommand::AddNode { dir }) = &args.cmd {
+        return add_node(dir);
+    }
+    // clap requires --dir unless a subcommand is given.
+    let Some(arg_dir) = &args.dir else {
+        bail!("--dir is required");
+    };
     if args.nodes == 0 || args.nodes > 64 {
         bail!("--nodes: {} is not from 1 to 64", args.nodes);
     }
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
-    let dir = args
-        .dir
+    std::fs::create_dir_all(arg_dir).with_context(|| format!("creating {}", arg_dir.display()))?;
+    let dir = arg_dir
         .canonicalize()
-        .with_context(|| format!("resolving {}", args.dir.display()))?;
+        .with_context(|| format!("resolving {}", arg_dir.display()))?;
     if dir.join("ca.key").exists() {
         check_existing(&dir, args.nodes)?;
         println!("reusing the cluster in {}", dir.display());
@@ -46,6 +69,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         chorus_node::layout::create(&dir, args.nodes, "127.0.0.1", args.base_port)?;
         println!("created a {}-node cluster in {}", args.nodes, dir.display());
     }
+    let addresses = started_addresses(&dir, args.nodes, &args.set)?;
     let exe = std::env::current_exe().context("locating the chorus binary")?;
     // Each child is awaited by its own task, which reports its exit here.
     let (exited_tx, mut exited) = tokio::sync::mpsc::unbounded_channel();
@@ -87,7 +111,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
 
     let client_toml = dir.join("client.toml");
     tokio::select! {
-        r = wait_ready(&client_toml, args.nodes) => {
+        r = wait_ready(&client_toml, &addresses) => {
             if let Err(e) = r {
                 stop_all(&dir, &mut live, &mut exited).await;
                 return Err(e);
@@ -170,11 +194,23 @@ fn signal(pid: u32, sig: i32) {
     }
 }
 
-/// Polls every node until each one reports every member up.
-async fn wait_ready(client_toml: &Path, nodes: usize) -> Result<()> {
+/// Each started node's id and the address it is reached at. Read from the configs rather
+/// than client.toml, which also lists nodes added later that this run may not start.
+fn started_addresses(dir: &Path, nodes: usize, set: &[String]) -> Result<Vec<(String, String)>> {
+    (1..=nodes)
+        .map(|k| {
+            let cfg = NodeConfig::load(&dir.join(format!("n{k}")).join("node.toml"), set)?;
+            Ok((cfg.id.clone(), cfg.advertised()))
+        })
+        .collect()
+}
+
+/// Polls every started node until each one reports every started node up. Nodes added with
+/// `add-node` may be listed too, up or down, without holding this back.
+async fn wait_ready(client_toml: &Path, nodes: &[(String, String)]) -> Result<()> {
     let base = ClientConfig::load(client_toml)?;
     let deadline = tokio::time::Instant::now() + READY_WITHIN;
-    for addr in base.addresses.clone() {
+    for (_, addr) in nodes {
         let mut cfg = base.clone();
         cfg.addresses = vec![addr.clone()];
         cfg.connect_timeout = Duration::from_millis(500);
@@ -182,7 +218,9 @@ async fn wait_ready(client_toml: &Path, nodes: usize) -> Result<()> {
         loop {
             let ready = match Client::connect(cfg.clone()).await {
                 Ok(c) => match c.status().await {
-                    Ok(st) => st.nodes.len() == nodes && st.nodes.iter().all(|n| n.status == "up"),
+                    Ok(st) => nodes
+                        .iter()
+                        .all(|(id, _)| st.nodes.iter().any(|n| n.id == *id && n.status == "up")),
                     Err(_) => false,
                 },
                 Err(_) => false,
@@ -197,6 +235,16 @@ async fn wait_ready(client_toml: &Path, nodes: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `chorus dev add-node`: writes the next node's files; starting it is left to the caller.
+fn add_node(dir: &Path) -> Result<ExitCode> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let path = chorus_node::layout::add_node(&dir)?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check_existing(dir: &Path, nodes: usize) -> Result<()> {

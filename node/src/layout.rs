@@ -8,15 +8,18 @@
 //! DIR/nK/data                     node K's data
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::certs::{Ca, CertError};
-use crate::config::{ClusterConfig, MemberConfig, NodeConfig, TlsConfig};
+use crate::config::{ClusterConfig, ConfigError, MemberConfig, NodeConfig, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error(transparent)]
     Cert(#[from] CertError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
     #[error("{0}")]
@@ -30,15 +33,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LayoutError + '_ {
     }
 }
 
-/// The admin (HTTP) port of node `nK`: 1000 above its QUIC port, when that fits.
-fn admin_port(base_port: u16, id: &str) -> String {
-    let k: usize = id.trim_start_matches('n').parse().unwrap_or(1);
-    let port = base_port as usize + 1000 + k - 1;
-    if port <= u16::MAX as usize {
-        port.to_string()
-    } else {
-        "0".to_string()
-    }
+/// A node's admin (HTTP) port: 1000 above its QUIC port, or any free port when that
+/// doesn't fit.
+fn admin_port(quic_port: u16) -> u16 {
+    quic_port.checked_add(1000).unwrap_or(0)
 }
 
 /// Creates a cluster of `nodes` nodes listening on `host`, ports `base_port` onwards.
@@ -65,7 +63,7 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
         let data = node_dir.join("data");
         std::fs::create_dir_all(&data).map_err(io(&data))?;
         ca.issue_node(&m.id, &node_dir, "node")?;
-        let listen = m
+        let listen: SocketAddr = m
             .address
             .parse()
             .map_err(|e| LayoutError::Invalid(format!("address {}: {e}", m.address)))?;
@@ -84,6 +82,7 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
                 partitions: chorus_ring::DEFAULT_PARTITIONS,
                 n: nodes.min(3),
                 members: members.clone(),
+                seeds: Vec::new(),
                 buckets: Default::default(),
             },
             storage: Default::default(),
@@ -94,10 +93,10 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
             hinted_handoff: Default::default(),
             anti_entropy: Default::default(),
             tombstones: Default::default(),
+            transfers: Default::default(),
+            gossip: Default::default(),
             admin: crate::config::Admin {
-                listen: format!("{host}:{}", admin_port(base_port, &m.id))
-                    .parse()
-                    .ok(),
+                listen: Some(SocketAddr::new(listen.ip(), admin_port(listen.port()))),
             },
         };
         let text = toml::to_string_pretty(&cfg)
@@ -127,4 +126,168 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
         .map_err(|e| LayoutError::Invalid(format!("client.toml: {e}")))?;
     std::fs::write(&path, text).map_err(io(&path))?;
     Ok(())
+}
+
+/// Prepares the next node of the cluster in `dir` (`nK+1` after `n1`..`nK`) to join it
+/// through the existing nodes: its folder, certificate and `node.toml`, and its address in
+/// `client.toml`. Cluster settings come from n1's config. Returns the new `node.toml`.
+pub fn add_node(dir: &Path) -> Result<PathBuf, LayoutError> {
+    if !dir.join("ca.key").is_file() {
+        return Err(LayoutError::Invalid(format!(
+            "{} holds no cluster (no ca.key); create one with `chorus dev`",
+            dir.display()
+        )));
+    }
+    // Every existing node's config, read as written (relative paths kept) so n1's serves as
+    // the template.
+    let mut existing: Vec<NodeConfig> = Vec::new();
+    loop {
+        let path = dir
+            .join(format!("n{}", existing.len() + 1))
+            .join("node.toml");
+        if !path.is_file() {
+            break;
+        }
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        existing.push(NodeConfig::parse(&text, &[], &path.display().to_string())?);
+    }
+    let Some(first) = existing.first() else {
+        return Err(LayoutError::Invalid(format!(
+            "{} holds no cluster (no n1/node.toml); create one with `chorus dev`",
+            dir.display()
+        )));
+    };
+    let k = existing.len() + 1;
+    let id = format!("n{k}");
+    let node_dir = dir.join(&id);
+    // A leftover folder may hold another node's data; don't adopt it.
+    if node_dir.exists() {
+        return Err(LayoutError::Invalid(format!(
+            "{} exists without a node.toml; remove it to add node {id}",
+            node_dir.display()
+        )));
+    }
+
+    let port = u16::try_from(first.listen.port() as usize + existing.len())
+        .ok()
+        .filter(|p| existing.iter().all(|c| c.listen.port() != *p))
+        .ok_or_else(|| {
+            LayoutError::Invalid(format!(
+                "no port for node {id}: {} + {} is taken or above 65535",
+                first.listen.port(),
+                existing.len()
+            ))
+        })?;
+    let listen = SocketAddr::new(first.listen.ip(), port);
+    let admin = SocketAddr::new(listen.ip(), admin_port(port));
+    if admin.port() != 0 && existing.iter().any(|c| c.admin.listen == Some(admin)) {
+        return Err(LayoutError::Invalid(format!(
+            "admin address {admin} for node {id} is already used by another node"
+        )));
+    }
+
+    let mut cfg = first.clone();
+    cfg.id = id.clone();
+    cfg.listen = listen;
+    cfg.advertise = None;
+    cfg.data_dir = PathBuf::from("data");
+    cfg.tls = TlsConfig {
+        ca: PathBuf::from("../ca.pem"),
+        cert: PathBuf::from("node.pem"),
+        key: PathBuf::from("node.key"),
+    };
+    cfg.admin.listen = Some(admin);
+    cfg.cluster.members = Vec::new();
+    // The addresses peers are reached at: `advertise` when set, else `listen`.
+    cfg.cluster.seeds = existing.iter().map(NodeConfig::advertised).collect();
+    let text = toml::to_string_pretty(&cfg)
+        .map_err(|e| LayoutError::Invalid(format!("node.toml: {e}")))?;
+    let path = node_dir.join("node.toml");
+    // Check what will be written before writing anything.
+    NodeConfig::parse(&text, &[], &path.display().to_string())?;
+
+    let client_path = dir.join("client.toml");
+    let client_text = std::fs::read_to_string(&client_path).map_err(io(&client_path))?;
+    let mut client: toml::Table = client_text
+        .parse()
+        .map_err(|e| LayoutError::Invalid(format!("{}: {e}", client_path.display())))?;
+    let address = toml::Value::String(listen.to_string());
+    match client
+        .entry("addresses")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+    {
+        toml::Value::Array(a) => {
+            if !a.contains(&address) {
+                a.push(address);
+            }
+        }
+        _ => {
+            return Err(LayoutError::Invalid(format!(
+                "{}: addresses is not a list",
+                client_path.display()
+            )))
+        }
+    }
+    let client_text = toml::to_string_pretty(&client)
+        .map_err(|e| LayoutError::Invalid(format!("client.toml: {e}")))?;
+
+    let ca = Ca::load(dir)?;
+    let data = node_dir.join("data");
+    std::fs::create_dir_all(&data).map_err(io(&data))?;
+    ca.issue_node(&id, &node_dir, "node")?;
+    std::fs::write(&path, text).map_err(io(&path))?;
+    std::fs::write(&client_path, client_text).map_err(io(&client_path))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_node_joins_through_the_existing_nodes() {
+        let dir = std::env::temp_dir().join(format!("chorus-layout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = add_node(&dir).unwrap_err().to_string();
+        assert!(e.contains("no cluster"), "{e}");
+        create(&dir, 3, "127.0.0.1", 7300).expect("create");
+
+        for (k, port) in [(4, 7303), (5, 7304)] {
+            let path = add_node(&dir).expect("add_node");
+            assert_eq!(path, dir.join(format!("n{k}/node.toml")));
+            let cfg = NodeConfig::load(&path, &[]).expect("the new config validates");
+            assert_eq!(cfg.id, format!("n{k}"));
+            assert_eq!(cfg.listen, format!("127.0.0.1:{port}").parse().unwrap());
+            assert_eq!(
+                cfg.admin.listen,
+                Some(format!("127.0.0.1:{}", port + 1000).parse().unwrap())
+            );
+            assert!(cfg.cluster.members.is_empty());
+            let seeds: Vec<String> = (7300..port).map(|p| format!("127.0.0.1:{p}")).collect();
+            assert_eq!(cfg.cluster.seeds, seeds);
+            assert_eq!(cfg.cluster.n, 3);
+            assert_eq!(cfg.data_dir, dir.join(format!("n{k}/data")));
+            assert!(cfg.data_dir.is_dir());
+            assert!(cfg.tls.cert.is_file() && cfg.tls.key.is_file());
+            assert_eq!(cfg.tls.ca, dir.join(format!("n{k}/../ca.pem")));
+
+            let client: toml::Table = std::fs::read_to_string(dir.join("client.toml"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            let addresses = client["addresses"].as_array().expect("addresses");
+            assert_eq!(addresses.len(), k);
+            assert_eq!(
+                addresses[k - 1].as_str(),
+                Some(&*format!("127.0.0.1:{port}"))
+            );
+            assert_eq!(client["cert"].as_str(), Some("client.pem"));
+        }
+
+        // A leftover folder for the next id is not adopted.
+        std::fs::create_dir_all(dir.join("n6")).unwrap();
+        let e = add_node(&dir).unwrap_err().to_string();
+        assert!(e.contains("n6"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

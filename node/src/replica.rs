@@ -51,10 +51,17 @@ pub enum Change {
     Purge(Hash),
 }
 
-struct Job {
-    key: Vec<u8>,
-    change: Change,
-    reply: oneshot::Sender<Result<Object, ReplicaError>>,
+enum Job {
+    Mutate {
+        key: Vec<u8>,
+        change: Change,
+        reply: oneshot::Sender<Result<Object, ReplicaError>>,
+    },
+    /// Delete every key of a partition, with its trees and tombstone index.
+    Drop {
+        partition: u32,
+        reply: oneshot::Sender<Result<u64, ReplicaError>>,
+    },
 }
 
 /// Identifies one anti-entropy tree: a partition and the N of the buckets it covers, since
@@ -208,7 +215,17 @@ impl Replica {
     pub async fn apply(&self, key: Vec<u8>, change: Change) -> Result<Object, ReplicaError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job { key, change, reply })
+            .send(Job::Mutate { key, change, reply })
+            .await
+            .map_err(|_| ReplicaError::Closed)?;
+        rx.await.map_err(|_| ReplicaError::Closed)?
+    }
+
+    /// Deletes a partition this node no longer replicates; returns the keys removed.
+    pub async fn drop_partition(&self, partition: u32) -> Result<u64, ReplicaError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Drop { partition, reply })
             .await
             .map_err(|_| ReplicaError::Closed)?;
         rx.await.map_err(|_| ReplicaError::Closed)?
@@ -453,42 +470,96 @@ struct Effect {
 
 impl Writer {
     fn run(self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut jobs = vec![first];
-            while jobs.len() < self.max_batch {
+        let mut carry = None;
+        while let Some(first) = carry.take().or_else(|| rx.blocking_recv()) {
+            let mut jobs = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Mutate { key, change, reply } => jobs.push((key, change, reply)),
+                    Job::Drop { partition, reply } => {
+                        // Mutations queued before the drop land first.
+                        self.commit(std::mem::take(&mut jobs));
+                        let _ = reply.send(self.drop_partition(partition));
+                        break;
+                    }
+                }
+                if jobs.len() >= self.max_batch {
+                    break;
+                }
                 match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
+                    Ok(j) => next = Some(j),
                     Err(_) => break,
                 }
             }
-            self.commit(jobs);
+            if let Some(j) = next {
+                carry = Some(j);
+            }
+            if !jobs.is_empty() {
+                self.commit(jobs);
+            }
         }
+    }
+
+    fn drop_partition(&self, partition: u32) -> Result<u64, ReplicaError> {
+        let mut removed = 0u64;
+        let prefix = partition.to_be_bytes().to_vec();
+        let end = match partition.checked_add(1) {
+            Some(n) => n.to_be_bytes().to_vec(),
+            None => vec![0xff; 5],
+        };
+        for table in [Table::Data, Table::Aae, Table::Tombstones] {
+            loop {
+                let page = self.storage.scan(table, &prefix, &end, 4096)?;
+                if page.is_empty() {
+                    break;
+                }
+                if table == Table::Data {
+                    removed += page.len() as u64;
+                }
+                self.storage.write(
+                    page.into_iter()
+                        .map(|(k, _)| Op::Delete(table, k))
+                        .collect(),
+                )?;
+            }
+        }
+        self.trees.lock().retain(|(p, _), _| *p != partition);
+        Ok(removed)
     }
 
     /// Applies a group of jobs in order and writes them in one batch. A key touched twice in
     /// the group sees its own earlier result, not the stale stored value.
-    fn commit(&self, jobs: Vec<Job>) {
+    #[allow(clippy::type_complexity)]
+    fn commit(
+        &self,
+        jobs: Vec<(
+            Vec<u8>,
+            Change,
+            oneshot::Sender<Result<Object, ReplicaError>>,
+        )>,
+    ) {
         let mut pending: HashMap<Vec<u8>, Option<Object>> = HashMap::new();
         let mut results = Vec::with_capacity(jobs.len());
         let mut effects = Vec::new();
-        for job in jobs {
-            let current = match pending.get(&job.key) {
+        for (key, change, reply) in jobs {
+            let current = match pending.get(&key) {
                 Some(o) => Ok(o.clone()),
-                None => read_object(&*self.storage, &job.key),
+                None => read_object(&*self.storage, &key),
             };
-            match current.and_then(|cur| self.apply(cur.clone(), job.change).map(|r| (cur, r))) {
+            match current.and_then(|cur| self.apply(cur.clone(), change).map(|r| (cur, r))) {
                 Ok((old, (new, changed))) => {
                     if changed {
-                        pending.insert(job.key.clone(), new.clone());
+                        pending.insert(key.clone(), new.clone());
                         effects.push(Effect {
-                            key: job.key,
+                            key,
                             old,
                             new: new.clone(),
                         });
                     }
-                    results.push((job.reply, Ok(new.unwrap_or_default())));
+                    results.push((reply, Ok(new.unwrap_or_default())));
                 }
-                Err(e) => results.push((job.reply, Err(e))),
+                Err(e) => results.push((reply, Err(e))),
             }
         }
         let (ops, undo) = self.ops_for(&effects);

@@ -63,6 +63,15 @@ pub enum PeerRequest {
     SegmentKeys { tree: TreeRef, segments: Vec<u16> },
     /// The stored versions of several keys.
     ReadMany(Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>),
+    /// Membership gossip: the sender's cluster state; the answer is the receiver's, merged.
+    Gossip(Box<crate::membership::ClusterState>),
+    /// Partition transfer: up to `limit` keys of a partition after the data key `after`.
+    PartitionScan {
+        partition: u32,
+        #[serde(with = "serde_bytes")]
+        after: Vec<u8>,
+        limit: u32,
+    },
     /// Remove a tombstone that every replica holds, if it is still this exact version.
     Purge {
         #[serde(with = "serde_bytes")]
@@ -92,6 +101,13 @@ pub enum PeerResponse {
     /// Per branch, its leaves concatenated.
     Leaves(Vec<(u16, serde_bytes::ByteBuf)>),
     Keys(Vec<KeyDigest>),
+    Gossip(Box<crate::membership::ClusterState>),
+    /// A page of a partition; `next` is the cursor to continue from, `None` at the end.
+    Items {
+        items: Vec<Item>,
+        #[serde(with = "serde_bytes")]
+        next: Option<Vec<u8>>,
+    },
     Error(String),
 }
 

@@ -8,17 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_client::proto::{
-    ErrorKind, ErrorReply, Level, NodeStatus, Request, Response, RingInfo, StatusInfo, ValueReply,
+    ErrorKind, ErrorReply, Level, NodeStatus, Request, Response, RingInfo, StatusInfo,
+    TransferStatus, ValueReply,
 };
 use chorus_client::wire::{self, WireError};
-use chorus_ring::{Member, Ring};
+use chorus_ring::Ring;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::config::{Engine, NodeConfig};
-use crate::coordinator::{GetFsm, Outcome, Quorum};
+use crate::coordinator::{GetFsm, Outcome, Quorum, Quorums};
 use crate::hints::{now_ms, Hint, Hints};
-use crate::membership::Membership;
+use crate::membership::{ClusterState, MemberState, Membership};
 use crate::replica::{Change, Replica, ReplicaError, ReplicaOptions};
 use crate::rpc::{Item, PeerRequest, PeerResponse};
 use crate::stats::Stats;
@@ -48,8 +49,8 @@ pub struct Node {
 
 pub(crate) struct Inner {
     pub(crate) cfg: NodeConfig,
-    pub(crate) ring: Ring,
     pub(crate) replica: Replica,
+    pub(crate) storage: Arc<dyn Storage>,
     pub(crate) transport: Transport,
     pub(crate) members: Membership,
     pub(crate) hints: Arc<Hints>,
@@ -83,18 +84,9 @@ impl Node {
             .await
             .map_err(|_| ReplicaError::Closed)??
         };
-        let members: Vec<Member> = cfg
-            .cluster
-            .members
-            .iter()
-            .map(|m| Member {
-                id: m.id.clone(),
-                zone: m.zone.clone(),
-            })
-            .collect();
-        let ring = Ring::new(cfg.cluster.partitions, cfg.max_n(), members)?;
+        let state = crate::gossip::initial_state(&cfg, &*storage).await?;
         let transport = Transport::bind(&cfg)?;
-        let membership = Membership::new(&cfg.id, &cfg.cluster.members);
+        let membership = Membership::new(&cfg.id, state);
         if let Some(addr) = cfg.admin.listen {
             metrics_exporter_prometheus::PrometheusBuilder::new()
                 .with_http_listener(addr)
@@ -105,8 +97,8 @@ impl Node {
             inner: Arc::new(Inner {
                 inflight: Semaphore::new(cfg.limits.max_inflight_requests),
                 cfg,
-                ring,
                 replica,
+                storage,
                 transport,
                 members: membership,
                 hints: Arc::new(hints),
@@ -127,9 +119,8 @@ impl Node {
             "serving"
         );
         tokio::spawn(node.clone().accept_loop());
-        for peer in node.inner.members.peers() {
-            tokio::spawn(node.clone().probe_loop(peer));
-        }
+        tokio::spawn(node.clone().gossip_loop());
+        tokio::spawn(node.clone().transfer_loop());
         if cfg.hinted_handoff.enabled {
             tokio::spawn(node.clone().handoff_loop());
         }
@@ -298,7 +289,12 @@ impl Node {
                 self.write(write, forwarded).await
             }
             Request::GetReplica { bucket, key, node } => self.get_replica(bucket, key, node).await,
-            Request::Ring => Response::Ring(self.ring_info()),
+            Request::Ring => match self.ring_info() {
+                Some(info) => Response::Ring(info),
+                None => Response::error(ErrorKind::Unavailable, NOT_JOINED),
+            },
+            Request::Leave { node } => self.change_member(&node, MemberState::Leaving),
+            Request::Remove { node } => self.change_member(&node, MemberState::Left),
             Request::Status => Response::Status(self.status()),
             Request::Repair => {
                 if self.inner.cfg.anti_entropy.enabled {
@@ -347,8 +343,14 @@ impl Node {
             }
             PeerRequest::Replicate(item) => self.merge_items(vec![item]).await,
             PeerRequest::MergeMany(items) => self.merge_items(items).await,
+            PeerRequest::Gossip(theirs) => self.receive_gossip(*theirs).await,
+            PeerRequest::PartitionScan {
+                partition,
+                after,
+                limit,
+            } => self.partition_scan(partition, after, limit).await,
             PeerRequest::StoreHint { target, item } => {
-                if !self.inner.ring.contains(&target) {
+                if !self.inner.members.state().members.contains_key(&target) {
                     return PeerResponse::Error(format!("hint for unknown node {target:?}"));
                 }
                 if let Err(e) = self.check_key(&item.bucket, &item.key) {
@@ -427,7 +429,17 @@ impl Node {
     }
 
     pub(crate) fn storage_key(&self, bucket: &[u8], key: &[u8]) -> Vec<u8> {
-        data_key(self.inner.ring.partition_of(bucket, key), bucket, key)
+        data_key(self.partition_of(bucket, key), bucket, key)
+    }
+
+    /// A key's partition: fixed for the cluster's life, whatever the ring.
+    pub(crate) fn partition_of(&self, bucket: &[u8], key: &[u8]) -> u32 {
+        chorus_ring::partition_for(self.inner.cfg.cluster.partitions, bucket, key)
+    }
+
+    /// The current cluster state.
+    pub(crate) fn cluster(&self) -> Arc<ClusterState> {
+        self.inner.members.state()
     }
 
     pub(crate) fn check_key(&self, bucket: &[u8], key: &[u8]) -> Result<(), ErrorReply> {
@@ -473,24 +485,48 @@ impl Node {
     }
 
     /// The key's partition, N and preference list, and the level resolved against N.
+    /// While the partition moves to new owners, `pref` is the old replica set (which holds
+    /// all of its data) and `also` the new one.
     fn plan(&self, bucket: &[u8], key: &[u8], level: Level) -> Result<Plan, ErrorReply> {
         self.check_key(bucket, key)?;
-        let ring = &self.inner.ring;
+        let state = self.cluster();
+        let ring = state
+            .ring
+            .as_ref()
+            .ok_or_else(|| reject(ErrorKind::Unavailable, NOT_JOINED))?;
         let n = self.inner.cfg.n_for(bucket).min(ring.members().len());
         let needed = level
             .resolve(n)
             .map_err(|e| reject(ErrorKind::BadRequest, e.to_string()))?;
-        let partition = ring.partition_of(bucket, key);
-        let pref = ring
-            .preference_list(partition, n)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let partition = self.partition_of(bucket, key);
+        let list = |r: &Ring, n: usize| -> Vec<String> {
+            r.preference_list(partition, n)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
+        let new = list(ring, n);
+        let (pref, also) = match state.old_ring_for(partition) {
+            Some(old) => {
+                let old_pref = list(old, n.min(old.members().len()));
+                if old_pref == new || needed > old_pref.len() {
+                    (new, None)
+                } else {
+                    (old_pref, Some(new))
+                }
+            }
+            None => (new, None),
+        };
         Ok(Plan {
             partition,
-            n,
             pref,
+            also,
             needed,
+            fallbacks: ring
+                .fallbacks(partition, n)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
         })
     }
 
@@ -644,7 +680,7 @@ impl Node {
         if let Err(e) = self.check_key(&bucket, &key) {
             return Response::Error(e);
         }
-        if !self.inner.ring.contains(&node) {
+        if !self.inner.members.state().members.contains_key(&node) {
             return Response::error(ErrorKind::BadRequest, format!("unknown node {node:?}"));
         }
         let obj = if node == self.inner.cfg.id {
@@ -731,22 +767,30 @@ impl Node {
             key: w.key,
             object: obj.encode(),
         };
-        let mut q = Quorum::new(plan.pref.clone(), plan.needed);
+        let mut sets = vec![Quorum::new(plan.pref.clone(), plan.needed)];
+        let mut targets = plan.pref.clone();
+        if let Some(also) = &plan.also {
+            sets.push(Quorum::new(also.clone(), plan.needed));
+            for n in also {
+                if !targets.contains(n) {
+                    targets.push(n.clone());
+                }
+            }
+        }
+        let mut q = Quorums::new(sets);
         q.ok(&me);
         let deadline = self.inner.cfg.timeouts.request;
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
         // Fallbacks (the next distinct nodes on the ring) stand in for down replicas.
-        let mut fallbacks = self
-            .inner
-            .ring
-            .fallbacks(plan.partition, plan.n)
-            .into_iter()
-            .filter(|f| self.inner.members.is_up(f))
-            .map(str::to_string)
+        let mut fallbacks = plan
+            .fallbacks
+            .iter()
+            .filter(|f| self.inner.members.is_up(f) && !targets.contains(f))
+            .cloned()
             .collect::<Vec<_>>()
             .into_iter();
         let mut via = HashMap::new();
-        for node in plan.pref.into_iter().filter(|n| *n != me) {
+        for node in targets.into_iter().filter(|n| *n != me) {
             let stand_in = if self.inner.members.is_up(&node) {
                 None
             } else if w.sloppy {
@@ -801,7 +845,7 @@ impl Node {
             });
         }
         drop(tx);
-        let step = |q: &mut Quorum, ev: Event<Result<(), String>>| match ev {
+        let step = |q: &mut Quorums, ev: Event<Result<(), String>>| match ev {
             Event::Answer(node, Ok(())) => q.ok(&node),
             Event::Answer(node, Err(_)) | Event::Down(node) => q.fail(&node),
             Event::Expired => q.expire(),
@@ -930,7 +974,7 @@ impl Node {
     }
 
     /// Pings one peer forever, feeding the failure detector.
-    async fn probe_loop(self, peer: String) {
+    pub(crate) async fn probe_loop(self, peer: String) {
         let fd = self.inner.cfg.failure_detector.clone();
         let timeout = fd
             .interval
@@ -964,25 +1008,29 @@ impl Node {
         }
     }
 
-    fn ring_info(&self) -> RingInfo {
+    fn ring_info(&self) -> Option<RingInfo> {
         let cfg = &self.inner.cfg;
         let view = self.inner.members.view();
-        RingInfo {
+        let ring = self.cluster().ring.clone()?;
+        Some(RingInfo {
             down: view
                 .iter()
                 .filter(|m| !m.up)
                 .map(|m| m.id.clone())
                 .collect(),
-            ring: self.inner.ring.clone(),
+            ring,
             addresses: view.into_iter().map(|m| (m.id, m.address)).collect(),
             default_n: cfg.cluster.n,
             bucket_n: cfg.cluster.buckets_n(),
-        }
+        })
     }
 
     /// Partitions this node replicates (for the default N), with the other replicas.
     pub(crate) fn shared_partitions(&self) -> Vec<(u32, Vec<String>)> {
-        let ring = &self.inner.ring;
+        let state = self.cluster();
+        let Some(ring) = state.ring.as_ref() else {
+            return Vec::new();
+        };
         let me = &self.inner.cfg.id;
         let n = self.inner.cfg.cluster.n;
         ring.partitions_of(me, n)
@@ -1000,13 +1048,23 @@ impl Node {
     }
 
     fn status(&self) -> StatusInfo {
-        let ring = &self.inner.ring;
-        let shares = ring.shares(self.inner.cfg.cluster.n);
+        let state = self.cluster();
+        let shares = state
+            .ring
+            .as_ref()
+            .map(|r| r.shares(self.inner.cfg.cluster.n))
+            .unwrap_or_default();
         let hints = self.inner.hints.pending();
+        let pending = state.pending();
         StatusInfo {
             node: self.inner.cfg.id.clone(),
-            ring_version: ring.version(),
-            partitions: ring.partition_count(),
+            ring_version: state.ring.as_ref().map(|r| r.version()).unwrap_or(0),
+            partitions: self.inner.cfg.cluster.partitions,
+            transfers_pending: pending.len() as u64,
+            transfers: pending
+                .into_iter()
+                .map(|(partition, node)| TransferStatus { partition, node })
+                .collect(),
             nodes: self
                 .inner
                 .members
@@ -1018,7 +1076,7 @@ impl Node {
                         .find(|(id, _)| *id == m.id)
                         .map(|(_, c)| *c)
                         .unwrap_or(0),
-                    status: if m.up { "up" } else { "down" }.to_string(),
+                    status: m.status().to_string(),
                     hints_pending: hints.get(&m.id).copied().unwrap_or(0),
                     id: m.id,
                     address: m.address,
@@ -1054,10 +1112,15 @@ async fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StorageError
 /// Where a key lives and what a request needs.
 struct Plan {
     partition: u32,
-    n: usize,
+    /// The replicas that coordinate and answer reads.
     pref: Vec<String>,
+    /// During a transition, the new replica set, which writes must also reach.
+    also: Option<Vec<String>>,
     needed: usize,
+    fallbacks: Vec<String>,
 }
+
+const NOT_JOINED: &str = "this node has not joined a cluster yet (no ring); check cluster.seeds";
 
 /// A put or delete, as the coordinator sees it.
 struct Write {
@@ -1138,9 +1201,9 @@ trait WaitingOn {
     fn waiting_on(&self) -> Vec<String>;
 }
 
-impl WaitingOn for Quorum {
+impl WaitingOn for Quorums {
     fn waiting_on(&self) -> Vec<String> {
-        Quorum::waiting_on(self)
+        Quorums::waiting_on(self)
             .into_iter()
             .map(str::to_string)
             .collect()
@@ -1184,6 +1247,8 @@ fn op_name(req: &Request) -> &'static str {
         Request::Ring => "ring",
         Request::Status => "status",
         Request::Repair => "repair",
+        Request::Leave { .. } => "leave",
+        Request::Remove { .. } => "remove",
     }
 }
 

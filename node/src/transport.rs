@@ -185,6 +185,48 @@ impl Transport {
         }
     }
 
+    /// Sends one request to a seed known only by address: the peer is checked to be a node
+    /// of the cluster, not a particular one.
+    pub async fn call_seed(
+        &self,
+        addr: &str,
+        req: &PeerRequest,
+        deadline: Duration,
+    ) -> Result<PeerResponse, TransportError> {
+        let key = format!("seed {addr}");
+        let exchange = async {
+            let conn = self.connect_as(&key, addr, tls::NODE_NAME).await?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| {
+                self.evict_if(&key, &conn);
+                TransportError::Stream {
+                    peer: addr.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let frame = wire::encode(req, 0)?;
+            send.write_all(&frame)
+                .await
+                .map_err(|e| TransportError::Stream {
+                    peer: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
+            let _ = send.finish();
+            let (resp, _): (PeerResponse, u64) =
+                wire::read_frame(&mut recv, self.max_frame).await?;
+            Ok(resp)
+        };
+        match tokio::time::timeout(deadline, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.evict(&key);
+                Err(TransportError::Timeout {
+                    peer: addr.to_string(),
+                    after: deadline,
+                })
+            }
+        }
+    }
+
     /// Drops the cached connection to a peer, e.g. after it stopped answering: a restarted
     /// peer can't revive the old connection, so the next call dials afresh.
     pub fn evict(&self, peer: &str) {
@@ -205,6 +247,17 @@ impl Transport {
         peer: &str,
         addr: &str,
     ) -> Result<quinn::Connection, TransportError> {
+        self.connect_as(peer, addr, &tls::node_name(peer)).await
+    }
+
+    /// The cached connection under `key`, or a new one to `addr` that must present a
+    /// certificate for `server_name`.
+    async fn connect_as(
+        &self,
+        peer: &str,
+        addr: &str,
+        server_name: &str,
+    ) -> Result<quinn::Connection, TransportError> {
         if let Some(c) = lock(&self.conns).get(peer) {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
@@ -224,7 +277,7 @@ impl Transport {
         };
         let connecting = self
             .endpoint
-            .connect_with(self.peer_config.clone(), sock, &tls::node_name(peer))
+            .connect_with(self.peer_config.clone(), sock, server_name)
             .map_err(|e| connect_err(e.to_string()))?;
         let conn = tokio::time::timeout(self.connect_timeout, connecting)
             .await

@@ -1,0 +1,257 @@
+//! Membership gossip: every node periodically swaps its cluster state with a few peers and
+//! merges what comes back; the claimant turns member changes into ring changes. Also the
+//! start-up state of a node and the `leave`/`remove` requests.
+
+use std::collections::HashSet;
+
+use chorus_client::proto::{ErrorKind, Response};
+use chorus_ring::{Member, Ring};
+
+use crate::config::NodeConfig;
+use crate::membership::{ClusterState, MemberInfo, MemberState};
+use crate::rpc::{PeerRequest, PeerResponse};
+use crate::server::{Node, ServerError};
+use crate::storage::{Op, Storage, StorageError, Table};
+
+const META_STATE: &[u8] = b"cluster-state";
+
+/// The state a node starts with: what it persisted, else the initial members of its
+/// config (the first ring), else just itself, joining through its seeds. Its own entry is
+/// brought up to date: a new address bumps its incarnation so the change wins everywhere.
+pub(crate) async fn initial_state(
+    cfg: &NodeConfig,
+    storage: &dyn Storage,
+) -> Result<ClusterState, ServerError> {
+    let stored = storage.get(Table::Meta, META_STATE)?;
+    let mut state = match stored.as_deref().map(ClusterState::decode) {
+        Some(Some(s)) => s,
+        Some(None) => {
+            return Err(ServerError::Storage(StorageError::Read(
+                "stored cluster state is unreadable".into(),
+            )))
+        }
+        None if !cfg.cluster.members.is_empty() => {
+            let members: Vec<MemberInfo> = cfg
+                .cluster
+                .members
+                .iter()
+                .map(|m| MemberInfo {
+                    id: m.id.clone(),
+                    address: m.address.clone(),
+                    zone: m.zone.clone(),
+                    state: MemberState::Up,
+                    incarnation: 0,
+                })
+                .collect();
+            let ring = Ring::new(
+                cfg.cluster.partitions,
+                cfg.max_n(),
+                members
+                    .iter()
+                    .map(|m| Member {
+                        id: m.id.clone(),
+                        zone: m.zone.clone(),
+                    })
+                    .collect(),
+            )?;
+            ClusterState {
+                members: members.into_iter().map(|m| (m.id.clone(), m)).collect(),
+                ring: Some(ring),
+                ..Default::default()
+            }
+        }
+        None => ClusterState::default(),
+    };
+    if let Some(ring) = &state.ring {
+        if ring.partition_count() != cfg.cluster.partitions {
+            return Err(ServerError::Admin(format!(
+                "cluster.partitions is {} but this node's ring has {}; the partition count is fixed when a cluster is created",
+                cfg.cluster.partitions,
+                ring.partition_count()
+            )));
+        }
+    }
+    let address = cfg.advertised();
+    match state.members.get_mut(&cfg.id) {
+        Some(me) => {
+            if me.address != address || me.zone != cfg.zone {
+                me.address = address;
+                me.zone = cfg.zone.clone();
+                me.incarnation += 1;
+            }
+        }
+        None => {
+            state.members.insert(
+                cfg.id.clone(),
+                MemberInfo {
+                    id: cfg.id.clone(),
+                    address,
+                    zone: cfg.zone.clone(),
+                    state: MemberState::Joining,
+                    incarnation: 1,
+                },
+            );
+        }
+    }
+    storage.write(vec![Op::Put(
+        Table::Meta,
+        META_STATE.to_vec(),
+        state.encode(),
+    )])?;
+    Ok(state)
+}
+
+/// A small xorshift for picking gossip partners; no need for cryptographic randomness.
+fn next_random(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+impl Node {
+    pub(crate) async fn gossip_loop(self) {
+        let interval = self.inner.cfg.gossip.interval;
+        let mut seed = crate::hints::now_ms() | 1;
+        let mut probed: HashSet<String> = HashSet::new();
+        loop {
+            for peer in self.inner.members.peers() {
+                if probed.insert(peer.clone()) {
+                    tokio::spawn(self.clone().probe_loop(peer));
+                }
+            }
+            let mut peers = self.inner.members.peers();
+            // Live peers first; a few at random each round spreads changes in O(log n) rounds.
+            peers.sort_by_key(|p| (!self.inner.members.is_up(p), next_random(&mut seed)));
+            let partners: Vec<String> = peers.into_iter().take(3).collect();
+            let knows_a_ring = self.cluster().ring.is_some();
+            for p in &partners {
+                self.gossip_with(p).await;
+            }
+            if !knows_a_ring || partners.is_empty() {
+                for s in self.inner.cfg.cluster.seeds.clone() {
+                    self.gossip_with_seed(&s).await;
+                }
+            }
+            self.plan_if_claimant().await;
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    async fn gossip_with(&self, peer: &str) {
+        let req = PeerRequest::Gossip(Box::new((*self.cluster()).clone()));
+        let deadline = self.inner.cfg.timeouts.request;
+        if let Ok(PeerResponse::Gossip(theirs)) = self.call_peer(peer, &req, deadline).await {
+            self.merge_state(&theirs).await;
+        }
+    }
+
+    async fn gossip_with_seed(&self, addr: &str) {
+        let req = PeerRequest::Gossip(Box::new((*self.cluster()).clone()));
+        let deadline = self.inner.cfg.timeouts.request;
+        match self.inner.transport.call_seed(addr, &req, deadline).await {
+            Ok(PeerResponse::Gossip(theirs)) => self.merge_state(&theirs).await,
+            Ok(other) => tracing::debug!(seed = addr, ?other, "seed refused gossip"),
+            Err(e) => tracing::debug!(seed = addr, error = %e, "seed unreachable"),
+        }
+    }
+
+    pub(crate) async fn receive_gossip(&self, theirs: ClusterState) -> PeerResponse {
+        if let Some(r) = &theirs.ring {
+            if r.partition_count() != self.inner.cfg.cluster.partitions {
+                return PeerResponse::Error(format!(
+                    "ring with {} partitions; this cluster has {}",
+                    r.partition_count(),
+                    self.inner.cfg.cluster.partitions
+                ));
+            }
+        }
+        self.merge_state(&theirs).await;
+        PeerResponse::Gossip(Box::new((*self.cluster()).clone()))
+    }
+
+    async fn merge_state(&self, theirs: &ClusterState) {
+        if theirs
+            .ring
+            .as_ref()
+            .is_some_and(|r| r.partition_count() != self.inner.cfg.cluster.partitions)
+        {
+            return;
+        }
+        let before = self.cluster().ring.as_ref().map(|r| r.version());
+        if self.inner.members.update(|s| s.merge(theirs)) {
+            let after = self.cluster().ring.as_ref().map(|r| r.version());
+            if before != after {
+                tracing::info!(from = ?before, to = ?after, "adopted a new ring");
+            }
+            self.persist_state().await;
+        }
+    }
+
+    /// Persists the cluster state, so a restart resumes where the cluster was.
+    pub(crate) async fn persist_state(&self) {
+        let bytes = self.cluster().encode();
+        let storage = self.inner.storage.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            storage.write(vec![Op::Put(Table::Meta, META_STATE.to_vec(), bytes)])
+        })
+        .await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::error!("could not persist the cluster state");
+        }
+    }
+
+    /// The claimant applies the planner's next step, if one is due.
+    async fn plan_if_claimant(&self) {
+        let state = self.cluster();
+        let me = &self.inner.cfg.id;
+        if state.claimant(|id| self.inner.members.is_up(id)).as_deref() != Some(me.as_str()) {
+            return;
+        }
+        match state.plan() {
+            Ok(Some(next)) => {
+                let v = next.ring.as_ref().map(|r| r.version());
+                let pending = next.pending().len();
+                self.inner.members.update(|s| {
+                    *s = next;
+                    true
+                });
+                tracing::info!(ring = ?v, transfers = pending, "planned a cluster change");
+                self.persist_state().await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "could not plan a ring change"),
+        }
+    }
+
+    /// `leave` (Leaving) and `remove` (Left): accepted here, spread by gossip, carried out
+    /// by the claimant.
+    pub(crate) fn change_member(&self, node: &str, to: MemberState) -> Response {
+        let state = self.cluster();
+        let Some(m) = state.members.get(node) else {
+            return Response::error(ErrorKind::BadRequest, format!("unknown node {node:?}"));
+        };
+        if m.state >= to {
+            return Response::Ok;
+        }
+        if to == MemberState::Leaving && state.active().len() <= 1 {
+            return Response::error(
+                ErrorKind::BadRequest,
+                "the last member can't leave: nowhere to move its data",
+            );
+        }
+        self.inner
+            .members
+            .update(|s| match s.members.get_mut(node) {
+                Some(m) if m.state < to => {
+                    m.state = to;
+                    true
+                }
+                _ => false,
+            });
+        tracing::info!(node, state = to.name(), "membership change accepted");
+        let this = self.clone();
+        tokio::spawn(async move { this.persist_state().await });
+        Response::Ok
+    }
+}

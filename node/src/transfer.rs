@@ -1,0 +1,257 @@
+//! Partition transfers after a ring change. Each node that gains a partition pulls it, page
+//! by page, from a node of the old replica set, merging every page as one write batch; the
+//! cursor is persisted after each page, so a restart of either side resumes rather than
+//! starts over. It then compares trees with the other old replicas (anti-entropy) to pick up
+//! anything the source lacked, and confirms the transfer in the gossiped state. A node that
+//! no longer replicates a partition drops it only after the transition is over (every
+//! gainer confirmed) and a last tree exchange with the current replicas succeeded.
+
+use std::time::Duration;
+
+use crate::replica::TreeId;
+use crate::rpc::{Item, PeerRequest, PeerResponse};
+use crate::server::Node;
+use crate::storage::{Op, Table};
+use crate::transport::Priority;
+
+/// Largest page a scan answers with.
+const MAX_PAGE: u32 = 4096;
+
+fn cursor_key(version: u64, partition: u32) -> Vec<u8> {
+    format!("xfer/{version}/{partition}").into_bytes()
+}
+
+/// `[start, end)` of a partition's data keys.
+fn partition_range(p: u32) -> (Vec<u8>, Vec<u8>) {
+    let start = p.to_be_bytes().to_vec();
+    let end = match p.checked_add(1) {
+        Some(n) => n.to_be_bytes().to_vec(),
+        None => vec![0xff; 5],
+    };
+    (start, end)
+}
+
+impl Node {
+    pub(crate) async fn transfer_loop(self) {
+        let mut changes = self.inner.members.subscribe();
+        loop {
+            let state = self.cluster();
+            let me = self.inner.cfg.id.clone();
+            let version = state.ring.as_ref().map(|r| r.version()).unwrap_or(0);
+            for (p, _) in state.pending().into_iter().filter(|(_, g)| *g == me) {
+                match self.pull_partition(p, version).await {
+                    Ok(keys) => {
+                        let confirmed = self.inner.members.update(|s| {
+                            s.ring.as_ref().map(|r| r.version()) == Some(version)
+                                && s.done.insert((p, me.clone()))
+                        });
+                        if confirmed {
+                            tracing::info!(partition = p, keys, "partition received");
+                            self.persist_state().await;
+                        }
+                    }
+                    Err(e) => tracing::debug!(partition = p, error = %e, "transfer not finished"),
+                }
+            }
+            if state.prev.is_none() {
+                self.drop_unowned().await;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// The trees of one partition, one per N in use.
+    pub(crate) fn trees_of(&self, partition: u32, members: usize) -> Vec<TreeId> {
+        let mut ns: Vec<usize> = self
+            .inner
+            .cfg
+            .cluster
+            .buckets_n()
+            .into_iter()
+            .map(|(_, n)| n)
+            .chain([self.inner.cfg.cluster.n])
+            .map(|n| n.min(members))
+            .collect();
+        ns.sort_unstable();
+        ns.dedup();
+        ns.into_iter()
+            .map(|n| (partition, n.min(u8::MAX as usize) as u8))
+            .collect()
+    }
+
+    /// Pulls partition `p` into this node for ring `version`; returns the keys received.
+    async fn pull_partition(&self, p: u32, version: u64) -> Result<u64, String> {
+        let state = self.cluster();
+        let prev = state.prev.as_ref().ok_or("no transition")?;
+        let me = self.inner.cfg.id.as_str();
+        let sources: Vec<String> = prev
+            .preference_list(p, prev.replicas())
+            .into_iter()
+            .filter(|s| *s != me && self.inner.members.is_up(s))
+            .map(str::to_string)
+            .collect();
+        let source = sources.first().ok_or("no live source for the partition")?;
+        let key = cursor_key(version, p);
+        let storage = self.inner.storage.clone();
+        let k = key.clone();
+        let mut after = tokio::task::spawn_blocking(move || storage.get(Table::Meta, &k))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let batch = self.inner.cfg.transfers.batch.min(MAX_PAGE as usize) as u32;
+        let deadline = self.inner.cfg.timeouts.request * 2;
+        let mut keys = 0u64;
+        loop {
+            let req = PeerRequest::PartitionScan {
+                partition: p,
+                after: after.clone(),
+                limit: batch,
+            };
+            let (items, next) = match self
+                .call_peer_metered(source, &req, deadline, Priority::Background)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                (PeerResponse::Items { items, next }, _) => (items, next),
+                (other, _) => return Err(format!("unexpected answer {other:?}")),
+            };
+            keys += items.len() as u64;
+            metrics::counter!("chorus_transfer_keys_total").increment(items.len() as u64);
+            if !items.is_empty() {
+                match self.merge_items(items).await {
+                    PeerResponse::Ack => {}
+                    other => return Err(format!("merging a page failed: {other:?}")),
+                }
+            }
+            let Some(next) = next else { break };
+            after = next;
+            let storage = self.inner.storage.clone();
+            let (k, v) = (key.clone(), after.clone());
+            tokio::task::spawn_blocking(move || storage.write(vec![Op::Put(Table::Meta, k, v)]))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(self.inner.cfg.transfers.pause).await;
+        }
+        // The source may have missed writes that other old replicas took.
+        let trees = self.trees_of(p, prev.members().len());
+        for other in sources.iter().skip(1) {
+            self.exchange_with(other, &trees).await?;
+        }
+        let storage = self.inner.storage.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || storage.write(vec![Op::Delete(Table::Meta, key)]))
+                .await;
+        Ok(keys)
+    }
+
+    /// The source side: a page of a partition after a cursor.
+    pub(crate) async fn partition_scan(&self, p: u32, after: Vec<u8>, limit: u32) -> PeerResponse {
+        if p >= self.inner.cfg.cluster.partitions {
+            return PeerResponse::Error(format!("no partition {p}"));
+        }
+        let (mut start, end) = partition_range(p);
+        if !after.is_empty() {
+            if after < start || after >= end {
+                return PeerResponse::Error("cursor outside the partition".into());
+            }
+            start = after;
+            start.push(0);
+        }
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let storage = self.inner.storage.clone();
+        let page = match tokio::task::spawn_blocking(move || {
+            storage.scan(Table::Data, &start, &end, limit)
+        })
+        .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return PeerResponse::Error(e.to_string()),
+            Err(e) => return PeerResponse::Error(e.to_string()),
+        };
+        let full = page.len() == limit;
+        // Keep a page well inside the frame limit, however large the values.
+        let budget = self.inner.transport.max_frame() / 2;
+        let mut used = 0usize;
+        let mut page: Vec<(Vec<u8>, Vec<u8>)> = page
+            .into_iter()
+            .take_while(|(k, v)| {
+                used += k.len() + v.len() + 64;
+                used <= budget
+            })
+            .collect();
+        if page.is_empty() {
+            return PeerResponse::Error("a single key is larger than a transfer page".into());
+        }
+        let cut = full || used > budget;
+        let next = if cut {
+            page.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        page.shrink_to_fit();
+        let items = page
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let dk = crate::storage::split_data_key(&k)?;
+                Some(Item {
+                    bucket: dk.bucket.to_vec(),
+                    key: dk.key.to_vec(),
+                    object: v,
+                })
+            })
+            .collect();
+        PeerResponse::Items { items, next }
+    }
+
+    /// Drops partitions this node no longer replicates, once the current replicas are
+    /// known to hold everything it has.
+    async fn drop_unowned(&self) {
+        let state = self.cluster();
+        let Some(ring) = state.ring.as_ref() else {
+            return;
+        };
+        let me = self.inner.cfg.id.as_str();
+        for p in 0..ring.partition_count() {
+            let owners = ring.preference_list(p, ring.replicas());
+            if owners.contains(&me) {
+                continue;
+            }
+            let (start, end) = partition_range(p);
+            let storage = self.inner.storage.clone();
+            let holds =
+                tokio::task::spawn_blocking(move || storage.scan(Table::Data, &start, &end, 1))
+                    .await
+                    .map(|r| r.map(|v| !v.is_empty()).unwrap_or(false))
+                    .unwrap_or(false);
+            if !holds {
+                continue;
+            }
+            let trees = self.trees_of(p, ring.members().len());
+            let mut synced = true;
+            for owner in owners {
+                if !self.inner.members.is_up(owner)
+                    || self.exchange_with(owner, &trees).await.is_err()
+                {
+                    synced = false;
+                    break;
+                }
+            }
+            if !synced {
+                continue;
+            }
+            match self.inner.replica.drop_partition(p).await {
+                Ok(n) => tracing::info!(
+                    partition = p,
+                    keys = n,
+                    "dropped a partition this node no longer replicates"
+                ),
+                Err(e) => tracing::error!(partition = p, error = %e, "could not drop a partition"),
+            }
+        }
+    }
+}
