@@ -174,6 +174,7 @@ impl Node {
             Err(e) => return PeerResponse::Error(e.to_string()),
         };
         let full = page.len() == limit;
+        let scanned = page.len();
         // Keep a page well inside the frame limit, however large the values.
         let budget = self.inner.transport.max_frame() / 2;
         let mut used = 0usize;
@@ -184,7 +185,7 @@ impl Node {
                 used <= budget
             })
             .collect();
-        if page.is_empty() {
+        if page.is_empty() && scanned > 0 {
             return PeerResponse::Error("a single key is larger than a transfer page".into());
         }
         let cut = full || used > budget;

@@ -90,6 +90,22 @@ impl TestCluster {
         self.nodes[k - 1] = Some(cmd.spawn().expect("spawn chorus server"));
     }
 
+    /// Prepares the next node (as `chorus dev add-node` does) and starts it; it joins
+    /// through its seeds. Returns its number.
+    pub fn add_node(&mut self) -> usize {
+        chorus_node::layout::add_node(&self.dir).expect("add node");
+        self.nodes.push(None);
+        let k = self.nodes.len();
+        self.spawn(k);
+        k
+    }
+
+    /// Status as node `k` reports it.
+    pub async fn status_of(&self, k: usize) -> Option<chorus_client::proto::StatusInfo> {
+        let c = Client::connect(self.client_config_for(&[k])).await.ok()?;
+        c.status().await.ok()
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     pub fn kill(&mut self, k: usize) {
         if let Some(mut child) = self.nodes[k - 1].take() {
