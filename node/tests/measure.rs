@@ -158,3 +158,114 @@ async fn measure_anti_entropy_bytes_for_one_key_in_100000() {
         after.anti_entropy_keys_repaired - before.anti_entropy_keys_repaired
     );
 }
+
+/// p50 / p99 / max of latencies, in microseconds.
+fn percentiles(mut d: Vec<Duration>) -> (u128, u128, u128) {
+    d.sort();
+    let at = |q: f64| d[((d.len() as f64 - 1.0) * q).round() as usize].as_micros();
+    (at(0.5), at(0.99), at(1.0))
+}
+
+/// Sequential reads and writes (W=R=quorum) until `stop`; their latencies.
+fn prober(
+    client: Client,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Duration>> {
+    tokio::spawn(async move {
+        let mut lat = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let key = format!("probe{}", i % 1000);
+            let t = Instant::now();
+            let ok = if i % 2 == 0 {
+                client.get("m", &key, Level::Quorum).await.is_ok()
+            } else {
+                client
+                    .put("m", &key, vec![b'p'; 100], None, Level::Quorum)
+                    .await
+                    .is_ok()
+            };
+            if ok {
+                lat.push(t.elapsed());
+            }
+            i += 1;
+        }
+        lat
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_join_transfer_rate_and_client_latency() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut c = TestCluster::start(3, &["anti_entropy.interval=1h"]).await;
+    let client = c.client().await;
+    let value_size = 1024;
+    let keys = 50_000;
+    {
+        let client = Arc::new(client.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..32 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                for i in (t..keys).step_by(32) {
+                    client
+                        .put(
+                            "m",
+                            format!("j{i}"),
+                            vec![b'v'; value_size],
+                            None,
+                            Level::All,
+                        )
+                        .await
+                        .expect("load");
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("loader");
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let before = prober(client.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let before = before.await.expect("prober");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = prober(client.clone(), stop.clone());
+    let t = Instant::now();
+    let k4 = c.add_node();
+    poll(Duration::from_secs(300), "join settles", || async {
+        let Some(st) = c.status_of(1).await else {
+            return false;
+        };
+        st.transfers_pending == 0 && st.nodes.iter().any(|n| n.id == "n4" && n.status == "up")
+    })
+    .await;
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let during = during.await.expect("prober");
+    let moved: u64 = c
+        .log(k4)
+        .lines()
+        .filter(|l| l.contains("partition received"))
+        .filter_map(|l| {
+            l.split("keys=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    let mb = moved as f64 * (value_size as f64 + 100.0) / 1e6;
+    println!(
+        "join: {moved} keys (~{mb:.1} MB) moved to n4 in {took:?}: {:.1} MB/s",
+        mb / took.as_secs_f64()
+    );
+    let (p50, p99, max) = percentiles(before);
+    println!("client latency before the join: p50 {p50} us, p99 {p99} us, max {max} us");
+    let (p50, p99, max) = percentiles(during);
+    println!("client latency during the join: p50 {p50} us, p99 {p99} us, max {max} us");
+}
