@@ -177,7 +177,7 @@ fn prober(
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let key = format!("probe{}", i % 1000);
             let t = Instant::now();
-            let ok = if i % 2 == 0 {
+            let ok = if i.is_multiple_of(2) {
                 client.get("m", &key, Level::Quorum).await.is_ok()
             } else {
                 client
