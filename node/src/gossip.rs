@@ -120,7 +120,18 @@ impl Node {
                     tokio::spawn(self.clone().probe_loop(peer));
                 }
             }
-            let mut peers = self.inner.members.peers();
+            // A member that left and is gone needs no more news.
+            let state = self.cluster();
+            let mut peers: Vec<String> = self
+                .inner
+                .members
+                .peers()
+                .into_iter()
+                .filter(|p| {
+                    self.inner.members.is_up(p)
+                        || state.members.get(p).is_some_and(|m| m.state != MemberState::Left)
+                })
+                .collect();
             // Live peers first; a few at random each round spreads changes in O(log n) rounds.
             peers.sort_by_key(|p| (!self.inner.members.is_up(p), next_random(&mut seed)));
             let partners: Vec<String> = peers.into_iter().take(3).collect();
