@@ -41,6 +41,14 @@ pub struct ClientConfig {
     /// A connection silent for this long is dead (the node was killed or cut off).
     #[serde(default = "default_idle_timeout", with = "humantime_serde_compat")]
     pub idle_timeout: Duration,
+    /// Send each request to a replica of its key (default). Off: use `addresses` in order,
+    /// whatever the key (any node coordinates), e.g. to spread load behind a balancer.
+    #[serde(default = "default_true")]
+    pub token_aware: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_idle_timeout() -> Duration {
@@ -223,6 +231,7 @@ struct Inner {
     endpoint: quinn::Endpoint,
     quic: quinn::ClientConfig,
     seeds: Vec<SocketAddr>,
+    token_aware: bool,
     timeout: Duration,
     connect_timeout: Duration,
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
@@ -284,6 +293,7 @@ impl Client {
                 endpoint,
                 quic,
                 seeds,
+                token_aware: cfg.token_aware,
                 timeout: cfg.timeout,
                 connect_timeout: cfg.connect_timeout,
                 conns: Mutex::new(HashMap::new()),
@@ -489,6 +499,9 @@ impl Client {
 
     /// Preference-list nodes first (token-aware), then every other known node.
     async fn targets_for(&self, bucket: &[u8], key: &[u8]) -> Vec<SocketAddr> {
+        if !self.inner.token_aware {
+            return self.inner.seeds.clone();
+        }
         let info = self.routing().await;
         route(info.as_deref(), bucket, key, &self.inner.seeds)
     }

@@ -129,7 +129,10 @@ impl Node {
                 .into_iter()
                 .filter(|p| {
                     self.inner.members.is_up(p)
-                        || state.members.get(p).is_some_and(|m| m.state != MemberState::Left)
+                        || state
+                            .members
+                            .get(p)
+                            .is_some_and(|m| m.state != MemberState::Left)
                 })
                 .collect();
             // Live peers first; a few at random each round spreads changes in O(log n) rounds.

@@ -39,11 +39,22 @@ pub struct Hints {
     expiry: Duration,
 }
 
+/// Wall-clock milliseconds, as this node believes them. `CHORUS_CLOCK_OFFSET_MS` (signed)
+/// skews the node's clock, for fault-injection tests of clock-dependent logic (hint expiry,
+/// tombstone grace).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        std::env::var("CHORUS_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    let real = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    real.saturating_add(offset).max(0) as u64
 }
 
 fn prefix(target: &str) -> Vec<u8> {

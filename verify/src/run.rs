@@ -1,0 +1,681 @@
+//! One verification run: workloads against a cluster while the nemesis injects faults, then
+//! heal, converge, final reads and the checkers' verdicts, all written to a results folder.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chorus_client::{CausalContext, Client, Error as ClientError, Level, WriteOptions};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cluster::{Cluster, ClusterError};
+use chorus_verify::checker::{self, Event, Kind, Verdict};
+
+/// A kind of fault the nemesis injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    Kill,
+    Pause,
+    PartitionOne,
+    PartitionMajority,
+    PartitionBridge,
+    Loss,
+    Delay,
+    ClockSkew,
+    Wipe,
+    JoinLeave,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 10] = [
+        Fault::Kill,
+        Fault::Pause,
+        Fault::PartitionOne,
+        Fault::PartitionMajority,
+        Fault::PartitionBridge,
+        Fault::Loss,
+        Fault::Delay,
+        Fault::ClockSkew,
+        Fault::Wipe,
+        Fault::JoinLeave,
+    ];
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub nodes: usize,
+    pub duration: Duration,
+    pub seed: u64,
+    pub out: PathBuf,
+    pub base_port: u16,
+    pub r: Level,
+    pub w: Level,
+    pub workers: usize,
+    pub faults: Vec<Fault>,
+    /// How long each fault lasts before it heals.
+    pub fault_time: Duration,
+    /// Negative control: the set client keeps only the first sibling (last-writer-wins
+    /// style), which loses concurrent adds.
+    pub drop_siblings: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub operations: u64,
+    pub faults: BTreeMap<String, u64>,
+    pub verdicts: Vec<Verdict>,
+    pub converged: bool,
+    pub convergence_ms: Option<u64>,
+    pub valid: bool,
+}
+
+/// Records events with a shared clock, and writes them out as JSONL.
+struct History {
+    start: Instant,
+    events: Mutex<Vec<Event>>,
+}
+
+impl History {
+    fn record(&self, process: u64, kind: Kind, f: &str, key: &str, value: Value) {
+        let e = Event {
+            time_ms: self.start.elapsed().as_millis() as u64,
+            process,
+            kind,
+            f: f.to_string(),
+            key: key.to_string(),
+            value,
+        };
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+
+    fn snapshot(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64: good enough, and reproducible from the seed.
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Outcome kind of a failed write: definitely not applied, or maybe.
+fn write_failure(e: &ClientError) -> Kind {
+    match e {
+        ClientError::Unavailable(_)
+        | ClientError::BadRequest(_)
+        | ClientError::TooLarge(_)
+        | ClientError::InvalidContext(_)
+        | ClientError::Config(_) => Kind::Fail,
+        _ => Kind::Info,
+    }
+}
+
+fn ints(values: &[Vec<u8>]) -> Vec<i64> {
+    values
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .collect()
+}
+
+/// Set elements stored as a JSON array in each sibling.
+fn set_union(values: &[Vec<u8>], drop_siblings: bool) -> BTreeSet<i64> {
+    let take = if drop_siblings { 1 } else { values.len() };
+    values
+        .iter()
+        .take(take)
+        .filter_map(|v| serde_json::from_slice::<Vec<i64>>(v).ok())
+        .flatten()
+        .collect()
+}
+
+const SET_KEYS: usize = 4;
+const REGISTER_KEYS: usize = 4;
+const BUCKET: &str = "jepsen";
+
+async fn set_worker(
+    client: Client,
+    process: u64,
+    h: Arc<History>,
+    stop: Arc<AtomicBool>,
+    cfg: RunConfig,
+) {
+    let mut rng = Rng(cfg.seed ^ (process << 32));
+    let mut n = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("set{}", rng.below(SET_KEYS));
+        if rng.below(4) == 0 {
+            h.record(process, Kind::Invoke, "read", &key, Value::Null);
+            match client.get(BUCKET, &key, cfg.r).await {
+                Ok(r) => {
+                    let seen: Vec<i64> = set_union(&r.values, false).into_iter().collect();
+                    h.record(process, Kind::Ok, "read", &key, json!(seen));
+                }
+                Err(_) => h.record(process, Kind::Fail, "read", &key, Value::Null),
+            }
+            continue;
+        }
+        n += 1;
+        let element = (process as i64) * 1_000_000 + n;
+        h.record(process, Kind::Invoke, "add", &key, json!(element));
+        let read = match client.get(BUCKET, &key, cfg.r).await {
+            Ok(r) => r,
+            Err(_) => {
+                h.record(process, Kind::Fail, "add", &key, json!(element));
+                continue;
+            }
+        };
+        let mut set = set_union(&read.values, cfg.drop_siblings);
+        set.insert(element);
+        let body = serde_json::to_vec(&set.into_iter().collect::<Vec<_>>()).unwrap_or_default();
+        let opts = WriteOptions {
+            context: Some(read.context),
+            w: cfg.w,
+            sloppy: false,
+        };
+        match client.put_with(BUCKET, &key, body, &opts).await {
+            Ok(_) => h.record(process, Kind::Ok, "add", &key, json!(element)),
+            Err(e) => h.record(process, write_failure(&e), "add", &key, json!(element)),
+        }
+    }
+}
+
+/// One writer per register key: writes 1, 2, 3... each with the context of its last write.
+async fn register_writer(
+    client: Client,
+    process: u64,
+    key: String,
+    h: Arc<History>,
+    stop: Arc<AtomicBool>,
+    cfg: RunConfig,
+) {
+    let mut seq = 0i64;
+    let mut ctx: Option<CausalContext> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if ctx.is_none() {
+            match client.get(BUCKET, &key, cfg.r).await {
+                Ok(r) => ctx = Some(r.context),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        seq += 1;
+        h.record(process, Kind::Invoke, "write", &key, json!(seq));
+        let opts = WriteOptions {
+            context: ctx.clone(),
+            w: cfg.w,
+            sloppy: false,
+        };
+        match client
+            .put_with(BUCKET, &key, seq.to_string().into_bytes(), &opts)
+            .await
+        {
+            Ok(c) => {
+                h.record(process, Kind::Ok, "write", &key, json!(seq));
+                ctx = Some(c);
+            }
+            Err(e) => {
+                h.record(process, write_failure(&e), "write", &key, json!(seq));
+                ctx = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn register_reader(
+    client: Client,
+    process: u64,
+    h: Arc<History>,
+    stop: Arc<AtomicBool>,
+    cfg: RunConfig,
+) {
+    let mut rng = Rng(cfg.seed ^ (process << 24) ^ 0xabcd);
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("reg{}", rng.below(REGISTER_KEYS));
+        h.record(process, Kind::Invoke, "read", &key, Value::Null);
+        match client.get(BUCKET, &key, cfg.r).await {
+            Ok(r) => h.record(process, Kind::Ok, "read", &key, json!(ints(&r.values))),
+            Err(_) => h.record(process, Kind::Fail, "read", &key, Value::Null),
+        }
+    }
+}
+
+/// Writes fresh keys and deletes them with the context of a read.
+async fn delete_worker(
+    client: Client,
+    process: u64,
+    h: Arc<History>,
+    stop: Arc<AtomicBool>,
+    cfg: RunConfig,
+) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let key = format!("del{process}-{i}");
+        h.record(process, Kind::Invoke, "write", &key, json!(1));
+        match client.put(BUCKET, &key, b"1".to_vec(), None, cfg.w).await {
+            Ok(_) => h.record(process, Kind::Ok, "write", &key, json!(1)),
+            Err(e) => {
+                h.record(process, write_failure(&e), "write", &key, json!(1));
+                continue;
+            }
+        }
+        let Ok(read) = client.get(BUCKET, &key, cfg.r).await else {
+            continue;
+        };
+        h.record(process, Kind::Invoke, "delete", &key, Value::Null);
+        match client
+            .delete(BUCKET, &key, Some(&read.context), cfg.w)
+            .await
+        {
+            Ok(_) => h.record(process, Kind::Ok, "delete", &key, Value::Null),
+            Err(e) => h.record(process, write_failure(&e), "delete", &key, Value::Null),
+        }
+    }
+}
+
+fn log_fault(out: &mut std::fs::File, start: Instant, what: &str, detail: Value) {
+    let line =
+        json!({"time_ms": start.elapsed().as_millis() as u64, "event": what, "detail": detail});
+    let _ = writeln!(out, "{line}");
+}
+
+/// Picks and applies one fault; returns a description and how to undo it.
+async fn inject(c: &mut Cluster, fault: Fault, rng: &mut Rng) -> Result<Value, ClusterError> {
+    let n = c.initial;
+    let victim = rng.below(n);
+    let detail = match fault {
+        Fault::Kill => {
+            c.kill(victim);
+            json!({"node": c.nodes[victim].id})
+        }
+        Fault::Pause => {
+            c.pause(victim);
+            json!({"node": c.nodes[victim].id})
+        }
+        Fault::PartitionOne => {
+            c.relays.isolate(victim);
+            json!({"isolated": c.nodes[victim].id})
+        }
+        Fault::PartitionMajority => {
+            let mut all: Vec<usize> = (0..n).collect();
+            all.rotate_left(victim);
+            let minority: Vec<usize> = all[..n / 2].to_vec();
+            let majority: Vec<usize> = all[n / 2..].to_vec();
+            c.relays.partition(&[minority.clone(), majority.clone()]);
+            json!({"minority": minority, "majority": majority})
+        }
+        Fault::PartitionBridge => {
+            // Overlapping majorities: the bridge node sees both halves, the halves not each other.
+            let mut faults = chorus_verify::relay::Faults::default();
+            let others: Vec<usize> = (0..n).filter(|i| *i != victim).collect();
+            let (left, right) = others.split_at(others.len() / 2);
+            for a in left {
+                for b in right {
+                    use chorus_verify::relay::Party::Node;
+                    faults.blocked.insert((Node(*a), Node(*b)));
+                    faults.blocked.insert((Node(*b), Node(*a)));
+                }
+            }
+            c.relays.set(faults);
+            json!({"bridge": victim, "left": left, "right": right})
+        }
+        Fault::Loss => {
+            c.relays.set_loss(0.2);
+            json!({"loss": 0.2})
+        }
+        Fault::Delay => {
+            c.relays.set_delay(Duration::from_millis(50));
+            json!({"delay_ms": 50})
+        }
+        Fault::ClockSkew => {
+            let skew = if rng.below(2) == 0 { 90_000 } else { -90_000 };
+            c.kill(victim);
+            c.nodes[victim].clock_offset_ms = skew;
+            c.start(victim)?;
+            json!({"node": c.nodes[victim].id, "offset_ms": skew})
+        }
+        Fault::Wipe => {
+            c.wipe(victim)?;
+            c.start(victim)?;
+            json!({"node": c.nodes[victim].id})
+        }
+        Fault::JoinLeave => {
+            // The spare node joins; it leaves again when this fault heals.
+            let spare = n;
+            if spare < c.nodes.len() && !c.running(spare) {
+                c.start(spare)?;
+                json!({"joined": c.nodes[spare].id})
+            } else {
+                json!({"skipped": "no spare node"})
+            }
+        }
+    };
+    Ok(detail)
+}
+
+/// Undoes whatever is in effect: restarts killed nodes, resumes paused ones, heals the
+/// network, restores clocks, and walks a joined spare back out.
+async fn heal(c: &mut Cluster, fault: Fault) -> Result<(), ClusterError> {
+    c.relays.heal();
+    for i in 0..c.initial {
+        c.resume(i);
+        if c.nodes[i].clock_offset_ms != 0 {
+            c.kill(i);
+            c.nodes[i].clock_offset_ms = 0;
+        }
+        if !c.running(i) {
+            c.start(i)?;
+        }
+    }
+    if fault == Fault::JoinLeave && c.nodes.len() > c.initial && c.running(c.initial) {
+        let spare = c.nodes[c.initial].id.clone();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Let the join settle, then ask the spare to leave and wait for it to be out.
+        loop {
+            if let Ok(cfg) = c.client_config_for(0) {
+                if let Ok(cl) = Client::connect(cfg).await {
+                    if let Ok(st) = cl.status().await {
+                        if st.transfers_pending == 0 && cl.leave(&spare).await.is_ok() {
+                            break;
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        loop {
+            let left = match c.client_config_for(0) {
+                Ok(cfg) => match Client::connect(cfg).await {
+                    Ok(cl) => cl.status().await.ok().is_some_and(|st| {
+                        st.nodes.iter().any(|m| m.id == spare && m.status == "left")
+                    }),
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            if left || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let spare_index = c.initial;
+        c.kill(spare_index);
+    }
+    Ok(())
+}
+
+/// Waits until every replica of every key holds the same version, after asking every node
+/// for an anti-entropy round. Returns how long that took.
+async fn converge(c: &Cluster, keys: &[String], within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut last_repair = Instant::now() - Duration::from_secs(60);
+    loop {
+        if last_repair.elapsed() > Duration::from_secs(3) {
+            for i in 0..c.initial {
+                if let Ok(cfg) = c.client_config_for(i) {
+                    if let Ok(cl) = Client::connect(cfg).await {
+                        let _ = cl.repair().await;
+                    }
+                }
+            }
+            last_repair = Instant::now();
+        }
+        if let Ok(cfg) = c.client_config() {
+            if let Ok(cl) = Client::connect(cfg).await {
+                if identical(&cl, keys).await {
+                    return Some(started.elapsed());
+                }
+            }
+        }
+        if started.elapsed() > within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether each key's replicas (by the current ring) return the same values and context.
+async fn identical(cl: &Client, keys: &[String]) -> bool {
+    let Ok(info) = cl.refresh_ring().await else {
+        return false;
+    };
+    for key in keys {
+        let p = info.ring.partition_of(BUCKET.as_bytes(), key.as_bytes());
+        let mut seen = None;
+        for node in info.ring.preference_list(p, info.n_for(BUCKET.as_bytes())) {
+            let Ok(r) = cl.get_replica(BUCKET, key, node).await else {
+                return false;
+            };
+            let this = (r.found, r.values, r.context.to_string());
+            match &seen {
+                None => seen = Some(this),
+                Some(s) if *s == this => {}
+                Some(_) => return false,
+            }
+        }
+    }
+    true
+}
+
+/// Runs the whole thing and writes `history.jsonl`, `faults.jsonl`, `verdicts.json`,
+/// `summary.txt` and `seed` into `cfg.out`.
+pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
+    std::fs::create_dir_all(&cfg.out)?;
+    std::fs::write(cfg.out.join("seed"), cfg.seed.to_string())?;
+    let sets = vec![
+        "anti_entropy.interval=3s".to_string(),
+        "timeouts.request=3s".to_string(),
+    ];
+    let mut cluster =
+        Cluster::create(&cfg.out.join("cluster"), cfg.nodes, 1, cfg.base_port, sets).await?;
+    if !cluster.wait_serving(Duration::from_secs(60)).await {
+        anyhow::bail!("cluster did not come up");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let history = Arc::new(History {
+        start: Instant::now(),
+        events: Mutex::new(Vec::new()),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    let client_cfg = cluster.client_config()?;
+    let mut process = 0u64;
+    for w in 0..cfg.workers.max(1) {
+        // Readers go to any node, not the key's first replica, so a read and the write
+        // before it can meet different coordinators: that is what R and W are about.
+        let mut wcfg = client_cfg.clone();
+        if w % 3 == 1 {
+            wcfg.token_aware = false;
+            let len = wcfg.addresses.len().max(1);
+            wcfg.addresses.rotate_left(w % len);
+        }
+        let client = Client::connect(wcfg).await?;
+        let (h, s, c) = (history.clone(), stop.clone(), cfg.clone());
+        process += 1;
+        let p = process;
+        match w % 3 {
+            0 => tasks.spawn(set_worker(client, p, h, s, c)),
+            1 => tasks.spawn(register_reader(client, p, h, s, c)),
+            _ => tasks.spawn(delete_worker(client, p, h, s, c)),
+        };
+    }
+    for k in 0..REGISTER_KEYS {
+        let client = Client::connect(client_cfg.clone()).await?;
+        process += 1;
+        tasks.spawn(register_writer(
+            client,
+            process,
+            format!("reg{k}"),
+            history.clone(),
+            stop.clone(),
+            cfg.clone(),
+        ));
+    }
+
+    // The nemesis: a fault, time for it to bite, heal, quiet time; repeat.
+    let mut faults_log = std::fs::File::create(cfg.out.join("faults.jsonl"))?;
+    let mut rng = Rng(cfg.seed);
+    let mut injected: BTreeMap<String, u64> = BTreeMap::new();
+    let end = Instant::now() + cfg.duration;
+    let mut round = 0usize;
+    while Instant::now() + cfg.fault_time < end && !cfg.faults.is_empty() {
+        // Cycle through every kind first so a short run still exercises all of them.
+        let fault = if round < cfg.faults.len() {
+            cfg.faults[round]
+        } else {
+            cfg.faults[rng.below(cfg.faults.len())]
+        };
+        round += 1;
+        let detail = inject(&mut cluster, fault, &mut rng).await?;
+        let name = serde_json::to_value(fault)?
+            .as_str()
+            .unwrap_or("fault")
+            .to_string();
+        log_fault(
+            &mut faults_log,
+            history.start,
+            &format!("start {name}"),
+            detail,
+        );
+        *injected.entry(name.clone()).or_default() += 1;
+        tokio::time::sleep(cfg.fault_time).await;
+        heal(&mut cluster, fault).await?;
+        log_fault(
+            &mut faults_log,
+            history.start,
+            &format!("heal {name}"),
+            Value::Null,
+        );
+        tokio::time::sleep(cfg.fault_time / 2).await;
+    }
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    heal(&mut cluster, Fault::Kill).await?;
+    log_fault(&mut faults_log, history.start, "healed", Value::Null);
+    cluster.wait_serving(Duration::from_secs(60)).await;
+
+    let events = history.snapshot();
+    let mut keys: BTreeSet<String> = events.iter().map(|e| e.key.clone()).collect();
+    keys.extend((0..SET_KEYS).map(|k| format!("set{k}")));
+    let keys: Vec<String> = keys.into_iter().collect();
+    let converged = converge(&cluster, &keys, Duration::from_secs(120)).await;
+
+    // Final reads with every replica.
+    let client = Client::connect(cluster.client_config()?).await?;
+    let mut final_sets = BTreeMap::new();
+    let mut final_found = BTreeMap::new();
+    for key in &keys {
+        let r = client.get(BUCKET, key, Level::All).await;
+        let r = match r {
+            Ok(r) => r,
+            Err(_) => client.get(BUCKET, key, Level::Quorum).await?,
+        };
+        if key.starts_with("set") {
+            final_sets.insert(key.clone(), set_union(&r.values, false));
+        }
+        final_found.insert(key.clone(), r.found);
+    }
+
+    // Each workload has its own keys; each checker sees only its own.
+    let only = |prefix: &str| -> Vec<Event> {
+        events
+            .iter()
+            .filter(|e| e.key.starts_with(prefix))
+            .cloned()
+            .collect()
+    };
+    let verdicts = vec![
+        checker::check_set(&only("set"), &final_sets),
+        checker::check_register(&only("reg")),
+        checker::check_deletes(&only("del"), &final_found),
+        Verdict {
+            checker: "convergence".into(),
+            valid: converged.is_some(),
+            counts: BTreeMap::from([
+                ("keys".to_string(), keys.len() as u64),
+                (
+                    "converge_ms".to_string(),
+                    converged.map(|d| d.as_millis() as u64).unwrap_or(0),
+                ),
+            ]),
+            examples: if converged.is_some() {
+                Vec::new()
+            } else {
+                vec!["replicas still differ 120 s after heal".into()]
+            },
+        },
+    ];
+    let operations = events.iter().filter(|e| e.kind == Kind::Invoke).count() as u64;
+    let report = Report {
+        seed: cfg.seed,
+        operations,
+        faults: injected,
+        valid: checker::summary(&verdicts),
+        verdicts,
+        converged: converged.is_some(),
+        convergence_ms: converged.map(|d| d.as_millis() as u64),
+    };
+    write_results(&cfg.out, &events, &report)?;
+    Ok(report)
+}
+
+fn write_results(out: &Path, events: &[Event], report: &Report) -> anyhow::Result<()> {
+    let mut h = std::io::BufWriter::new(std::fs::File::create(out.join("history.jsonl"))?);
+    for e in events {
+        writeln!(h, "{}", serde_json::to_string(e)?)?;
+    }
+    std::fs::write(
+        out.join("verdicts.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    let mut s = format!(
+        "seed {}\noperations {}\nfaults {:?}\nconverged {} ({:?} ms)\n",
+        report.seed, report.operations, report.faults, report.converged, report.convergence_ms
+    );
+    for v in &report.verdicts {
+        s.push_str(&format!(
+            "{}: {} {:?}\n",
+            v.checker,
+            if v.valid { "ok" } else { "VIOLATED" },
+            v.counts
+        ));
+        for e in &v.examples {
+            s.push_str(&format!("  {e}\n"));
+        }
+    }
+    s.push_str(if report.valid { "valid\n" } else { "INVALID\n" });
+    std::fs::write(out.join("summary.txt"), s)?;
+    Ok(())
+}
