@@ -109,6 +109,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a YCSB workload against the cluster and report throughput and latency.
+    Bench(crate::bench::BenchArgs),
     /// Create a cluster CA and issue node and client certificates.
     Certs {
         #[command(subcommand)]
@@ -236,6 +238,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let client = connect(cli.config.as_deref()).await?;
             client.remove(&node).await?;
             println!("{node} removed; its replicas are being recreated (see chorus status)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            let client = connect(cli.config.as_deref()).await?;
+            crate::bench::run(client, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Repair => {

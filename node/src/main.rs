@@ -1,5 +1,6 @@
 //! The `chorus` binary: server, local dev cluster, client and admin commands.
 
+mod bench;
 mod cli;
 mod dev;
 
