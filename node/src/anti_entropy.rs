@@ -46,20 +46,8 @@ impl Node {
             return BTreeMap::new();
         };
         let me = self.inner.cfg.id.as_str();
-        let mut ns: Vec<usize> = self
-            .inner
-            .cfg
-            .cluster
-            .buckets_n()
-            .into_iter()
-            .map(|(_, n)| n)
-            .chain([self.inner.cfg.cluster.n])
-            .map(|n| n.min(ring.members().len()))
-            .collect();
-        ns.sort_unstable();
-        ns.dedup();
         let mut out: BTreeMap<String, Vec<TreeId>> = BTreeMap::new();
-        for n in ns {
+        for n in self.n_classes(ring.members().len()) {
             for p in ring.partitions_of(me, n) {
                 for peer in ring.preference_list(p, n) {
                     if peer != me {

@@ -295,6 +295,8 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// Requests handled at once by this node; more wait for a slot.
     pub max_inflight_requests: usize,
+    /// Open connections (clients and peers); more are refused.
+    pub max_connections: usize,
     /// Siblings kept for one key before writes to it are refused.
     pub max_siblings: usize,
 }
@@ -308,6 +310,7 @@ impl Default for Limits {
             max_frame_bytes: 64 * 1024 * 1024,
             max_streams_per_connection: 512,
             max_inflight_requests: 4096,
+            max_connections: 4096,
             max_siblings: 128,
         }
     }
@@ -480,6 +483,7 @@ impl NodeConfig {
             ("limits.max_bucket_bytes", l.max_bucket_bytes),
             ("limits.max_value_bytes", l.max_value_bytes),
             ("limits.max_inflight_requests", l.max_inflight_requests),
+            ("limits.max_connections", l.max_connections),
             ("limits.max_siblings", l.max_siblings),
             ("storage.max_batch", self.storage.max_batch),
             ("hinted_handoff.batch", self.hinted_handoff.batch),

@@ -150,13 +150,21 @@ impl Node {
     }
 
     async fn accept_loop(self) {
+        let slots = Arc::new(Semaphore::new(self.inner.cfg.limits.max_connections));
         while let Some(incoming) = self.inner.transport.endpoint().accept().await {
+            // Past the connection limit, refuse at once rather than queue handshakes.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(remote = %incoming.remote_address(), "connection refused: limits.max_connections reached");
+                incoming.refuse();
+                continue;
+            };
             let node = self.clone();
             tokio::spawn(async move {
                 match incoming.await {
                     Ok(conn) => node.serve_connection(conn).await,
                     Err(e) => tracing::debug!(error = %e, "handshake failed"),
                 }
+                drop(slot);
             });
         }
     }
@@ -559,15 +567,7 @@ impl Node {
                     key: key.clone(),
                 };
                 tokio::spawn(async move {
-                    let r = match this.call_peer(&node, &req, deadline).await {
-                        Ok(PeerResponse::Object(None)) => Ok(None),
-                        Ok(PeerResponse::Object(Some(b))) => {
-                            Object::decode(&b).map(Some).map_err(|e| e.to_string())
-                        }
-                        Ok(PeerResponse::Error(e)) => Err(e),
-                        Ok(other) => Err(format!("unexpected answer {other:?}")),
-                        Err(e) => Err(e.to_string()),
-                    };
+                    let r = object_answer(this.call_peer(&node, &req, deadline).await);
                     let _ = tx.send((node, r));
                 });
             }
@@ -691,18 +691,10 @@ impl Node {
                 .map_err(|e| e.to_string())
         } else {
             let req = PeerRequest::Read { bucket, key };
-            match self
-                .call_peer(&node, &req, self.inner.cfg.timeouts.request)
-                .await
-            {
-                Ok(PeerResponse::Object(None)) => Ok(None),
-                Ok(PeerResponse::Object(Some(b))) => {
-                    Object::decode(&b).map(Some).map_err(|e| e.to_string())
-                }
-                Ok(PeerResponse::Error(e)) => Err(e),
-                Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e.to_string()),
-            }
+            object_answer(
+                self.call_peer(&node, &req, self.inner.cfg.timeouts.request)
+                    .await,
+            )
         };
         match obj {
             Ok(o) => Response::Value(value_reply(o.as_ref())),
@@ -1152,6 +1144,19 @@ impl Write {
                 sloppy: self.sloppy,
             },
         }
+    }
+}
+
+/// A replica's answer to a `Read`: its version of the key, or why there is none.
+fn object_answer(r: Result<PeerResponse, TransportError>) -> Result<Option<Object>, String> {
+    match r {
+        Ok(PeerResponse::Object(None)) => Ok(None),
+        Ok(PeerResponse::Object(Some(b))) => {
+            Object::decode(&b).map(Some).map_err(|e| e.to_string())
+        }
+        Ok(PeerResponse::Error(e)) => Err(e),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -63,21 +63,25 @@ impl Node {
         }
     }
 
-    /// The trees of one partition, one per N in use.
-    pub(crate) fn trees_of(&self, partition: u32, members: usize) -> Vec<TreeId> {
-        let mut ns: Vec<usize> = self
-            .inner
-            .cfg
-            .cluster
+    /// Every N in use (the default and each bucket's), capped at the member count.
+    pub(crate) fn n_classes(&self, members: usize) -> Vec<usize> {
+        let cluster = &self.inner.cfg.cluster;
+        let mut ns: Vec<usize> = cluster
             .buckets_n()
             .into_iter()
             .map(|(_, n)| n)
-            .chain([self.inner.cfg.cluster.n])
+            .chain([cluster.n])
             .map(|n| n.min(members))
             .collect();
         ns.sort_unstable();
         ns.dedup();
-        ns.into_iter()
+        ns
+    }
+
+    /// The trees of one partition, one per N in use.
+    pub(crate) fn trees_of(&self, partition: u32, members: usize) -> Vec<TreeId> {
+        self.n_classes(members)
+            .into_iter()
             .map(|n| (partition, n.min(u8::MAX as usize) as u8))
             .collect()
     }
