@@ -583,6 +583,95 @@ mod tests {
         assert_eq!(xy, yx);
     }
 
+    mod laws {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// States built the way nodes build them: a shared history of rings and member
+        /// updates, each node having seen some prefix and some updates.
+        fn arb_state() -> impl Strategy<Value = ClusterState> {
+            let rings: Vec<Ring> = {
+                let base = cluster(&["a", "b", "c"]).ring.expect("ring");
+                let v2 = base
+                    .rebalance(
+                        ["a", "b", "c", "d"]
+                            .iter()
+                            .map(|i| Member::new(*i))
+                            .collect(),
+                    )
+                    .expect("v2");
+                let v2b = base
+                    .rebalance(
+                        ["a", "b", "c", "e"]
+                            .iter()
+                            .map(|i| Member::new(*i))
+                            .collect(),
+                    )
+                    .expect("v2b");
+                let v3 = v2.rebalance(v2.members().to_vec()).expect("v3");
+                vec![base, v2, v2b, v3]
+            };
+            let states = [
+                MemberState::Joining,
+                MemberState::Up,
+                MemberState::Leaving,
+                MemberState::Left,
+            ];
+            (
+                proptest::collection::vec((0usize..5, 0usize..4, 0u64..3), 0..8),
+                0usize..4,
+                proptest::collection::btree_set((0u32..8, 0usize..5), 0..6),
+            )
+                .prop_map(move |(updates, ring, done)| {
+                    let ids = ["a", "b", "c", "d", "e"];
+                    let mut s = ClusterState::default();
+                    for (id, st, inc) in updates {
+                        let m = member(ids[id], states[st], inc);
+                        let mut single = ClusterState::default();
+                        single.members.insert(m.id.clone(), m);
+                        s.merge(&single);
+                    }
+                    s.ring = Some(rings[ring].clone());
+                    s.prev = (ring > 0).then(|| rings[0].clone());
+                    s.done = done
+                        .into_iter()
+                        .map(|(p, i)| (p, ids[i].to_string()))
+                        .collect();
+                    s
+                })
+        }
+
+        fn merged(a: &ClusterState, b: &ClusterState) -> ClusterState {
+            let mut x = a.clone();
+            x.merge(b);
+            x
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+            #[test]
+            fn merge_is_commutative_associative_idempotent(
+                a in arb_state(), b in arb_state(), c in arb_state()
+            ) {
+                prop_assert_eq!(merged(&a, &b).members, merged(&b, &a).members);
+                prop_assert_eq!(merged(&a, &b).ring, merged(&b, &a).ring);
+                prop_assert_eq!(
+                    merged(&merged(&a, &b), &c).ring,
+                    merged(&a, &merged(&b, &c)).ring
+                );
+                prop_assert_eq!(
+                    merged(&merged(&a, &b), &c).members,
+                    merged(&a, &merged(&b, &c)).members
+                );
+                prop_assert_eq!(merged(&a, &a), a.clone());
+                // Gossip in any order ends in one state.
+                let abc = merged(&merged(&a, &b), &c);
+                let cba = merged(&merged(&c, &b), &a);
+                prop_assert_eq!(abc, cba);
+            }
+        }
+    }
+
     #[test]
     fn state_round_trips_and_garbage_is_refused() {
         let s = cluster(&["a", "b"]);
