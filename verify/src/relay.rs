@@ -20,6 +20,9 @@
 //!   [`Party::Client`]. A datagram arriving at node `i`'s relay from source party `p` is
 //!   judged as `p → Node(i)`; a reply from node `i` back to that source as `Node(i) → p`.
 //!   Every datagram crosses exactly one relay once, so a delay is a one-way delay.
+//! * Delayed datagrams wait on a per-relay FIFO delay line served by its own task, so the
+//!   relay loops never block and a constant delay never reorders datagrams. Random loss
+//!   uses a xorshift generator per relay, seeded from the node index.
 //! * Sessions idle for longer than 60 s are dropped (a later datagram from the same source
 //!   opens a new one, on a new ephemeral port).
 
@@ -34,7 +37,7 @@ use std::sync::{
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Receive buffer size: larger than any UDP payload, so nothing is ever truncated.
@@ -56,7 +59,7 @@ pub enum Party {
 pub struct Faults {
     /// Directed pairs (from, to) whose datagrams are dropped.
     pub blocked: HashSet<(Party, Party)>,
-    /// Probability in [0,1] of dropping any datagram between nodes (clients unaffected).
+    /// Probability in `[0, 1]` of dropping any datagram between nodes (clients unaffected).
     /// Values above 1 act as 1; zero, negative values and NaN as 0.
     pub loss: f64,
     /// Extra one-way delay for datagrams between nodes (clients unaffected).
@@ -83,7 +86,7 @@ pub struct RelayNet {
     shared: Arc<Shared>,
     /// The bound relay address of each node.
     addrs: Vec<SocketAddr>,
-    /// Weak, so that the relay sockets close once the tasks have stopped.
+    /// Weak: the tasks own the relays, so the relay sockets close once the tasks stop.
     relays: Vec<Weak<Relay>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -138,20 +141,24 @@ impl RelayNet {
             shared: shared.clone(),
             addrs: Vec::with_capacity(sockets.len()),
             relays: Vec::with_capacity(sockets.len()),
-            tasks: Vec::with_capacity(sockets.len()),
+            tasks: Vec::with_capacity(2 * sockets.len()),
         };
         for (node, ((socket, local), (_, real))) in sockets.into_iter().zip(nodes).enumerate() {
+            let (delay_line, delayed) = mpsc::unbounded_channel();
             let relay = Arc::new(Relay {
                 node,
                 upstream: real,
-                downstream: Arc::new(socket),
+                downstream: socket,
                 shared: shared.clone(),
                 sessions: Mutex::new(HashMap::new()),
                 rng: Rng::new(node),
                 epoch,
+                delay_line,
             });
             net.addrs.push(local);
             net.relays.push(Arc::downgrade(&relay));
+            net.tasks
+                .push(runtime.spawn(delay_line_loop(relay.clone(), delayed)));
             net.tasks.push(runtime.spawn(downstream_loop(relay)));
         }
         Ok(net)
@@ -239,6 +246,9 @@ impl RelayNet {
         for task in &self.tasks {
             task.abort();
         }
+        for relay in self.relays.iter().filter_map(Weak::upgrade) {
+            relay.sessions().clear();
+        }
     }
 
     #[cfg(test)]
@@ -273,7 +283,7 @@ fn partition_pairs(n: usize, groups: &[Vec<usize>]) -> HashSet<(Party, Party)> {
 }
 
 /// What the rules say about one datagram: `None` to drop it, else the delay before
-/// sending it. `sample` draws a uniform number in [0,1) and is only called when loss is
+/// sending it. `sample` draws a uniform number in `[0, 1)` and is only called when loss is
 /// in play.
 fn decide(
     faults: &Faults,
@@ -364,7 +374,7 @@ impl Rng {
         }))
     }
 
-    /// A uniform number in [0,1).
+    /// A uniform number in `[0, 1)`.
     fn next_f64(&self) -> f64 {
         let step = |x: u64| Some(xorshift64(x));
         let prev = match self
@@ -390,13 +400,22 @@ struct Relay {
     /// The node's real address.
     upstream: SocketAddr,
     /// Bound on the relay address.
-    downstream: Arc<UdpSocket>,
+    downstream: UdpSocket,
     shared: Arc<Shared>,
     /// Sessions by downstream source address.
     sessions: Mutex<HashMap<SocketAddr, Arc<Session>>>,
     rng: Rng,
     /// Origin of the sessions' activity timestamps.
     epoch: Instant,
+    /// Queue of delayed datagrams, in arrival order (see [`delay_line_loop`]).
+    delay_line: mpsc::UnboundedSender<Delayed>,
+}
+
+/// A datagram waiting on a delay line.
+struct Delayed {
+    due: tokio::time::Instant,
+    dest: Dest,
+    data: Vec<u8>,
 }
 
 struct Session {
@@ -491,21 +510,17 @@ impl Relay {
         true
     }
 
-    /// Sends `data` to `dest` now, or after `delay` from a spawned task.
-    async fn deliver(self: &Arc<Self>, dest: Dest, data: &[u8], delay: Duration) {
+    /// Sends `data` to `dest` now, or queues it on the relay's delay line to be sent
+    /// after `delay`.
+    async fn deliver(&self, dest: Dest, data: &[u8], delay: Duration) {
         if delay.is_zero() {
             self.send(&dest, data).await;
             return;
         }
-        let relay = self.clone();
+        let due = tokio::time::Instant::now() + delay;
         let data = data.to_vec();
-        let mut stop = self.shared.stop.subscribe();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stopped(&mut stop) => {}
-                () = tokio::time::sleep(delay) => relay.send(&dest, &data).await,
-            }
-        });
+        // Fails only once the delay line has stopped, i.e. on shutdown.
+        let _ = self.delay_line.send(Delayed { due, dest, data });
     }
 
     async fn send(&self, dest: &Dest, data: &[u8]) {
@@ -535,6 +550,34 @@ async fn backoff(error: &io::Error) {
         | io::ErrorKind::Interrupted
         | io::ErrorKind::WouldBlock => {}
         _ => tokio::time::sleep(ERROR_BACKOFF).await,
+    }
+}
+
+/// Sends the delayed datagrams of one relay (both directions), each when due, in the order
+/// they were queued. One queue rather than a task per datagram, so that delay never
+/// reorders datagrams: a spurious reordering makes QUIC declare packets lost and shrink
+/// its congestion window. When the delay is lowered, datagrams queued later wait for those
+/// queued before them, like on a real link.
+async fn delay_line_loop(relay: Arc<Relay>, mut delayed: mpsc::UnboundedReceiver<Delayed>) {
+    let mut stop = relay.shared.stop.subscribe();
+    let stop = stopped(&mut stop);
+    tokio::pin!(stop);
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            item = delayed.recv() => item,
+        };
+        // The relay holds the sender, so the queue never closes while this task runs.
+        let Some(Delayed { due, dest, data }) = item else {
+            break;
+        };
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            () = tokio::time::sleep_until(due) => {}
+        }
+        relay.send(&dest, &data).await;
     }
 }
 
@@ -1014,6 +1057,39 @@ mod tests {
         assert!(inbox_get(&mut nodes[0], b"pong-slow", PRESENT)
             .await
             .is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delay_keeps_datagram_order() {
+        let (net, mut nodes) = setup(2).await;
+        net.set_delay(Duration::from_millis(20));
+        let count = 300u32;
+        for i in 0..count {
+            let payload = [&b"seq"[..], &i.to_be_bytes()].concat();
+            nodes[0]
+                .sock
+                .send_to(&payload, net.relay_addr(1))
+                .await
+                .unwrap();
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+        let mut seen = Vec::new();
+        while seen.len() < count as usize {
+            let (_, data) = timeout(PRESENT, nodes[1].inbox.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Some(seq) = data.strip_prefix(b"seq") {
+                seen.push(u32::from_be_bytes(seq.try_into().unwrap()));
+            }
+        }
+        assert_eq!(
+            seen,
+            (0..count).collect::<Vec<_>>(),
+            "delayed datagrams were reordered"
+        );
     }
 
     /// Negative control: the "not received within ABSENT" check used by the partition
