@@ -293,17 +293,9 @@ impl Node {
             PeerRequest::ReadMany(keys) if keys.len() <= MAX_LISTING => {
                 let mut out = Vec::with_capacity(keys.len());
                 for (bucket, key) in keys {
-                    if let Err(e) = self.check_key(&bucket, &key) {
-                        return PeerResponse::Error(e.message);
-                    }
-                    match self
-                        .inner
-                        .replica
-                        .get(self.storage_key(&bucket, &key))
-                        .await
-                    {
-                        Ok(o) => out.push(o.map(|o| serde_bytes::ByteBuf::from(o.encode()))),
-                        Err(e) => return PeerResponse::Error(e.to_string()),
+                    match self.read_local(&bucket, &key).await {
+                        Ok(o) => out.push(o.map(serde_bytes::ByteBuf::from)),
+                        Err(e) => return PeerResponse::Error(e),
                     }
                 }
                 PeerResponse::Objects(out)

@@ -335,20 +335,10 @@ impl Node {
                 node: self.inner.cfg.id.clone(),
                 epoch: self.inner.replica.actor().epoch,
             },
-            PeerRequest::Read { bucket, key } => {
-                if let Err(e) = self.check_key(&bucket, &key) {
-                    return PeerResponse::Error(e.message);
-                }
-                match self
-                    .inner
-                    .replica
-                    .get(self.storage_key(&bucket, &key))
-                    .await
-                {
-                    Ok(o) => PeerResponse::Object(o.map(|o| o.encode())),
-                    Err(e) => PeerResponse::Error(e.to_string()),
-                }
-            }
+            PeerRequest::Read { bucket, key } => match self.read_local(&bucket, &key).await {
+                Ok(o) => PeerResponse::Object(o),
+                Err(e) => PeerResponse::Error(e),
+            },
             PeerRequest::Replicate(item) => self.merge_items(vec![item]).await,
             PeerRequest::MergeMany(items) => self.merge_items(items).await,
             PeerRequest::Gossip(theirs) => self.receive_gossip(*theirs).await,
@@ -382,6 +372,21 @@ impl Node {
             | PeerRequest::ReadMany(_)
             | PeerRequest::Purge { .. } => self.handle_sync(req).await,
         }
+    }
+
+    /// This replica's encoded version of a key, after checking the key's limits.
+    pub(crate) async fn read_local(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, String> {
+        self.check_key(bucket, key).map_err(|e| e.message)?;
+        self.inner
+            .replica
+            .get(self.storage_key(bucket, key))
+            .await
+            .map(|o| o.map(|o| o.encode()))
+            .map_err(|e| e.to_string())
     }
 
     /// Merges versions from another node into the local replica, as one write batch.
