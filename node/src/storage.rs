@@ -139,8 +139,24 @@ pub struct RocksStorage {
     sync: bool,
 }
 
+/// Upper bound on the write-ahead log's total size.
+const MAX_TOTAL_WAL: u64 = 128 << 20;
+
 impl RocksStorage {
     pub fn open(path: &Path, sync: bool) -> Result<RocksStorage, StorageError> {
+        Self::open_with(path, sync, MAX_TOTAL_WAL, None)
+    }
+
+    /// `max_wal` bounds the write-ahead log: past it, RocksDB flushes the column families
+    /// that pin old log files. Without it, a rarely written family (meta, hints) keeps every
+    /// log since its last flush alive, and a busy node's disk fills with logs.
+    /// `write_buffer` overrides the memtable size (tests use small ones).
+    fn open_with(
+        path: &Path,
+        sync: bool,
+        max_wal: u64,
+        write_buffer: Option<usize>,
+    ) -> Result<RocksStorage, StorageError> {
         let err = |e: String| StorageError::Open {
             path: path.display().to_string(),
             reason: e,
@@ -151,6 +167,7 @@ impl RocksStorage {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
+        opts.set_max_total_wal_size(max_wal);
         let mut data_opts = rocksdb::Options::default();
         data_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         data_opts.set_level_compaction_dynamic_level_bytes(true);
@@ -159,11 +176,14 @@ impl RocksStorage {
         table_opts.set_block_size(16 * 1024);
         data_opts.set_block_based_table_factory(&table_opts);
         let cfs = Table::ALL.iter().map(|t| {
-            let o = if *t == Table::Data {
+            let mut o = if *t == Table::Data {
                 data_opts.clone()
             } else {
                 rocksdb::Options::default()
             };
+            if let Some(size) = write_buffer {
+                o.set_write_buffer_size(size);
+            }
             rocksdb::ColumnFamilyDescriptor::new(t.cf_name(), o)
         });
         let db =
@@ -340,6 +360,53 @@ mod tests {
         );
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn wal_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Busy data plus one idle family's single write: the idle family must not pin every
+    /// log file since. Without the bound (the control) the logs keep all 40 MB.
+    #[test]
+    fn write_ahead_log_stays_bounded() {
+        for (bounded, max_wal) in [(true, 4u64 << 20), (false, u64::MAX)] {
+            let dir = std::env::temp_dir().join(format!(
+                "chorus-storage-wal-{bounded}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let s = RocksStorage::open_with(&dir, false, max_wal, Some(1 << 20)).expect("open");
+            s.write(vec![Op::Put(Table::Meta, b"m".to_vec(), b"1".to_vec())])
+                .expect("write");
+            for i in 0u32..640 {
+                let v: Vec<u8> = (0..64 * 1024u32).map(|j| (i ^ j) as u8).collect();
+                s.write(vec![Op::Put(Table::Data, data_key(i, b"b", b"k"), v)])
+                    .expect("write");
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut logs = wal_bytes(&dir);
+            while bounded && logs > 16 << 20 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                logs = wal_bytes(&dir);
+            }
+            if bounded {
+                assert!(logs <= 16 << 20, "write-ahead logs hold {logs} bytes");
+            } else {
+                assert!(logs > 32 << 20, "control: logs hold only {logs} bytes");
+            }
+            drop(s);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     #[test]

@@ -152,6 +152,7 @@ fn set_union(values: &[Vec<u8>], drop_siblings: bool) -> BTreeSet<i64> {
 }
 
 const SET_KEYS: usize = 4;
+const SET_GENERATION: Duration = Duration::from_secs(20);
 const REGISTER_KEYS: usize = 4;
 const BUCKET: &str = "jepsen";
 
@@ -165,7 +166,10 @@ async fn set_worker(
     let mut rng = Rng(cfg.seed ^ (process << 32));
     let mut n = 0i64;
     while !stop.load(Ordering::Relaxed) {
-        let key = format!("set{}", rng.below(SET_KEYS));
+        // Keys rotate every SET_GENERATION so a set, rewritten whole on each add, stays
+        // small over long runs.
+        let generation = h.start.elapsed().as_secs() / SET_GENERATION.as_secs();
+        let key = format!("set{}.{generation}", rng.below(SET_KEYS));
         if rng.below(4) == 0 {
             h.record(process, Kind::Invoke, "read", &key, Value::Null);
             match client.get(BUCKET, &key, cfg.r).await {
@@ -629,8 +633,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     cluster.wait_serving(Duration::from_secs(60)).await;
 
     let events = history.snapshot();
-    let mut keys: BTreeSet<String> = events.iter().map(|e| e.key.clone()).collect();
-    keys.extend((0..SET_KEYS).map(|k| format!("set{k}")));
+    let keys: BTreeSet<String> = events.iter().map(|e| e.key.clone()).collect();
     let keys: Vec<String> = keys.into_iter().collect();
     let converged = converge(&cluster, &keys, Duration::from_secs(300)).await;
 
