@@ -107,6 +107,14 @@ pub struct ReadRepair {
     /// reply, so they are repaired too.
     #[serde(with = "duration")]
     pub window: Duration,
+    /// Share of reads sent to all N replicas, so they can be compared and repaired. Other
+    /// reads go to R replicas (the coordinator's own copy first), which is enough for R+W>N
+    /// and costs fewer messages; anti-entropy covers what they don't compare.
+    pub chance: f64,
+    /// A read that hasn't reached R after this long is also sent to the replicas it skipped
+    /// (and at once when a contacted replica fails).
+    #[serde(with = "duration")]
+    pub speculative_after: Duration,
 }
 
 impl Default for ReadRepair {
@@ -114,6 +122,8 @@ impl Default for ReadRepair {
         ReadRepair {
             enabled: true,
             window: Duration::from_secs(1),
+            chance: 0.1,
+            speculative_after: Duration::from_millis(50),
         }
     }
 }
@@ -440,6 +450,13 @@ impl NodeConfig {
             return err(
                 "cluster.partitions",
                 format!("{} is not a power of two from 1 to 65536", c.partitions),
+            );
+        }
+        let chance = self.read_repair.chance;
+        if !(0.0..=1.0).contains(&chance) {
+            return err(
+                "read_repair.chance",
+                format!("{chance} is not from 0.0 to 1.0"),
             );
         }
         if c.n == 0 || c.n > 16 {

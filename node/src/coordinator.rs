@@ -184,6 +184,32 @@ impl Quorums {
     }
 }
 
+/// Which replicas a read asks first, and which it keeps in reserve.
+///
+/// A full read (`full`) asks every replica that is up. Otherwise it asks `needed` of them,
+/// the coordinator's own copy first (`me`, no message), then in preference order; the rest
+/// are asked only if one of those fails or is slow. Replicas that are down are in neither
+/// list: the caller counts them as failed.
+pub fn read_targets<'a>(
+    pref: &'a [String],
+    me: &str,
+    needed: usize,
+    is_up: impl Fn(&str) -> bool,
+    full: bool,
+) -> (Vec<&'a String>, Vec<&'a String>) {
+    let mut up: Vec<&String> = pref
+        .iter()
+        .filter(|n| n.as_str() == me || is_up(n))
+        .collect();
+    // Stable: the local replica moves to the front, the others keep their order.
+    up.sort_by_key(|n| n.as_str() != me);
+    if full {
+        return (up, Vec::new());
+    }
+    let reserve = up.split_off(needed.min(up.len()));
+    (up, reserve)
+}
+
 /// A read: collects versions from replicas and merges them.
 #[derive(Clone, Debug)]
 pub struct GetFsm {
@@ -255,6 +281,33 @@ mod tests {
 
     fn nodes() -> Vec<String> {
         vec!["a".into(), "b".into(), "c".into()]
+    }
+
+    #[test]
+    fn reads_ask_the_local_replica_and_enough_others() {
+        let pref: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let up = |_: &str| true;
+        let names = |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>();
+        let (first, reserve) = read_targets(&pref, "c", 2, up, false);
+        assert_eq!(
+            (names(first), names(reserve)),
+            (vec!["c".to_string(), "a".into()], vec!["b".to_string()])
+        );
+        let (first, reserve) = read_targets(&pref, "x", 2, up, false);
+        assert_eq!(
+            (names(first), names(reserve)),
+            (vec!["a".to_string(), "b".into()], vec!["c".to_string()])
+        );
+        let (first, reserve) = read_targets(&pref, "b", 2, up, true);
+        assert_eq!((names(first).len(), reserve.len()), (3, 0));
+        // A down replica is in neither list; the reserve shrinks first.
+        let (first, reserve) = read_targets(&pref, "a", 2, |n| n != "b", false);
+        assert_eq!(
+            (names(first), names(reserve)),
+            (vec!["a".to_string(), "c".into()], vec![])
+        );
+        let (first, reserve) = read_targets(&pref, "a", 3, |n| n == "a", false);
+        assert_eq!((names(first), reserve.len()), (vec!["a".to_string()], 0));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`crate::handoff`] and [`crate::anti_entropy`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::config::{Engine, NodeConfig};
-use crate::coordinator::{GetFsm, Outcome, Quorum, Quorums};
+use crate::coordinator::{read_targets, GetFsm, Outcome, Quorum, Quorums};
 use crate::hints::{now_ms, Hint, Hints};
 use crate::membership::{ClusterState, MemberState, Membership};
 use crate::replica::{Change, Replica, ReplicaError, ReplicaOptions};
@@ -40,6 +41,9 @@ pub enum ServerError {
     #[error("admin endpoint: {0}")]
     Admin(String),
 }
+
+/// Reads coordinated by this process, for `read_repair.chance`.
+static READS: AtomicU64 = AtomicU64::new(0);
 
 /// A node that is serving. Dropping it doesn't stop it; call [`Node::shutdown`].
 #[derive(Clone)]
@@ -553,20 +557,29 @@ impl Node {
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Result<Option<Object>, String>)>();
         let deadline = self.inner.cfg.timeouts.request;
         let skey = data_key(plan.partition, &bucket, &key);
-        for node in plan.pref {
+        let rr = &self.inner.cfg.read_repair;
+        // Every k-th read goes to all replicas, k = 1 / chance.
+        let full = rr.chance >= 1.0
+            || (rr.chance > 0.0
+                && READS.fetch_add(1, Ordering::Relaxed)
+                    % (1.0 / rr.chance).round().max(1.0) as u64
+                    == 0);
+        let is_up = |n: &str| self.inner.members.is_up(n);
+        let (first, reserve) = read_targets(&plan.pref, &me, plan.needed, is_up, full);
+        for node in plan.pref.iter().filter(|n| **n != me && !is_up(n)) {
+            fsm.fail(node);
+        }
+        let ask = |node: String| {
+            let tx = tx.clone();
             if node == me {
                 let replica = self.inner.replica.clone();
                 let skey = skey.clone();
-                let tx = tx.clone();
                 tokio::spawn(async move {
                     let r = replica.get(skey).await.map_err(|e| e.to_string());
                     let _ = tx.send((node, r));
                 });
-            } else if !self.inner.members.is_up(&node) {
-                fsm.fail(&node);
             } else {
                 let this = self.clone();
-                let tx = tx.clone();
                 let req = PeerRequest::Read {
                     bucket: bucket.clone(),
                     key: key.clone(),
@@ -576,6 +589,52 @@ impl Node {
                     let _ = tx.send((node, r));
                 });
             }
+        };
+        for node in first {
+            ask(node.clone());
+        }
+        // The reserve is asked when a contacted replica fails, or after `speculative_after`,
+        // unless the read is decided by then.
+        let escalate = Arc::new(Notify::new());
+        let decided = Arc::new(AtomicBool::new(false));
+        if !reserve.is_empty() {
+            let reserve: Vec<String> = reserve.into_iter().cloned().collect();
+            let (escalate, decided) = (escalate.clone(), decided.clone());
+            let after = rr.speculative_after;
+            let this = self.clone();
+            let tx = tx.clone();
+            let (bucket, key, skey, me) = (bucket.clone(), key.clone(), skey.clone(), me.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(after) => {}
+                    _ = escalate.notified() => {}
+                }
+                if decided.load(Ordering::Acquire) {
+                    return;
+                }
+                for node in reserve {
+                    let r = if node == me {
+                        this.inner
+                            .replica
+                            .get(skey.clone())
+                            .await
+                            .map_err(|e| e.to_string())
+                    } else {
+                        let req = PeerRequest::Read {
+                            bucket: bucket.clone(),
+                            key: key.clone(),
+                        };
+                        let this = this.clone();
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let r = object_answer(this.call_peer(&node, &req, deadline).await);
+                            let _ = tx.send((node, r));
+                        });
+                        continue;
+                    };
+                    let _ = tx.send((node, r));
+                }
+            });
         }
         drop(tx);
         // The request runs in its own task: after the reply it keeps listening for late
@@ -583,13 +642,18 @@ impl Node {
         let (reply_tx, reply_rx) = oneshot::channel();
         let this = self.clone();
         tokio::spawn(async move {
+            let wake = escalate.clone();
             let step = |fsm: &mut GetFsm, ev: Event<Result<Option<Object>, String>>| match ev {
                 Event::Answer(node, Ok(obj)) => fsm.reply(&node, obj),
                 Event::Answer(node, Err(e)) => {
                     tracing::debug!(%node, error = %e, "replica read failed");
+                    wake.notify_one();
                     fsm.fail(&node)
                 }
-                Event::Down(node) => fsm.fail(&node),
+                Event::Down(node) => {
+                    wake.notify_one();
+                    fsm.fail(&node)
+                }
                 Event::Expired => fsm.expire(),
             };
             let outcome = this
@@ -607,6 +671,10 @@ impl Node {
                 Outcome::Failed { needed, answered } => quorum_error("read", needed, answered),
                 Outcome::Pending => Response::error(ErrorKind::Internal, "read left undecided"),
             };
+            // Decided: the reserve is not needed any more (it still may be for read repair,
+            // but anti-entropy covers replicas a read skipped).
+            decided.store(true, Ordering::Release);
+            escalate.notify_one();
             let _ = reply_tx.send(resp);
             if outcome == Outcome::Met && this.inner.cfg.read_repair.enabled {
                 this.read_repair(fsm, rx, bucket, key, skey).await;

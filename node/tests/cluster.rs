@@ -285,3 +285,61 @@ async fn per_bucket_n_and_writes_sent_to_a_non_replica_are_forwarded() {
     values.sort();
     assert_eq!(values, vec!["first", "via n1", "via n2", "via n3"]);
 }
+
+/// Reads ask R replicas first. One that hangs (SIGSTOP: no error, no closed connection)
+/// must not stall them: the reserve replica is asked after `speculative_after`. The control
+/// with a speculative delay longer than the request deadline shows the reads would wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_around_a_hung_replica() {
+    for (speculative, must_pass) in [("30ms", true), ("30s", false)] {
+        let c = TestCluster::start(
+            3,
+            &[
+                "read_repair.chance=0",
+                &format!("read_repair.speculative_after={speculative}"),
+                "timeouts.request=1500ms",
+                // Slower than the request deadline: only the speculative read helps.
+                "failure_detector.down_after=5s",
+            ],
+        )
+        .await;
+        // Talk to n1 only, so its failure detector is the one that matters.
+        let mut cfg = c.client_config_for(&[1]);
+        cfg.token_aware = false;
+        let client = chorus_client::Client::connect(cfg).await.expect("connect");
+        for i in 0..12 {
+            let key = format!("h{i}");
+            client
+                .put("b", &key, key.as_bytes().to_vec(), None, Level::All)
+                .await
+                .expect("W=all with every node up");
+        }
+        c.pause(2, true);
+        let mut failed = 0;
+        let mut slowest = Duration::ZERO;
+        for i in 0..12 {
+            let key = format!("h{i}");
+            let t = Instant::now();
+            match client.get("b", &key, Level::Quorum).await {
+                Ok(r) => assert_eq!(r.values, vec![key.as_bytes().to_vec()]),
+                Err(_) => failed += 1,
+            }
+            slowest = slowest.max(t.elapsed());
+        }
+        c.pause(2, false);
+        if must_pass {
+            assert_eq!(failed, 0, "reads failed with one replica hung");
+            assert!(
+                slowest < Duration::from_millis(300),
+                "slowest read {slowest:?}"
+            );
+        } else {
+            // Without the speculative read, reads wait for the hung replica until its
+            // probes fail (about a second) or the deadline.
+            assert!(
+                failed > 0 || slowest >= Duration::from_millis(500),
+                "control: no read waited on the hung replica (slowest {slowest:?})"
+            );
+        }
+    }
+}

@@ -114,6 +114,17 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOP (`stop = true`) or SIGCONT: a node that hangs without closing anything.
+    pub fn pause(&self, k: usize, stop: bool) {
+        if let Some(child) = &self.nodes[k - 1] {
+            let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
     /// Starts a killed node again with the same config and data.
     pub async fn restart(&mut self, k: usize) {
         assert!(self.nodes[k - 1].is_none(), "node {k} is still running");
