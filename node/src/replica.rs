@@ -205,10 +205,27 @@ impl Replica {
 
     /// The stored version of a data key.
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<Object>, ReplicaError> {
+        match self.get_encoded(key).await? {
+            Some(bytes) => Object::decode(&bytes)
+                .map(Some)
+                .map_err(|e| ReplicaError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored version of a data key as stored (the encoding of [`Object`]), for sending
+    /// on without decoding it; the receiver decodes and checks it.
+    pub async fn get_encoded(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, ReplicaError> {
+        // Most reads are answered from the memtable or block cache: do those here, and
+        // only hand reads that would touch the disk to a blocking thread.
+        if let Some(found) = self.storage.get_cached(Table::Data, &key)? {
+            return Ok(found);
+        }
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || read_object(&*storage, &key))
+        tokio::task::spawn_blocking(move || storage.get(Table::Data, &key))
             .await
             .map_err(|_| ReplicaError::Closed)?
+            .map_err(ReplicaError::from)
     }
 
     /// Applies a change and returns the key's resulting version (empty after a purge).

@@ -387,9 +387,8 @@ impl Node {
         self.check_key(bucket, key).map_err(|e| e.message)?;
         self.inner
             .replica
-            .get(self.storage_key(bucket, key))
+            .get_encoded(self.storage_key(bucket, key))
             .await
-            .map(|o| o.map(|o| o.encode()))
             .map_err(|e| e.to_string())
     }
 

@@ -69,6 +69,15 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// What the node needs from a storage engine. Every method may block.
 pub trait Storage: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// [`Storage::get`] if it can be answered from memory without blocking on disk;
+    /// `Ok(None)` when it can't (the caller then reads on a blocking thread).
+    fn get_cached(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        self.get(table, key).map(Some)
+    }
     /// Applies every op or none.
     fn write(&self, ops: Vec<Op>) -> Result<(), StorageError>;
     /// Up to `limit` entries with keys in `[start, end)`, in key order.
@@ -203,6 +212,20 @@ impl Storage for RocksStorage {
         self.db
             .get_cf(self.cf(table)?, key)
             .map_err(|e| StorageError::Read(e.to_string()))
+    }
+
+    fn get_cached(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_read_tier(rocksdb::ReadTier::BlockCache);
+        match self.db.get_cf_opt(self.cf(table)?, key, &ro) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+            Err(e) => Err(StorageError::Read(e.to_string())),
+        }
     }
 
     fn write(&self, ops: Vec<Op>) -> Result<(), StorageError> {
@@ -407,6 +430,37 @@ mod tests {
             drop(s);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    #[test]
+    fn cached_reads_answer_from_memory_or_say_they_cannot() {
+        let dir =
+            std::env::temp_dir().join(format!("chorus-storage-cached-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let k = data_key(1, b"b", b"k");
+        {
+            let s = RocksStorage::open(&dir, false).expect("open");
+            s.write(vec![Op::Put(Table::Data, k.clone(), b"v".to_vec())])
+                .expect("write");
+            // In the memtable.
+            assert_eq!(
+                s.get_cached(Table::Data, &k).expect("get"),
+                Some(Some(b"v".to_vec()))
+            );
+            assert_eq!(s.get_cached(Table::Data, b"nope").expect("get"), Some(None));
+        }
+        // Reopened: the value is in a table file, not in memory yet.
+        let s = RocksStorage::open(&dir, false).expect("reopen");
+        s.db.flush_cf(s.cf(Table::Data).expect("cf"))
+            .expect("flush");
+        let s2 = {
+            drop(s);
+            RocksStorage::open(&dir, false).expect("reopen")
+        };
+        assert_eq!(s2.get_cached(Table::Data, &k).expect("get"), None);
+        assert_eq!(s2.get(Table::Data, &k).expect("get"), Some(b"v".to_vec()));
+        drop(s2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
