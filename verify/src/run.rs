@@ -279,17 +279,23 @@ async fn delete_worker(
     stop: Arc<AtomicBool>,
     cfg: RunConfig,
 ) {
-    let mut i = 0u64;
+    const SLOTS: usize = 200;
+    let mut i = 0usize;
+    // A bounded key space: long runs stay cheap to check, and keys cycle through write and
+    // delete many times. A write or delete that may or may not have happened makes its key
+    // uncertain for good (it can still surface as a sibling), so the slot moves on to a
+    // fresh key, and later deletes stay checkable.
+    let mut generation = [0u64; SLOTS];
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        // A bounded key space: long runs stay cheap to check, and keys cycle through
-        // write and delete many times.
-        let key = format!("del{process}-{}", i % 200);
+        let slot = i % SLOTS;
+        let key = format!("del{process}-{slot}.{}", generation[slot]);
         h.record(process, Kind::Invoke, "write", &key, json!(1));
         match client.put(BUCKET, &key, b"1".to_vec(), None, cfg.w).await {
             Ok(_) => h.record(process, Kind::Ok, "write", &key, json!(1)),
             Err(e) => {
                 h.record(process, write_failure(&e), "write", &key, json!(1));
+                generation[slot] += 1;
                 continue;
             }
         }
@@ -302,7 +308,10 @@ async fn delete_worker(
             .await
         {
             Ok(_) => h.record(process, Kind::Ok, "delete", &key, Value::Null),
-            Err(e) => h.record(process, write_failure(&e), "delete", &key, Value::Null),
+            Err(e) => {
+                h.record(process, write_failure(&e), "delete", &key, Value::Null);
+                generation[slot] += 1;
+            }
         }
     }
 }

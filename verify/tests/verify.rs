@@ -58,6 +58,17 @@ fn short_run_with_every_fault_kind_finds_no_violation() {
         );
     }
     assert!(report["operations"].as_u64().unwrap_or(0) > 500, "{report}");
+    // Every checker must have had something to check, or its zero means nothing.
+    for (checker, count) in [
+        ("set", "acknowledged"),
+        ("register", "checked_reads"),
+        ("deletes", "checked"),
+    ] {
+        let n = verdict(&report, checker)["counts"][count]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(n > 0, "{checker} checked nothing ({count} = 0): {report}");
+    }
     assert!(ok, "violations found; see {}", out.display());
     let _ = std::fs::remove_dir_all(&out);
 }
