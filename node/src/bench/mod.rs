@@ -56,6 +56,7 @@ pub struct BenchArgs {
     /// Skip the load phase (the records are already there).
     #[arg(long)]
     skip_load: bool,
+    /// Chorus bucket for the records (redis and etcd use the bare key names).
     #[arg(long, default_value = "usertable")]
     bucket: String,
     /// Print one JSON summary.
