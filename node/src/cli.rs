@@ -109,7 +109,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a YCSB workload against the cluster and report throughput and latency.
+    /// Run a YCSB workload against the cluster (or, for comparison, Redis or etcd) and
+    /// report throughput and latency.
     Bench(crate::bench::BenchArgs),
     /// Create a cluster CA and issue node and client certificates.
     Certs {
@@ -241,8 +242,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
-            let client = connect(cli.config.as_deref()).await?;
-            crate::bench::run(client, args).await?;
+            crate::bench::main(args, cli.config.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Repair => {
@@ -407,7 +407,7 @@ fn init_logging() {
         .try_init();
 }
 
-async fn connect(config: Option<&Path>) -> Result<Client> {
+pub(crate) async fn connect(config: Option<&Path>) -> Result<Client> {
     let path = config
         .ok_or_else(|| anyhow!("no client config: pass --config FILE or set CHORUS_CONFIG"))?;
     let cfg = ClientConfig::load(path)?;
