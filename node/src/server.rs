@@ -558,11 +558,9 @@ impl Node {
         let skey = data_key(plan.partition, &bucket, &key);
         let rr = &self.inner.cfg.read_repair;
         // Every k-th read goes to all replicas, k = 1 / chance.
+        let every = (1.0 / rr.chance).round().max(1.0) as u64;
         let full = rr.chance >= 1.0
-            || (rr.chance > 0.0
-                && READS.fetch_add(1, Ordering::Relaxed)
-                    % (1.0 / rr.chance).round().max(1.0) as u64
-                    == 0);
+            || (rr.chance > 0.0 && READS.fetch_add(1, Ordering::Relaxed).is_multiple_of(every));
         let is_up = |n: &str| self.inner.members.is_up(n);
         let (first, reserve) = read_targets(&plan.pref, &me, plan.needed, is_up, full);
         for node in plan.pref.iter().filter(|n| **n != me && !is_up(n)) {
