@@ -1,7 +1,8 @@
 //! Local storage behind a small synchronous trait, with a RocksDB engine and an in-memory one.
 //!
 //! Calls block, so async code reaches them through `spawn_blocking` or the replica's writer
-//! thread, never directly on a runtime worker.
+//! thread; only [`Storage::get_cached`], which never touches the disk, runs on a runtime
+//! worker.
 //!
 //! Layout: one column family per table. Data keys are `partition (u32 BE) | bucket length
 //! (u16 BE) | bucket | key`, so one partition's keys are one contiguous range (for
