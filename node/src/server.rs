@@ -566,29 +566,8 @@ impl Node {
         for node in plan.pref.iter().filter(|n| **n != me && !is_up(n)) {
             fsm.fail(node);
         }
-        let ask = |node: String| {
-            let tx = tx.clone();
-            if node == me {
-                let replica = self.inner.replica.clone();
-                let skey = skey.clone();
-                tokio::spawn(async move {
-                    let r = replica.get(skey).await.map_err(|e| e.to_string());
-                    let _ = tx.send((node, r));
-                });
-            } else {
-                let this = self.clone();
-                let req = PeerRequest::Read {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                };
-                tokio::spawn(async move {
-                    let r = object_answer(this.call_peer(&node, &req, deadline).await);
-                    let _ = tx.send((node, r));
-                });
-            }
-        };
         for node in first {
-            ask(node.clone());
+            self.ask_replica(node.clone(), &bucket, &key, &skey, &tx);
         }
         // The reserve is asked when a contacted replica fails, or after `speculative_after`,
         // unless the read is decided by then.
@@ -600,7 +579,7 @@ impl Node {
             let after = rr.speculative_after;
             let this = self.clone();
             let tx = tx.clone();
-            let (bucket, key, skey, me) = (bucket.clone(), key.clone(), skey.clone(), me.clone());
+            let (bucket, key, skey) = (bucket.clone(), key.clone(), skey.clone());
             tokio::spawn(async move {
                 tokio::select! {
                     _ = tokio::time::sleep(after) => {}
@@ -610,26 +589,7 @@ impl Node {
                     return;
                 }
                 for node in reserve {
-                    let r = if node == me {
-                        this.inner
-                            .replica
-                            .get(skey.clone())
-                            .await
-                            .map_err(|e| e.to_string())
-                    } else {
-                        let req = PeerRequest::Read {
-                            bucket: bucket.clone(),
-                            key: key.clone(),
-                        };
-                        let this = this.clone();
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            let r = object_answer(this.call_peer(&node, &req, deadline).await);
-                            let _ = tx.send((node, r));
-                        });
-                        continue;
-                    };
-                    let _ = tx.send((node, r));
+                    this.ask_replica(node, &bucket, &key, &skey, &tx);
                 }
             });
         }
@@ -680,6 +640,38 @@ impl Node {
         reply_rx
             .await
             .unwrap_or_else(|_| Response::error(ErrorKind::Internal, "read task failed"))
+    }
+
+    /// Reads one replica's copy of a key in its own task and sends the answer to `tx`:
+    /// the local replica directly, another through a peer `Read`.
+    fn ask_replica(
+        &self,
+        node: String,
+        bucket: &[u8],
+        key: &[u8],
+        skey: &[u8],
+        tx: &mpsc::UnboundedSender<(String, Result<Option<Object>, String>)>,
+    ) {
+        let tx = tx.clone();
+        if node == self.inner.cfg.id {
+            let replica = self.inner.replica.clone();
+            let skey = skey.to_vec();
+            tokio::spawn(async move {
+                let r = replica.get(skey).await.map_err(|e| e.to_string());
+                let _ = tx.send((node, r));
+            });
+        } else {
+            let this = self.clone();
+            let req = PeerRequest::Read {
+                bucket: bucket.to_vec(),
+                key: key.to_vec(),
+            };
+            let deadline = self.inner.cfg.timeouts.request;
+            tokio::spawn(async move {
+                let r = object_answer(this.call_peer(&node, &req, deadline).await);
+                let _ = tx.send((node, r));
+            });
+        }
     }
 
     /// Waits (up to the repair window) for replicas that hadn't answered, then sends the
