@@ -273,37 +273,18 @@ struct Shared<D> {
 
 impl<D: Driver> Shared<D> {
     fn pick_op(&self, rng: &mut Rng) -> Op {
-        let u = rng.unit();
-        match self.args.workload.as_str() {
-            "a" => {
-                if u < 0.5 {
-                    Op::Read
-                } else {
-                    Op::Update
-                }
-            }
-            "b" => {
-                if u < 0.95 {
-                    Op::Read
-                } else {
-                    Op::Update
-                }
-            }
-            "d" => {
-                if u < 0.95 {
-                    Op::Read
-                } else {
-                    Op::Insert
-                }
-            }
-            "f" => {
-                if u < 0.5 {
-                    Op::Read
-                } else {
-                    Op::ReadModifyWrite
-                }
-            }
-            _ => Op::Read,
+        // YCSB's mixes: the share of reads, and what the other operations are.
+        let (reads, other) = match self.args.workload.as_str() {
+            "a" => (0.5, Op::Update),
+            "b" => (0.95, Op::Update),
+            "d" => (0.95, Op::Insert),
+            "f" => (0.5, Op::ReadModifyWrite),
+            _ => (1.0, Op::Read),
+        };
+        if rng.unit() < reads {
+            Op::Read
+        } else {
+            other
         }
     }
 
