@@ -71,7 +71,8 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 pub trait Storage: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     /// [`Storage::get`] if it can be answered from memory without blocking on disk;
-    /// `Ok(None)` when it can't (the caller then reads on a blocking thread).
+    /// `Ok(None)` when it can't, or when the key isn't found there (the caller then reads
+    /// on a blocking thread).
     fn get_cached(
         &self,
         table: Table,
@@ -222,8 +223,12 @@ impl Storage for RocksStorage {
     ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_read_tier(rocksdb::ReadTier::BlockCache);
+        // Only a hit is trusted. A miss from the memory tier is not proof of absence (with
+        // no I/O allowed, RocksDB may skip a table it would have had to open), so misses,
+        // like anything incomplete, go the blocking way.
         match self.db.get_cf_opt(self.cf(table)?, key, &ro) {
-            Ok(v) => Ok(Some(v)),
+            Ok(Some(v)) if !v.is_empty() => Ok(Some(Some(v))),
+            Ok(_) => Ok(None),
             Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
             Err(e) => Err(StorageError::Read(e.to_string())),
         }
@@ -448,7 +453,9 @@ mod tests {
                 s.get_cached(Table::Data, &k).expect("get"),
                 Some(Some(b"v".to_vec()))
             );
-            assert_eq!(s.get_cached(Table::Data, b"nope").expect("get"), Some(None));
+            // A miss is left to the blocking read.
+            assert_eq!(s.get_cached(Table::Data, b"nope").expect("get"), None);
+            assert_eq!(s.get(Table::Data, b"nope").expect("get"), None);
         }
         // Reopened: the value is in a table file, not in memory yet.
         let s = RocksStorage::open(&dir, false).expect("reopen");
