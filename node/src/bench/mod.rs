@@ -365,22 +365,33 @@ pub async fn main(args: BenchArgs, config: Option<&Path>) -> Result<()> {
     }
 }
 
-async fn run<D: Driver>(driver: D, args: BenchArgs) -> Result<()> {
-    let mut hist = HashMap::new();
-    for op in [Op::Read, Op::Update, Op::Insert, Op::ReadModifyWrite] {
-        hist.insert(op, Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?);
+/// Latency histogram: 1 µs to 60 s, 3 significant digits.
+fn histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+}
+
+impl<D: Driver> Shared<D> {
+    fn new(driver: D, args: &BenchArgs) -> Result<Shared<D>> {
+        let mut hist = HashMap::new();
+        for op in [Op::Read, Op::Update, Op::Insert, Op::ReadModifyWrite] {
+            hist.insert(op, histogram()?);
+        }
+        Ok(Shared {
+            driver,
+            zipf: Zipfian::new(args.records, 0.99),
+            inserted: AtomicU64::new(args.records),
+            value: Bytes::from(vec![b'x'; args.value_size]),
+            errors: AtomicU64::new(0),
+            not_found: AtomicU64::new(0),
+            hist: Mutex::new(hist),
+            done: AtomicU64::new(0),
+            args: args.clone(),
+        })
     }
-    let shared = Arc::new(Shared {
-        driver,
-        zipf: Zipfian::new(args.records, 0.99),
-        inserted: AtomicU64::new(args.records),
-        value: Bytes::from(vec![b'x'; args.value_size]),
-        errors: AtomicU64::new(0),
-        not_found: AtomicU64::new(0),
-        hist: Mutex::new(hist),
-        done: AtomicU64::new(0),
-        args: args.clone(),
-    });
+}
+
+async fn run<D: Driver>(driver: D, args: BenchArgs) -> Result<()> {
+    let shared = Arc::new(Shared::new(driver, &args)?);
     let tty = std::io::stderr().is_terminal() && !args.json;
     if !args.skip_load {
         load(&shared, tty).await?;
@@ -488,7 +499,7 @@ async fn open_loop<D: Driver>(shared: &Arc<Shared<D>>, rate: u64, bar: &indicati
 /// The run's summary: what `--json` prints, and what the text report is made from.
 fn summary<D: Driver>(shared: &Shared<D>, elapsed: Duration) -> serde_json::Value {
     let hists = shared.hist.lock().unwrap_or_else(|p| p.into_inner());
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+    let mut all = histogram().ok();
     for h in hists.values() {
         if let Some(a) = all.as_mut() {
             let _ = a.add(h);
@@ -772,24 +783,7 @@ mod tests {
     async fn run_mem(args: &[&str]) -> (Arc<Shared<MemDriver>>, serde_json::Value) {
         let args = parse(args);
         args.validate().expect("valid");
-        let mut hist = HashMap::new();
-        for op in [Op::Read, Op::Update, Op::Insert, Op::ReadModifyWrite] {
-            hist.insert(
-                op,
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
-            );
-        }
-        let shared = Arc::new(Shared {
-            driver: MemDriver::default(),
-            zipf: Zipfian::new(args.records, 0.99),
-            inserted: AtomicU64::new(args.records),
-            value: Bytes::from(vec![b'x'; args.value_size]),
-            errors: AtomicU64::new(0),
-            not_found: AtomicU64::new(0),
-            hist: Mutex::new(hist),
-            done: AtomicU64::new(0),
-            args: args.clone(),
-        });
+        let shared = Arc::new(Shared::new(MemDriver::default(), &args).expect("bench state"));
         load(&shared, false).await.expect("load");
         let bar = indicatif::ProgressBar::hidden();
         let started = Instant::now();
