@@ -85,7 +85,7 @@ pub struct Verdict {
 
 impl Verdict {
     /// A verdict with every named count present (at zero) so reports have a stable shape.
-    fn new(checker: &str, names: &[&str]) -> Self {
+    pub(crate) fn new(checker: &str, names: &[&str]) -> Self {
         Verdict {
             checker: checker.to_string(),
             valid: true,
@@ -94,15 +94,15 @@ impl Verdict {
         }
     }
 
-    fn add(&mut self, name: &str, n: u64) {
+    pub(crate) fn add(&mut self, name: &str, n: u64) {
         *self.counts.entry(name.to_string()).or_insert(0) += n;
     }
 
-    fn get(&self, name: &str) -> u64 {
+    pub(crate) fn get(&self, name: &str) -> u64 {
         self.counts.get(name).copied().unwrap_or(0)
     }
 
-    fn example(&mut self, text: String) {
+    pub(crate) fn example(&mut self, text: String) {
         if self.examples.len() < MAX_EXAMPLES {
             self.examples.push(text);
         }

@@ -253,6 +253,46 @@ impl Cluster {
         Ok(())
     }
 
+    /// SIGTERM (a clean shutdown), then reap; SIGKILL if it takes longer than 10 s.
+    pub fn stop(&mut self, i: usize) {
+        self.resume(i);
+        self.signal(i, libc::SIGTERM);
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if std::time::Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    fn snapshot_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.join("data.snapshot")
+    }
+
+    /// Copies the (stopped) node's data directory aside, as a backup.
+    pub fn snapshot(&self, i: usize) -> Result<(), ClusterError> {
+        let to = self.snapshot_dir(i);
+        let _ = std::fs::remove_dir_all(&to);
+        copy_dir(&self.nodes[i].dir.join("data"), &to)?;
+        Ok(())
+    }
+
+    /// Replaces the (stopped) node's data directory with its last snapshot.
+    pub fn restore(&self, i: usize) -> Result<(), ClusterError> {
+        let data = self.nodes[i].dir.join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        copy_dir(&self.snapshot_dir(i), &data)?;
+        Ok(())
+    }
+
     /// Polls until every running node answers a status request, within `within`.
     pub async fn wait_serving(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
@@ -288,4 +328,18 @@ impl Drop for Cluster {
         }
         self.relays.shutdown();
     }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }

@@ -2,4 +2,5 @@
 //! relays, concurrent clients recording a history, a seeded nemesis, and checkers.
 
 pub mod checker;
+pub mod recreate;
 pub mod relay;

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod run;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +44,8 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     workers: usize,
     /// Fault kinds, comma-separated; default all: kill, pause, partition-one,
-    /// partition-majority, partition-bridge, loss, delay, clock-skew, wipe, join-leave.
+    /// partition-majority, partition-bridge, loss, delay, clock-skew, wipe, join-leave,
+    /// restore, wipe-while-down, hot-keys, large-values.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// How long each fault lasts.
@@ -52,6 +54,9 @@ struct Args {
     /// Negative control: a client that drops siblings (last-writer-wins), which loses adds.
     #[arg(long)]
     drop_siblings: bool,
+    /// The nodes' tombstone grace; short, so deletes are purged during the run.
+    #[arg(long, default_value = "12s", value_parser = humantime::parse_duration)]
+    tombstone_grace: Duration,
 }
 
 fn parse_fault(s: &str) -> anyhow::Result<Fault> {
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         faults,
         fault_time: args.fault_time,
         drop_siblings: args.drop_siblings,
+        tombstone_grace: args.tombstone_grace,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,15 +5,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_client::{CausalContext, Client, Error as ClientError, Level, WriteOptions};
+use chorus_client::{Client, Error as ClientError, Level};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::workload::{
+    blob_worker, delete_worker, ints, recreate_worker, register_reader, register_writer,
+    set_union, set_worker, History, Rng, SetKeys, BUCKET, REGISTER_KEYS,
+};
 use chorus_verify::checker::{self, Event, Kind, Verdict};
+use chorus_verify::recreate::check_recreate;
 
 /// A kind of fault the nemesis injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -29,10 +34,18 @@ pub enum Fault {
     ClockSkew,
     Wipe,
     JoinLeave,
+    /// A node's data directory is put back to an older copy of itself.
+    Restore,
+    /// One replica is down while another loses its disk.
+    WipeWhileDown,
+    /// Many concurrent read-modify-writes of one key.
+    HotKeys,
+    /// Large values written while a replica is down, so they travel as hints.
+    LargeValues,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Kill,
         Fault::Pause,
         Fault::PartitionOne,
@@ -43,6 +56,10 @@ impl Fault {
         Fault::ClockSkew,
         Fault::Wipe,
         Fault::JoinLeave,
+        Fault::Restore,
+        Fault::WipeWhileDown,
+        Fault::HotKeys,
+        Fault::LargeValues,
     ];
 }
 
@@ -62,7 +79,21 @@ pub struct RunConfig {
     /// Negative control: the set client keeps only the first sibling (last-writer-wins
     /// style), which loses concurrent adds.
     pub drop_siblings: bool,
+    /// The nodes' tombstone grace: short, so the delete-and-re-create workload sees purges.
+    pub tombstone_grace: Duration,
 }
+
+/// Switches the nemesis flips for workloads that only run during a fault.
+#[derive(Clone, Default)]
+struct Switches {
+    hot: Arc<AtomicBool>,
+    large: Arc<AtomicBool>,
+}
+
+/// Concurrent writers on the hot key while the hot-keys fault lasts.
+const HOT_WORKERS: usize = 16;
+/// Delete-and-re-create workers.
+const RECREATE_WORKERS: usize = 2;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -75,247 +106,6 @@ pub struct Report {
     pub valid: bool,
 }
 
-/// Records events with a shared clock, and writes them out as JSONL.
-struct History {
-    start: Instant,
-    events: Mutex<Vec<Event>>,
-}
-
-impl History {
-    fn record(&self, process: u64, kind: Kind, f: &str, key: &str, value: Value) {
-        let e = Event {
-            time_ms: self.start.elapsed().as_millis() as u64,
-            process,
-            kind,
-            f: f.to_string(),
-            key: key.to_string(),
-            value,
-        };
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
-    }
-
-    fn snapshot(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64: good enough, and reproducible from the seed.
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// Outcome kind of a failed write: definitely not applied, or maybe.
-fn write_failure(e: &ClientError) -> Kind {
-    match e {
-        ClientError::Unavailable(_)
-        | ClientError::BadRequest(_)
-        | ClientError::TooLarge(_)
-        | ClientError::InvalidContext(_)
-        | ClientError::Config(_) => Kind::Fail,
-        _ => Kind::Info,
-    }
-}
-
-fn ints(values: &[Vec<u8>]) -> Vec<i64> {
-    values
-        .iter()
-        .filter_map(|v| std::str::from_utf8(v).ok()?.parse().ok())
-        .collect()
-}
-
-/// Set elements stored as a JSON array in each sibling.
-fn set_union(values: &[Vec<u8>], drop_siblings: bool) -> BTreeSet<i64> {
-    let take = if drop_siblings { 1 } else { values.len() };
-    values
-        .iter()
-        .take(take)
-        .filter_map(|v| serde_json::from_slice::<Vec<i64>>(v).ok())
-        .flatten()
-        .collect()
-}
-
-const SET_KEYS: usize = 4;
-const SET_GENERATION: Duration = Duration::from_secs(10);
-const REGISTER_KEYS: usize = 4;
-const BUCKET: &str = "jepsen";
-
-async fn set_worker(
-    client: Client,
-    process: u64,
-    h: Arc<History>,
-    stop: Arc<AtomicBool>,
-    cfg: RunConfig,
-) {
-    let mut rng = Rng(cfg.seed ^ (process << 32));
-    let mut n = 0i64;
-    while !stop.load(Ordering::Relaxed) {
-        // Keys rotate every SET_GENERATION so a set, rewritten whole on each add, stays
-        // small over long runs.
-        let generation = h.start.elapsed().as_secs() / SET_GENERATION.as_secs();
-        let key = format!("set{}.{generation}", rng.below(SET_KEYS));
-        // Reads return the whole set: a few of them per generation bound the history's size
-        // (and its memory) while still checking what reads see.
-        if rng.below(10) == 0 {
-            h.record(process, Kind::Invoke, "read", &key, Value::Null);
-            match client.get(BUCKET, &key, cfg.r).await {
-                Ok(r) => {
-                    let seen: Vec<i64> = set_union(&r.values, false).into_iter().collect();
-                    h.record(process, Kind::Ok, "read", &key, json!(seen));
-                }
-                Err(_) => h.record(process, Kind::Fail, "read", &key, Value::Null),
-            }
-            continue;
-        }
-        n += 1;
-        let element = (process as i64) * 1_000_000 + n;
-        h.record(process, Kind::Invoke, "add", &key, json!(element));
-        let read = match client.get(BUCKET, &key, cfg.r).await {
-            Ok(r) => r,
-            Err(_) => {
-                h.record(process, Kind::Fail, "add", &key, json!(element));
-                continue;
-            }
-        };
-        let mut set = set_union(&read.values, cfg.drop_siblings);
-        set.insert(element);
-        let body = serde_json::to_vec(&set.into_iter().collect::<Vec<_>>()).unwrap_or_default();
-        let opts = WriteOptions {
-            context: Some(read.context),
-            w: cfg.w,
-            sloppy: false,
-        };
-        match client.put_with(BUCKET, &key, body, &opts).await {
-            Ok(_) => h.record(process, Kind::Ok, "add", &key, json!(element)),
-            Err(e) => h.record(process, write_failure(&e), "add", &key, json!(element)),
-        }
-    }
-}
-
-/// One writer per register key: writes 1, 2, 3... each with the context of its last write.
-async fn register_writer(
-    client: Client,
-    process: u64,
-    key: String,
-    h: Arc<History>,
-    stop: Arc<AtomicBool>,
-    cfg: RunConfig,
-) {
-    let mut seq = 0i64;
-    let mut ctx: Option<CausalContext> = None;
-    while !stop.load(Ordering::Relaxed) {
-        if ctx.is_none() {
-            match client.get(BUCKET, &key, cfg.r).await {
-                Ok(r) => ctx = Some(r.context),
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            }
-        }
-        seq += 1;
-        h.record(process, Kind::Invoke, "write", &key, json!(seq));
-        let opts = WriteOptions {
-            context: ctx.clone(),
-            w: cfg.w,
-            sloppy: false,
-        };
-        match client
-            .put_with(BUCKET, &key, seq.to_string().into_bytes(), &opts)
-            .await
-        {
-            Ok(c) => {
-                h.record(process, Kind::Ok, "write", &key, json!(seq));
-                ctx = Some(c);
-            }
-            Err(e) => {
-                h.record(process, write_failure(&e), "write", &key, json!(seq));
-                ctx = None;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn register_reader(
-    client: Client,
-    process: u64,
-    h: Arc<History>,
-    stop: Arc<AtomicBool>,
-    cfg: RunConfig,
-) {
-    let mut rng = Rng(cfg.seed ^ (process << 24) ^ 0xabcd);
-    while !stop.load(Ordering::Relaxed) {
-        let key = format!("reg{}", rng.below(REGISTER_KEYS));
-        h.record(process, Kind::Invoke, "read", &key, Value::Null);
-        match client.get(BUCKET, &key, cfg.r).await {
-            Ok(r) => h.record(process, Kind::Ok, "read", &key, json!(ints(&r.values))),
-            Err(_) => h.record(process, Kind::Fail, "read", &key, Value::Null),
-        }
-    }
-}
-
-/// Writes fresh keys and deletes them with the context of a read.
-async fn delete_worker(
-    client: Client,
-    process: u64,
-    h: Arc<History>,
-    stop: Arc<AtomicBool>,
-    cfg: RunConfig,
-) {
-    const SLOTS: usize = 200;
-    let mut i = 0usize;
-    // A bounded key space: long runs stay cheap to check, and keys cycle through write and
-    // delete many times. A write or delete that may or may not have happened makes its key
-    // uncertain for good (it can still surface as a sibling), so the slot moves on to a
-    // fresh key, and later deletes stay checkable.
-    let mut generation = [0u64; SLOTS];
-    while !stop.load(Ordering::Relaxed) {
-        i += 1;
-        let slot = i % SLOTS;
-        let key = format!("del{process}-{slot}.{}", generation[slot]);
-        h.record(process, Kind::Invoke, "write", &key, json!(1));
-        match client.put(BUCKET, &key, b"1".to_vec(), None, cfg.w).await {
-            Ok(_) => h.record(process, Kind::Ok, "write", &key, json!(1)),
-            Err(e) => {
-                h.record(process, write_failure(&e), "write", &key, json!(1));
-                generation[slot] += 1;
-                continue;
-            }
-        }
-        let Ok(read) = client.get(BUCKET, &key, cfg.r).await else {
-            continue;
-        };
-        h.record(process, Kind::Invoke, "delete", &key, Value::Null);
-        match client
-            .delete(BUCKET, &key, Some(&read.context), cfg.w)
-            .await
-        {
-            Ok(_) => h.record(process, Kind::Ok, "delete", &key, Value::Null),
-            Err(e) => {
-                h.record(process, write_failure(&e), "delete", &key, Value::Null);
-                generation[slot] += 1;
-            }
-        }
-    }
-}
-
 fn log_fault(out: &mut std::fs::File, start: Instant, what: &str, detail: Value) {
     let line =
         json!({"time_ms": start.elapsed().as_millis() as u64, "event": what, "detail": detail});
@@ -323,7 +113,13 @@ fn log_fault(out: &mut std::fs::File, start: Instant, what: &str, detail: Value)
 }
 
 /// Picks and applies one fault; returns a description and how to undo it.
-async fn inject(c: &mut Cluster, fault: Fault, rng: &mut Rng) -> Result<Value, ClusterError> {
+async fn inject(
+    c: &mut Cluster,
+    fault: Fault,
+    rng: &mut Rng,
+    switches: &Switches,
+    fault_time: Duration,
+) -> Result<Value, ClusterError> {
     let n = c.initial;
     let victim = rng.below(n);
     let detail = match fault {
@@ -382,6 +178,35 @@ async fn inject(c: &mut Cluster, fault: Fault, rng: &mut Rng) -> Result<Value, C
             c.start(victim)?;
             json!({"node": c.nodes[victim].id})
         }
+        Fault::Restore => {
+            // Copy the data directory of a cleanly stopped node, let it run on (writes land
+            // after the copy), then stop it and put the copy back: the backup-and-restore an
+            // operator does.
+            c.stop(victim);
+            c.snapshot(victim)?;
+            c.start(victim)?;
+            tokio::time::sleep(fault_time / 2).await;
+            c.stop(victim);
+            c.restore(victim)?;
+            c.start(victim)?;
+            json!({"node": c.nodes[victim].id})
+        }
+        Fault::WipeWhileDown => {
+            let other = (victim + 1) % n;
+            c.kill(victim);
+            c.wipe(other)?;
+            c.start(other)?;
+            json!({"down": c.nodes[victim].id, "wiped": c.nodes[other].id})
+        }
+        Fault::HotKeys => {
+            switches.hot.store(true, Ordering::Relaxed);
+            json!({"writers": HOT_WORKERS})
+        }
+        Fault::LargeValues => {
+            c.kill(victim);
+            switches.large.store(true, Ordering::Relaxed);
+            json!({"down": c.nodes[victim].id})
+        }
         Fault::JoinLeave => {
             // The spare node joins; it leaves again when this fault heals.
             let spare = n;
@@ -398,7 +223,9 @@ async fn inject(c: &mut Cluster, fault: Fault, rng: &mut Rng) -> Result<Value, C
 
 /// Undoes whatever is in effect: restarts killed nodes, resumes paused ones, heals the
 /// network, restores clocks, and walks a joined spare back out.
-async fn heal(c: &mut Cluster, fault: Fault) -> Result<(), ClusterError> {
+async fn heal(c: &mut Cluster, fault: Fault, switches: &Switches) -> Result<(), ClusterError> {
+    switches.hot.store(false, Ordering::Relaxed);
+    switches.large.store(false, Ordering::Relaxed);
     c.relays.heal();
     for i in 0..c.initial {
         c.resume(i);
@@ -548,9 +375,15 @@ async fn final_reads(
 pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&cfg.out)?;
     std::fs::write(cfg.out.join("seed"), cfg.seed.to_string())?;
+    // A short tombstone grace, so deletes are purged within a run and re-created keys meet
+    // purged ones; hints must still outlive a fault, and the grace must exceed their expiry.
+    let grace = cfg.tombstone_grace.as_secs().max(2);
     let sets = vec![
         "anti_entropy.interval=3s".to_string(),
         "timeouts.request=3s".to_string(),
+        format!("tombstones.grace={grace}s"),
+        "tombstones.gc_interval=1s".to_string(),
+        format!("hinted_handoff.expiry={}s", grace - 1),
     ];
     let mut cluster =
         Cluster::create(&cfg.out.join("cluster"), cfg.nodes, 1, cfg.base_port, sets).await?;
@@ -558,10 +391,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         anyhow::bail!("cluster did not come up");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let history = Arc::new(History {
-        start: Instant::now(),
-        events: Mutex::new(Vec::new()),
-    });
+    let history = Arc::new(History::new());
+    let switches = Switches::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     let client_cfg = cluster.client_config()?;
@@ -580,7 +411,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         process += 1;
         let p = process;
         match w % 3 {
-            0 => tasks.spawn(set_worker(client, p, h, s, c)),
+            0 => tasks.spawn(set_worker(client, p, h, s, c, SetKeys::Spread)),
             1 => tasks.spawn(register_reader(client, p, h, s, c)),
             _ => tasks.spawn(delete_worker(client, p, h, s, c)),
         };
@@ -598,6 +429,26 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         ));
     }
 
+    for _ in 0..HOT_WORKERS {
+        let client = Client::connect(client_cfg.clone()).await?;
+        process += 1;
+        let keys = SetKeys::Hot(switches.hot.clone());
+        let (h, s, c) = (history.clone(), stop.clone(), cfg.clone());
+        tasks.spawn(set_worker(client, process, h, s, c, keys));
+    }
+    for _ in 0..RECREATE_WORKERS {
+        let client = Client::connect(client_cfg.clone()).await?;
+        process += 1;
+        let (h, s, c) = (history.clone(), stop.clone(), cfg.clone());
+        tasks.spawn(recreate_worker(client, process, h, s, c));
+    }
+    {
+        let client = Client::connect(client_cfg.clone()).await?;
+        process += 1;
+        let (h, s, c) = (history.clone(), stop.clone(), cfg.clone());
+        tasks.spawn(blob_worker(client, process, h, s, c, switches.large.clone()));
+    }
+
     // The nemesis: a fault, time for it to bite, heal, quiet time; repeat.
     let mut faults_log = std::fs::File::create(cfg.out.join("faults.jsonl"))?;
     let mut rng = Rng(cfg.seed);
@@ -612,7 +463,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             cfg.faults[rng.below(cfg.faults.len())]
         };
         round += 1;
-        let detail = inject(&mut cluster, fault, &mut rng).await?;
+        let detail = inject(&mut cluster, fault, &mut rng, &switches, cfg.fault_time).await?;
         let name = serde_json::to_value(fault)?
             .as_str()
             .unwrap_or("fault")
@@ -625,7 +476,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         );
         *injected.entry(name.clone()).or_default() += 1;
         tokio::time::sleep(cfg.fault_time).await;
-        heal(&mut cluster, fault).await?;
+        heal(&mut cluster, fault, &switches).await?;
         log_fault(
             &mut faults_log,
             history.start,
@@ -639,7 +490,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     }
     stop.store(true, Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
-    heal(&mut cluster, Fault::Kill).await?;
+    heal(&mut cluster, Fault::Kill, &switches).await?;
     log_fault(&mut faults_log, history.start, "healed", Value::Null);
     cluster.wait_serving(Duration::from_secs(60)).await;
 
@@ -652,9 +503,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     let client = Client::connect(cluster.client_config()?).await?;
     let mut final_sets = BTreeMap::new();
     let mut final_found = BTreeMap::new();
+    let mut final_values = BTreeMap::new();
     for (key, r) in final_reads(&client, &keys).await? {
         if key.starts_with("set") {
             final_sets.insert(key.clone(), set_union(&r.values, false));
+        }
+        if key.starts_with("rc") {
+            final_values.insert(key.clone(), ints(&r.values));
         }
         final_found.insert(key, r.found);
     }
@@ -671,6 +526,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         checker::check_set(&only("set"), &final_sets),
         checker::check_register(&only("reg")),
         checker::check_deletes(&only("del"), &final_found),
+        check_recreate(&only("rc"), &final_values),
         Verdict {
             checker: "convergence".into(),
             valid: converged.is_some(),

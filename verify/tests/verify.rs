@@ -38,7 +38,7 @@ fn verdict<'a>(report: &'a serde_json::Value, checker: &str) -> &'a serde_json::
 #[test]
 fn short_run_with_every_fault_kind_finds_no_violation() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let (ok, report, out) = run("short", 24000, &["--duration", "80s", "--fault-time", "4s"]);
+    let (ok, report, out) = run("short", 24000, &["--duration", "110s", "--fault-time", "4s"]);
     let faults = report["faults"].as_object().expect("faults");
     for kind in [
         "kill",
@@ -51,6 +51,10 @@ fn short_run_with_every_fault_kind_finds_no_violation() {
         "clock-skew",
         "wipe",
         "join-leave",
+        "restore",
+        "wipe-while-down",
+        "hot-keys",
+        "large-values",
     ] {
         assert!(
             faults.contains_key(kind),
@@ -63,6 +67,7 @@ fn short_run_with_every_fault_kind_finds_no_violation() {
         ("set", "acknowledged"),
         ("register", "checked_reads"),
         ("deletes", "checked"),
+        ("recreate", "cycles"),
     ] {
         let n = verdict(&report, checker)["counts"][count]
             .as_u64()
