@@ -5,8 +5,9 @@
 
 use chorus_client::proto::{Level, Request, Response, ValueReply};
 use chorus_client::wire;
+use chorus_node::context::{ClusterSecret, Context, ContextKey};
 use chorus_node::merkle::Tree;
-use chorus_node::version::{Actor, Object, VersionVector};
+use chorus_node::version::{Actor, Object};
 use chorus_ring::{Member, Ring};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
@@ -29,17 +30,17 @@ fn version_ops(c: &mut Criterion) {
     let b = Actor::new("n2", 9);
     let value = vec![b'x'; 1000];
     let mut base = Object::new();
-    base.update(&VersionVector::new(), &a, Some(value.clone()));
+    base.update(&Context::default(), &a, 0, Some(value.clone()));
     c.bench_function("version: update with the read context (1 KB)", |bench| {
         bench.iter(|| {
             let mut o = base.clone();
             let ctx = o.context();
-            o.update(&ctx, &a, Some(black_box(value.clone())));
+            o.update(&ctx, &a, 1, Some(black_box(value.clone())));
             black_box(o)
         })
     });
     let mut theirs = base.clone();
-    theirs.update(&VersionVector::new(), &b, Some(value.clone()));
+    theirs.update(&Context::default(), &b, 0, Some(value.clone()));
     c.bench_function("version: merge two siblings (1 KB)", |bench| {
         bench.iter(|| {
             let mut o = base.clone();
@@ -47,6 +48,24 @@ fn version_ops(c: &mut Criterion) {
             black_box(o)
         })
     });
+    // What a write adds on top of the update: open the client's context, build and seal
+    // the one it returns.
+    let key = ContextKey::new(&ClusterSecret::from_hex(&"ab".repeat(32)).expect("secret"));
+    let sealed = key.seal(b"usertable", b"user0123456789abcdef", &theirs.context());
+    c.bench_function(
+        "context: open, update, written context, seal (1 KB)",
+        |bench| {
+            bench.iter(|| {
+                let mut o = theirs.clone();
+                let ctx = key
+                    .open(b"usertable", b"user0123456789abcdef", black_box(&sealed))
+                    .expect("open");
+                let dot = o.update(&ctx, &a, 1, Some(black_box(value.clone())));
+                let w = o.written_context(&ctx, &dot);
+                black_box(key.seal(b"usertable", b"user0123456789abcdef", &w))
+            })
+        },
+    );
     let encoded = theirs.encode();
     c.bench_function("version: decode an object (2 siblings)", |bench| {
         bench.iter(|| black_box(Object::decode(black_box(&encoded)).expect("decode")))

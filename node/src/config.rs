@@ -239,6 +239,10 @@ pub struct ClusterConfig {
     /// Per-bucket settings, keyed by bucket name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub buckets: BTreeMap<String, BucketConfig>,
+    /// Shared by every node of the cluster (64 hex digits); authenticates the causal
+    /// contexts clients hold. Required; never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<crate::context::ClusterSecret>,
 }
 
 impl ClusterConfig {
@@ -470,6 +474,12 @@ impl NodeConfig {
                 );
             }
         }
+        if c.secret.is_none() {
+            return err(
+                "cluster.secret",
+                "missing: every node of a cluster needs the same secret of 64 hex digits; generate one with `openssl rand -hex 32`".into(),
+            );
+        }
         if c.members.is_empty() && c.seeds.is_empty() {
             return err(
                 "cluster.members",
@@ -636,6 +646,7 @@ cert = "node.pem"
 key = "node.key"
 [cluster]
 members = [{ id = "n1", address = "127.0.0.1:7000" }]
+secret = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 "#;
 
     fn parse(extra: &[&str]) -> Result<NodeConfig, ConfigError> {
@@ -691,5 +702,32 @@ members = [{ id = "n1", address = "127.0.0.1:7000" }]
         let e = parse(&["cluster.members=[]"]).unwrap_err().to_string();
         assert!(e.contains("cluster.members"), "{e}");
         assert!(parse(&["nonsense"]).is_err());
+    }
+
+    #[test]
+    fn secret_is_required_valid_and_never_shown() {
+        let c = parse(&[]).expect("base config");
+        let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        assert_eq!(
+            c.cluster.secret.as_ref().map(|s| s.to_hex()),
+            Some(hex.into())
+        );
+        assert!(!format!("{c:?}").contains(&hex[8..]));
+        let text = BASE.replace(&format!("secret = \"{hex}\""), "");
+        let e = NodeConfig::parse(&text, &[], "node.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cluster.secret") && e.contains("openssl rand -hex 32"),
+            "{e}"
+        );
+        let e = parse(&["cluster.secret=\"abcd\""]).unwrap_err().to_string();
+        assert!(
+            e.contains("cluster.secret") && e.contains("64 hex digits"),
+            "{e}"
+        );
+        // Written back as the same hex digits.
+        let again = toml::to_string(&c).expect("serialize");
+        assert!(again.contains(hex));
     }
 }

@@ -277,7 +277,7 @@ impl GetFsm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::{Actor, VersionVector};
+    use crate::version::Actor;
 
     fn nodes() -> Vec<String> {
         vec!["a".into(), "b".into(), "c".into()]
@@ -400,9 +400,9 @@ mod tests {
             epoch: 1,
         };
         let mut old = Object::new();
-        old.update(&VersionVector::new(), &actor, Some(b"v1".to_vec()));
+        old.update(&Default::default(), &actor, 0, Some(b"v1".to_vec()));
         let mut new = old.clone();
-        new.update(&old.context(), &actor, Some(b"v2".to_vec()));
+        new.update(&old.context(), &actor, 0, Some(b"v2".to_vec()));
 
         let mut g = GetFsm::new(nodes(), 2);
         assert_eq!(g.reply("a", Some(old.clone())), Outcome::Pending);

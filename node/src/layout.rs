@@ -50,6 +50,7 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let ca = Ca::create()?;
     ca.write(dir)?;
+    let secret = crate::context::ClusterSecret::generate().map_err(LayoutError::Invalid)?;
     ca.issue_client("dev", dir, "client")?;
     let members: Vec<MemberConfig> = (1..=nodes)
         .map(|k| MemberConfig {
@@ -84,6 +85,7 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
                 members: members.clone(),
                 seeds: Vec::new(),
                 buckets: Default::default(),
+                secret: Some(secret.clone()),
             },
             storage: Default::default(),
             limits: Default::default(),
@@ -266,6 +268,9 @@ mod tests {
             let seeds: Vec<String> = (7300..port).map(|p| format!("127.0.0.1:{p}")).collect();
             assert_eq!(cfg.cluster.seeds, seeds);
             assert_eq!(cfg.cluster.n, 3);
+            let n1 = NodeConfig::load(&dir.join("n1/node.toml"), &[]).expect("n1");
+            assert!(n1.cluster.secret.is_some());
+            assert_eq!(cfg.cluster.secret, n1.cluster.secret, "same cluster secret");
             assert_eq!(cfg.data_dir, dir.join(format!("n{k}/data")));
             assert!(cfg.data_dir.is_dir());
             assert!(cfg.tls.cert.is_file() && cfg.tls.key.is_file());

@@ -4,6 +4,7 @@
 pub mod anti_entropy;
 pub mod certs;
 pub mod config;
+pub mod context;
 pub mod coordinator;
 pub mod gossip;
 pub mod handoff;

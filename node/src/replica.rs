@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::context::Context;
 use crate::hints::now_ms;
 use crate::merkle::{Hash, Tree};
 use crate::storage::{segment_range, split_data_key, Op, Storage, StorageError, Table};
-use crate::version::{Actor, Object, VersionVector};
+use crate::version::{Actor, Object};
 
 const META_IDENTITY: &[u8] = b"identity";
 /// Names the tree layout the stored leaves were built for; a mismatch means rebuild.
@@ -41,7 +42,7 @@ pub enum ReplicaError {
 pub enum Change {
     /// A write coordinated here: replace what `ctx` covers with `value` (None deletes).
     Update {
-        ctx: VersionVector,
+        ctx: Context,
         value: Option<Vec<u8>>,
     },
     /// A version from another replica, merged in.
@@ -146,15 +147,20 @@ pub struct ReplicaOptions {
 }
 
 impl Replica {
-    /// Opens the replica for node `node_id`. Blocking. A data directory without an identity
-    /// gets a new epoch, so a node whose data was lost never reuses version counters it
-    /// issued before. Trees are loaded, or rebuilt from the data if their layout changed.
+    /// Opens the replica for node `node_id`. Blocking. Every opening writes under a fresh
+    /// random epoch, whatever the data directory holds: a restored copy, a log that lost its
+    /// tail or a wiped disk can then never make it reuse a version counter (the stored
+    /// identity only checks that the directory is this node's). Trees are loaded, or
+    /// rebuilt from the data if their layout changed.
     pub fn open(
         storage: Arc<dyn Storage>,
         node_id: &str,
         opts: ReplicaOptions,
     ) -> Result<Replica, ReplicaError> {
-        let actor = load_identity(&*storage, node_id)?;
+        check_identity(&*storage, node_id)?;
+        let epoch = fresh_epoch(node_id);
+        tracing::info!(node = node_id, epoch, "fresh actor epoch for this process");
+        let actor = Actor::new(node_id, epoch);
         let trees = Arc::new(Trees::default());
         let layout = format!("{AAE_FORMAT}:{}", opts.layout);
         if storage.get(Table::Meta, META_AAE_LAYOUT)?.as_deref() == Some(layout.as_bytes()) {
@@ -171,6 +177,7 @@ impl Replica {
         let writer = Writer {
             storage: storage.clone(),
             actor: actor.clone(),
+            counter: 0,
             max_batch: opts.max_batch,
             max_siblings: opts.max_siblings,
             trees: trees.clone(),
@@ -318,7 +325,8 @@ impl Replica {
     }
 }
 
-fn load_identity(storage: &dyn Storage, node_id: &str) -> Result<Actor, ReplicaError> {
+/// Refuses another node's data directory; records this node's id in a new one.
+fn check_identity(storage: &dyn Storage, node_id: &str) -> Result<(), ReplicaError> {
     if let Some(bytes) = storage.get(Table::Meta, META_IDENTITY)? {
         let id: Identity = rmp_serde::from_slice(&bytes)
             .map_err(|e| ReplicaError::Corrupt(format!("identity: {e}")))?;
@@ -328,28 +336,17 @@ fn load_identity(storage: &dyn Storage, node_id: &str) -> Result<Actor, ReplicaE
                 expected: node_id.to_string(),
             });
         }
-        return Ok(Actor {
-            node: id.node,
-            epoch: id.epoch,
-        });
+        return Ok(());
     }
-    let epoch = fresh_epoch(node_id);
+    // The epoch field is kept for the format's sake; it is not read back.
     let id = Identity {
         node: node_id.to_string(),
-        epoch,
+        epoch: 0,
     };
     let bytes = rmp_serde::to_vec_named(&id)
         .map_err(|e| ReplicaError::Corrupt(format!("identity: {e}")))?;
     storage.write(vec![Op::Put(Table::Meta, META_IDENTITY.to_vec(), bytes)])?;
-    tracing::info!(
-        node = node_id,
-        epoch,
-        "new data directory: fresh actor epoch"
-    );
-    Ok(Actor {
-        node: node_id.to_string(),
-        epoch,
-    })
+    Ok(())
 }
 
 fn load_trees(storage: &dyn Storage, trees: &Trees) -> Result<(), ReplicaError> {
@@ -454,12 +451,19 @@ fn read_object(storage: &dyn Storage, key: &[u8]) -> Result<Option<Object>, Repl
     }
 }
 
+/// A random epoch. Should the system's random source fail, the clock and process id
+/// still make a repeat very unlikely.
 fn fresh_epoch(node_id: &str) -> u64 {
+    let mut random = [0u8; 32];
+    if let Err(e) = crate::context::random_bytes(&mut random) {
+        tracing::warn!(error = %e, "no system randomness for the actor epoch; using the clock");
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let mut h = blake3::Hasher::new();
+    h.update(&random);
     h.update(node_id.as_bytes());
     h.update(&now.to_le_bytes());
     h.update(&std::process::id().to_le_bytes());
@@ -472,6 +476,9 @@ fn fresh_epoch(node_id: &str) -> u64 {
 struct Writer {
     storage: Arc<dyn Storage>,
     actor: Actor,
+    /// The highest counter `actor` has minted, for any key. Kept across purges, so a key
+    /// that is purged and written again never gets a dot it had before.
+    counter: u64,
     max_batch: usize,
     max_siblings: usize,
     trees: Arc<Trees>,
@@ -486,7 +493,7 @@ struct Effect {
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut carry = None;
         while let Some(first) = carry.take().or_else(|| rx.blocking_recv()) {
             let mut jobs = Vec::new();
@@ -549,7 +556,7 @@ impl Writer {
     /// the group sees its own earlier result, not the stale stored value.
     #[allow(clippy::type_complexity)]
     fn commit(
-        &self,
+        &mut self,
         jobs: Vec<(
             Vec<u8>,
             Change,
@@ -662,14 +669,15 @@ impl Writer {
 
     /// The key's new state and whether it changed.
     fn apply(
-        &self,
+        &mut self,
         current: Option<Object>,
         change: Change,
     ) -> Result<(Option<Object>, bool), ReplicaError> {
         match change {
             Change::Update { ctx, value } => {
                 let mut obj = current.unwrap_or_default();
-                obj.update(&ctx, &self.actor, value);
+                let dot = obj.update(&ctx, &self.actor, self.counter, value);
+                self.counter = self.counter.max(dot.counter);
                 let count = obj.sibling_count();
                 if count > self.max_siblings {
                     return Err(ReplicaError::TooManySiblings {
@@ -713,7 +721,7 @@ mod tests {
 
     fn put(v: &[u8]) -> Change {
         Change::Update {
-            ctx: VersionVector::new(),
+            ctx: Context::default(),
             value: Some(v.to_vec()),
         }
     }
@@ -738,9 +746,11 @@ mod tests {
         assert!(matches!(err, Err(ReplicaError::TooManySiblings { .. })));
         let stored = r.get(k.clone()).await.expect("get").expect("present");
         assert_eq!(stored.sibling_count(), 4);
-        // Same storage, same node: the epoch is kept. Another node id is refused.
+        // Same storage, same node: a new epoch all the same (the storage may be an older
+        // copy). Another node id is refused.
         let again = Replica::open(Arc::new(mem.clone()), "n1", opts(4)).expect("reopen");
-        assert_eq!(again.actor().epoch, epoch);
+        assert_ne!(again.actor().epoch, epoch);
+        assert_eq!(again.actor().node, "n1");
         assert!(matches!(
             Replica::open(Arc::new(mem), "n2", opts(4)),
             Err(ReplicaError::WrongNode { .. })
@@ -851,5 +861,64 @@ mod tests {
             .await
             .expect("index")
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn purge_and_recreate_never_reuse_a_dot() {
+        let r = Replica::open(Arc::new(MemStorage::default()), "n1", opts(8)).expect("open");
+        let k = data_key(0, b"b", b"k");
+        let other = data_key(0, b"b", b"other");
+        let v0 = r.apply(k.clone(), put(b"v0")).await.expect("put");
+        let before_delete = v0.context();
+        let t = r
+            .apply(
+                k.clone(),
+                Change::Update {
+                    ctx: before_delete.clone(),
+                    value: None,
+                },
+            )
+            .await
+            .expect("delete");
+        r.apply(k.clone(), Change::Purge(t.digest()))
+            .await
+            .expect("purge");
+        assert!(r.get(k.clone()).await.expect("get").is_none());
+        // Writes to another key share the node-wide counter.
+        r.apply(other, put(b"x")).await.expect("put");
+        let old_max = t.clock().get(r.actor());
+        let new = r.apply(k.clone(), put(b"new")).await.expect("put");
+        let new_dot = new.siblings()[0].dot.clone();
+        assert!(new_dot.counter > old_max + 1, "{new_dot} after {old_max}");
+        // A context read before the delete doesn't cover the re-created value.
+        let late = r
+            .apply(
+                k.clone(),
+                Change::Update {
+                    ctx: before_delete,
+                    value: Some(b"late".to_vec()),
+                },
+            )
+            .await
+            .expect("late put");
+        assert_eq!(late.values(), vec![&b"new"[..], &b"late"[..]]);
+    }
+
+    #[tokio::test]
+    async fn reopening_older_storage_never_reuses_a_dot() {
+        let mem = MemStorage::default();
+        let k = data_key(0, b"b", b"k");
+        let r = Replica::open(Arc::new(mem.clone()), "n1", opts(8)).expect("open");
+        let first = r.apply(k.clone(), put(b"aaa")).await.expect("put");
+        drop(r);
+        // The same (or an older) directory opened again: same node, new dots.
+        let again = Replica::open(Arc::new(MemStorage::default()), "n1", opts(8)).expect("open");
+        let second = again.apply(k.clone(), put(b"zzz")).await.expect("put");
+        assert_ne!(first.siblings()[0].dot, second.siblings()[0].dot);
+        let mut merged = first.clone();
+        merged.merge(&second);
+        let mut values = merged.values();
+        values.sort();
+        assert_eq!(values, vec![&b"aaa"[..], &b"zzz"[..]]);
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::config::{Engine, NodeConfig};
+use crate::context::ContextKey;
 use crate::coordinator::{read_targets, GetFsm, Outcome, Quorum, Quorums};
 use crate::hints::{now_ms, Hint, Hints};
 use crate::membership::{ClusterState, MemberState, Membership};
@@ -26,7 +27,7 @@ use crate::rpc::{Item, PeerRequest, PeerResponse};
 use crate::stats::Stats;
 use crate::storage::{data_key, MemStorage, RocksStorage, Storage, StorageError};
 use crate::transport::{self, codes, Priority, Role, Transport, TransportError};
-use crate::version::{Object, VersionVector};
+use crate::version::{Dot, Object};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -40,6 +41,8 @@ pub enum ServerError {
     Ring(#[from] chorus_ring::RingError),
     #[error("admin endpoint: {0}")]
     Admin(String),
+    #[error("cluster.secret is not set; add the same 64 hex digits to every node's [cluster] (generate them with `openssl rand -hex 32`)")]
+    NoSecret,
 }
 
 /// Reads coordinated by this process, for `read_repair.chance`.
@@ -59,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) members: Membership,
     pub(crate) hints: Arc<Hints>,
     pub(crate) stats: Stats,
+    /// Seals and checks the causal contexts clients hold.
+    contexts: ContextKey,
     inflight: Semaphore,
     /// Wakes hint replay early (a new hint for a live node).
     pub(crate) handoff_kick: Notify,
@@ -69,6 +74,7 @@ pub(crate) struct Inner {
 impl Node {
     /// Opens storage, binds the endpoint and starts serving and the background workers.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ServerError> {
+        let contexts = ContextKey::new(cfg.cluster.secret.as_ref().ok_or(ServerError::NoSecret)?);
         let storage = open_storage(&cfg).await?;
         let n_cfg = cfg.clone();
         let opts = ReplicaOptions {
@@ -100,6 +106,7 @@ impl Node {
         let node = Node {
             inner: Arc::new(Inner {
                 inflight: Semaphore::new(cfg.limits.max_inflight_requests),
+                contexts,
                 cfg,
                 replica,
                 storage,
@@ -624,7 +631,7 @@ impl Node {
                 )
                 .await;
             let resp = match outcome {
-                Outcome::Met => Response::Value(value_reply(fsm.merged())),
+                Outcome::Met => Response::Value(this.value_reply(&bucket, &key, fsm.merged())),
                 Outcome::Failed { needed, answered } => quorum_error("read", needed, answered),
                 Outcome::Pending => Response::error(ErrorKind::Internal, "read left undecided"),
             };
@@ -745,6 +752,7 @@ impl Node {
         if !self.inner.members.state().members.contains_key(&node) {
             return Response::error(ErrorKind::BadRequest, format!("unknown node {node:?}"));
         }
+        let (b, k) = (bucket.clone(), key.clone());
         let obj = if node == self.inner.cfg.id {
             self.inner
                 .replica
@@ -759,8 +767,31 @@ impl Node {
             )
         };
         match obj {
-            Ok(o) => Response::Value(value_reply(o.as_ref())),
+            Ok(o) => Response::Value(self.value_reply(&b, &k, o.as_ref())),
             Err(e) => Response::error(ErrorKind::Internal, format!("reading {node}'s copy: {e}")),
+        }
+    }
+
+    /// What a client sees of a version (or of its absence), with its sealed context.
+    fn value_reply(&self, bucket: &[u8], key: &[u8], obj: Option<&Object>) -> ValueReply {
+        let ctx = obj.map(Object::context).unwrap_or_default();
+        let context = self.inner.contexts.seal(bucket, key, &ctx);
+        match obj {
+            Some(o) => ValueReply {
+                found: o.is_found(),
+                values: distinct(o.values())
+                    .into_iter()
+                    .map(|v| serde_bytes::ByteBuf::from(v.to_vec()))
+                    .collect(),
+                context,
+                tombstones: o.siblings().iter().filter(|s| s.is_tombstone()).count() as u32,
+            },
+            None => ValueReply {
+                found: false,
+                values: Vec::new(),
+                context,
+                tombstones: 0,
+            },
         }
     }
 
@@ -776,18 +807,9 @@ impl Node {
                 "sloppy quorum needs hinted handoff, which is switched off (hinted_handoff.enabled = false)",
             );
         }
-        let ctx = if w.context.is_empty() {
-            VersionVector::new()
-        } else {
-            match VersionVector::from_context(&w.context) {
-                Ok(c) => c,
-                Err(e) => {
-                    return Response::error(
-                        ErrorKind::BadRequest,
-                        format!("invalid causal context: {e}"),
-                    )
-                }
-            }
+        let ctx = match self.inner.contexts.open(&w.bucket, &w.key, &w.context) {
+            Ok(c) => c,
+            Err(e) => return Response::error(ErrorKind::BadRequest, e.to_string()),
         };
         let me = self.inner.cfg.id.clone();
         if !plan.pref.contains(&me) {
@@ -800,7 +822,7 @@ impl Node {
             .apply(
                 data_key(plan.partition, &w.bucket, &w.key),
                 Change::Update {
-                    ctx,
+                    ctx: ctx.clone(),
                     value: w.value,
                 },
             )
@@ -815,7 +837,13 @@ impl Node {
                 return Response::error(ErrorKind::Internal, format!("local write failed: {e}"));
             }
         };
-        let new_context = obj.context().to_context();
+        // The local write's dot is the highest of this node's actor in the result.
+        let actor = self.inner.replica.actor();
+        let dot = Dot::new(actor.clone(), obj.clock().get(actor));
+        let new_context =
+            self.inner
+                .contexts
+                .seal(&w.bucket, &w.key, &obj.written_context(&ctx, &dot));
         let item = Item {
             bucket: w.bucket,
             key: w.key,
@@ -1233,27 +1261,6 @@ fn distinct(values: Vec<&[u8]>) -> Vec<&[u8]> {
         }
     }
     out
-}
-
-/// What a client sees of a version (or of its absence).
-fn value_reply(obj: Option<&Object>) -> ValueReply {
-    match obj {
-        Some(o) => ValueReply {
-            found: o.is_found(),
-            values: distinct(o.values())
-                .into_iter()
-                .map(|v| serde_bytes::ByteBuf::from(v.to_vec()))
-                .collect(),
-            context: o.context().to_context(),
-            tombstones: o.siblings().iter().filter(|s| s.is_tombstone()).count() as u32,
-        },
-        None => ValueReply {
-            found: false,
-            values: Vec::new(),
-            context: VersionVector::new().to_context(),
-            tombstones: 0,
-        },
-    }
 }
 
 /// One input to a request state machine.

@@ -21,28 +21,47 @@
 //! The clock is a compact `actor -> max counter` map, read as the downward-closed
 //! set of dots `{(a, 1..=vv[a])}`. In general that over-approximates what a
 //! replica has seen (a general dot kernel needs a "dot cloud" for gaps). Here it
-//! is exact because:
+//! is exact, in the sense that matters: a clock never covers a dot that exists for
+//! the key and that its state has not seen (as a sibling or as overwritten).
 //!
-//! * an actor only mints dots for its own id, always as `current max + 1` taken
-//!   from its own local object (`max(clock[actor], ctx[actor]) + 1`), so its dots
-//!   for a key form a gap-free sequence and dot `n` is only minted by a state that
-//!   already covers `1..n`;
-//! * objects always travel as full states (never deltas), so whoever learns dot
-//!   `(a, n)` also learns the clock of the state that minted it, which covers
-//!   `(a, 1..n)`;
-//! * an actor that restarts with lost data gets a new `epoch`, i.e. it becomes a
-//!   different [`Actor`], so counters are never reused.
+//! * An [`Actor`] is one node *process*: the epoch is a fresh random number on every
+//!   start, never read back from disk. So a restart, a restore of an older copy of
+//!   the data directory, an unclean shutdown that loses the log's tail or a wiped
+//!   disk all continue under a new actor, and no dot can be issued twice.
+//! * Within a process, one writer thread mints every dot, from one node-wide
+//!   counter: dot = `max(counter, clock[actor], ctx[actor]) + 1`. Counters of an
+//!   actor therefore only increase, across keys and across purges (a purge forgets
+//!   the key's clock, not the counter). Each key's dots of an actor form an
+//!   increasing sequence with gaps, and dot `n` is minted from the key's local
+//!   object, which already covers the actor's earlier dots for that key.
+//! * The gaps are harmless: a gap counter was used for another key or not at all,
+//!   and a dot is scoped to its key, so a clock covering it claims nothing that
+//!   exists. A purged key's old dots are covered again by its next dot; they were
+//!   tombstones that every replica held, so covering them drops nothing live.
+//! * Objects always travel as full states (never deltas), so whoever learns dot
+//!   `(a, n)` also learns the clock of the state that minted it, which covers the
+//!   earlier dots of `a` for the key.
 //!
-//! Contexts handed to clients are object clocks, so they also only cover dots
-//! that exist. A forged or foreign context (e.g. one from a different key) can
-//! cover dots not yet minted and would make later writes by those actors look
-//! already overwritten; callers must only accept contexts obtained from a read
-//! of the same key.
+//! Clients hold [`Context`]s: a version vector plus single dots. Read contexts
+//! are merged object clocks (exact). A write returns what its writer saw plus its
+//! own dot ([`Object::written_context`]); that dot is folded into the vector only
+//! where the coordinator's exact state shows it hides no sibling the writer did
+//! not see. A single dot in a context is never absorbed into a clock that does not
+//! already cover it: raising a downward-closed vector to it could hide concurrent
+//! siblings. At worst a write then leaves a sibling it could have replaced, never
+//! loses one. Contexts are sealed with a MAC per key ([`crate::context`]), so a
+//! forged or foreign context (e.g. one from a different key) is refused before it
+//! can cover dots not yet minted.
+//!
+//! Because no dot is issued twice, two replicas never hold the same dot with
+//! different values. [`Object::merge`] still resolves that case deterministically
+//! ("greater bytes win") so that merge stays a join on any input, but it is
+//! unreachable from valid histories.
 //!
 //! # Encodings
 //!
-//! Both [`Object::encode`] and [`VersionVector::to_context`] are one format byte
-//! followed by named MessagePack, so the layout can evolve. Siblings are sorted
+//! [`Object::encode`] is one format byte followed by named MessagePack, so the
+//! layout can evolve. Siblings are sorted
 //! by dot and clocks are `BTreeMap`s, so equal states encode to identical bytes
 //! and [`Object::digest`] can be compared across replicas.
 
@@ -50,12 +69,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Cursor;
 
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::context::Context;
 
 /// Soft limit on the number of siblings an object should hold.
 ///
@@ -68,23 +85,11 @@ pub const MAX_SIBLINGS: usize = 256;
 /// Leading byte of [`Object::encode`] output.
 pub const OBJECT_FORMAT_V1: u8 = 1;
 
-/// Leading byte of [`VersionVector::to_context`] output.
-pub const CONTEXT_FORMAT_V1: u8 = 1;
-
 /// Our structures nest only a few levels; a low limit keeps hostile input
 /// (deeply nested unknown fields) cheap to reject.
 const MAX_DECODE_DEPTH: usize = 32;
 
-/// base64url; encodes without padding, but accepts padded input too because
-/// people paste contexts through tools that add it.
-const CONTEXT_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// Errors from decoding objects and causal contexts.
+/// Errors from decoding objects.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
     /// The input had no bytes at all.
@@ -122,9 +127,6 @@ pub enum VersionError {
         /// How many bytes were left.
         count: usize,
     },
-    /// A context string was not base64url.
-    #[error("causal context is not valid base64url: {0}")]
-    Base64(#[from] base64::DecodeError),
     /// A version vector listed the same actor twice.
     #[error("version vector lists actor {0} more than once")]
     DuplicateActor(Actor),
@@ -139,13 +141,13 @@ pub enum VersionError {
     UncoveredDot(Dot),
 }
 
-/// A writer incarnation: a node id plus an epoch that changes whenever the node
-/// restarts with lost data, so that its counters are never reused.
+/// A writer incarnation: a node id plus an epoch drawn at random on every start
+/// of the node's process, so that its counters are never reused.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Actor {
     /// The node id.
     pub node: String,
-    /// The node's data epoch.
+    /// The process's random epoch.
     pub epoch: u64,
 }
 
@@ -244,51 +246,6 @@ impl VersionVector {
         self.entries
             .iter()
             .map(|(actor, &counter)| (actor, counter))
-    }
-
-    /// Encode as an opaque causal context for clients: a format byte followed
-    /// by MessagePack. Never empty, even for the empty vector.
-    pub fn to_context(&self) -> Vec<u8> {
-        let mut out = vec![CONTEXT_FORMAT_V1];
-        write_msgpack(&mut out, self);
-        out
-    }
-
-    /// Decode a context produced by [`VersionVector::to_context`].
-    ///
-    /// Empty input decodes to the empty vector, meaning "no context" (a blind
-    /// write).
-    pub fn from_context(bytes: &[u8]) -> Result<VersionVector, VersionError> {
-        const WHAT: &str = "causal context";
-        let Some((&format, body)) = bytes.split_first() else {
-            return Ok(VersionVector::new());
-        };
-        if format != CONTEXT_FORMAT_V1 {
-            return Err(VersionError::UnknownFormat {
-                what: WHAT,
-                found: format,
-                supported: CONTEXT_FORMAT_V1,
-            });
-        }
-        let entries: Vec<(Actor, u64)> = decode_msgpack(WHAT, body)?;
-        VersionVector::from_entries(entries)
-    }
-
-    /// [`VersionVector::to_context`] as base64url without padding, for command
-    /// lines and headers.
-    pub fn to_context_string(&self) -> String {
-        CONTEXT_BASE64.encode(self.to_context())
-    }
-
-    /// Decode [`VersionVector::to_context_string`] output. Surrounding
-    /// whitespace is ignored, padding is optional, and the empty string is the
-    /// empty vector, so `--context ""` is harmless.
-    pub fn from_context_string(s: &str) -> Result<VersionVector, VersionError> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Ok(VersionVector::new());
-        }
-        VersionVector::from_context(&CONTEXT_BASE64.decode(s)?)
     }
 
     /// Build from decoded pairs: a repeated actor is ambiguous and rejected,
@@ -425,25 +382,34 @@ impl Object {
     }
 
     /// A write coordinated locally by `actor`, with the context `ctx` the
-    /// client read (empty for a blind write). `None` writes a tombstone
-    /// (a delete). Returns the new sibling's dot.
+    /// client sent (empty for a blind write). `None` writes a tombstone
+    /// (a delete). `floor` is the highest counter `actor` has minted for any
+    /// key (the writer's node-wide counter). Returns the new sibling's dot.
     ///
-    /// Siblings covered by `ctx` are dropped: the client saw them, so this
-    /// write supersedes them. Others are concurrent with it and stay.
+    /// Siblings `ctx` covers are dropped: the client saw them, so this write
+    /// supersedes them. Others are concurrent with it and stay.
     ///
     /// The counter saturates at `u64::MAX` instead of overflowing; that needs
-    /// 2^64 writes or a forged context, and from then on this actor's writes
-    /// to the key replace each other.
-    pub fn update(&mut self, ctx: &VersionVector, actor: &Actor, value: Option<Vec<u8>>) -> Dot {
+    /// 2^64 writes by one process, and from then on its writes to the key
+    /// replace each other.
+    pub fn update(
+        &mut self,
+        ctx: &Context,
+        actor: &Actor,
+        floor: u64,
+        value: Option<Vec<u8>>,
+    ) -> Dot {
         self.siblings.retain(|s| !ctx.covers(&s.dot));
-        // `ctx[actor]` can only exceed our own count if this replica lost data
-        // without changing epoch; taking the max still never reuses a dot the
-        // client has seen.
-        let counter = self.clock.get(actor).max(ctx.get(actor)).saturating_add(1);
+        // `floor` alone makes the dot new; the other terms keep the key's own
+        // sequence increasing even for a caller without a floor.
+        let counter = floor
+            .max(self.clock.get(actor))
+            .max(ctx.max_for(actor))
+            .saturating_add(1);
         // The new write causally follows everything the client saw, so the
-        // clock absorbs `ctx`: copies of those dots arriving later are known
-        // to be overwritten.
-        self.clock.join(ctx);
+        // clock absorbs `ctx.vv`: copies of those dots arriving later are known
+        // to be overwritten. Single dots are not absorbed (see the module doc).
+        self.clock.join(&ctx.vv);
         self.clock.raise(actor, counter);
         let dot = Dot::new(actor.clone(), counter);
         match self.siblings.binary_search_by(|s| s.dot.cmp(&dot)) {
@@ -460,12 +426,64 @@ impl Object {
         dot
     }
 
+    /// The context a write hands back: `ctx` (what its writer saw) plus `dot`
+    /// (its own write). Call on the state [`Object::update`] returned.
+    ///
+    /// A single dot `(x, n)` is folded into the vector when this state's clock
+    /// covers `(x, 1..=n)` and no sibling of `x` in that range is one the writer
+    /// did not see: the range then holds only dots the writer saw, dots known
+    /// overwritten, or counters never used for this key. So the context stays a
+    /// plain vector unless there are concurrent siblings, and covers nothing
+    /// live that the writer did not see.
+    pub fn written_context(&self, ctx: &Context, dot: &Dot) -> Context {
+        let mut out = Context {
+            vv: ctx.vv.clone(),
+            dots: Vec::new(),
+        };
+        let mut dots = ctx.dots.clone();
+        dots.push(dot.clone());
+        dots.sort();
+        dots.dedup();
+        // Ascending per actor, so each fold can build on the previous one.
+        for d in &dots {
+            let from = out.vv.get(&d.actor);
+            let hides_unseen = self.siblings.iter().any(|s| {
+                s.dot.actor == d.actor
+                    && s.dot.counter > from
+                    && s.dot.counter <= d.counter
+                    && s.dot != *dot
+                    && ctx.dots.binary_search(&s.dot).is_err()
+            });
+            if d.counter > from && self.clock.get(&d.actor) >= d.counter && !hides_unseen {
+                out.vv.raise(&d.actor, d.counter);
+            }
+        }
+        let vv = &out.vv;
+        out.dots = dots.into_iter().filter(|d| !vv.covers(d)).collect();
+        if out.dots.len() > crate::context::MAX_CONTEXT_DOTS {
+            // Keep the writer's own dot; drop the oldest carried ones.
+            let own = out
+                .dots
+                .iter()
+                .position(|d| d == dot)
+                .map(|i| out.dots.remove(i));
+            out.dots
+                .sort_by(|a, b| b.counter.cmp(&a.counter).then_with(|| a.cmp(b)));
+            out.dots.truncate(crate::context::MAX_CONTEXT_DOTS - 1);
+            out.dots.extend(own);
+            out.dots.sort();
+        }
+        out
+    }
+
     /// Join `other` into `self` (replica reconciliation).
     ///
     /// A sibling survives if both sides have it, or if the side lacking it has
     /// not seen its dot (it is concurrent, not overwritten). If both sides hold
-    /// the same dot with different values (impossible unless a dot was reused),
-    /// the greater value wins so the result is still order-independent.
+    /// the same dot with different values, the greater value wins so the result
+    /// is still order-independent. That needs a dot issued twice, which the
+    /// per-process epochs and the writer's counter rule out (see the module
+    /// doc): a deterministic fallback that valid histories never reach.
     pub fn merge(&mut self, other: &Object) {
         let mine = std::mem::take(&mut self.siblings);
         let mut out = Vec::with_capacity(mine.len().max(other.siblings.len()));
@@ -570,10 +588,10 @@ impl Object {
         self.siblings.iter().any(|s| s.value.is_some())
     }
 
-    /// The context to hand a client with a read; it sends it back with the
-    /// next write to replace what it saw.
-    pub fn context(&self) -> VersionVector {
-        self.clock.clone()
+    /// The context to hand a client with a read (the clock, which is exact);
+    /// it sends it back with the next write to replace what it saw.
+    pub fn context(&self) -> Context {
+        Context::from(self.clock.clone())
     }
 
     /// Number of siblings, tombstones included.
@@ -649,6 +667,7 @@ fn decode_msgpack<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::MAX_CONTEXT_DOTS;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
@@ -656,8 +675,8 @@ mod tests {
         Actor::new(node, 1)
     }
 
-    fn put(obj: &mut Object, ctx: &VersionVector, who: &Actor, v: &str) -> Dot {
-        obj.update(ctx, who, Some(v.as_bytes().to_vec()))
+    fn put(obj: &mut Object, ctx: &Context, who: &Actor, v: &str) -> Dot {
+        obj.update(ctx, who, 0, Some(v.as_bytes().to_vec()))
     }
 
     fn merged(a: &Object, b: &Object) -> Object {
@@ -677,8 +696,8 @@ mod tests {
     fn put_without_context_adds_sibling() {
         let a = actor("a");
         let mut obj = Object::new();
-        let d1 = put(&mut obj, &VersionVector::new(), &a, "v1");
-        let d2 = put(&mut obj, &VersionVector::new(), &a, "v2");
+        let d1 = put(&mut obj, &Context::default(), &a, "v1");
+        let d2 = put(&mut obj, &Context::default(), &a, "v2");
         assert_eq!((d1.counter, d2.counter), (1, 2));
         assert_eq!(vals(&obj), ["v1", "v2"]);
         assert_eq!(obj.clock().get(&a), 2);
@@ -689,23 +708,23 @@ mod tests {
     fn put_with_read_context_replaces_covered_values() {
         let (a, b) = (actor("a"), actor("b"));
         let mut obj = Object::new();
-        put(&mut obj, &VersionVector::new(), &a, "v1");
-        put(&mut obj, &VersionVector::new(), &b, "v2");
+        put(&mut obj, &Context::default(), &a, "v1");
+        put(&mut obj, &Context::default(), &b, "v2");
         assert_eq!(obj.sibling_count(), 2);
         let ctx = obj.context();
         let dot = put(&mut obj, &ctx, &a, "v3");
         assert_eq!(vals(&obj), ["v3"]);
         assert_eq!(dot, Dot::new(a.clone(), 2));
-        assert!(obj.clock().descends(&ctx));
+        assert!(obj.clock().descends(&ctx.vv));
     }
 
     #[test]
     fn partial_context_keeps_unseen_sibling() {
         let (a, b) = (actor("a"), actor("b"));
         let mut obj = Object::new();
-        put(&mut obj, &VersionVector::new(), &a, "v1");
+        put(&mut obj, &Context::default(), &a, "v1");
         let ctx = obj.context(); // the client read before b's write
-        put(&mut obj, &VersionVector::new(), &b, "v2");
+        put(&mut obj, &Context::default(), &b, "v2");
         put(&mut obj, &ctx, &a, "v3");
         assert_eq!(vals(&obj), ["v3", "v2"]);
     }
@@ -714,7 +733,7 @@ mod tests {
     fn concurrent_puts_from_two_actors_merge_to_siblings() {
         let (a, b) = (actor("a"), actor("b"));
         let mut base = Object::new();
-        put(&mut base, &VersionVector::new(), &a, "v0");
+        put(&mut base, &Context::default(), &a, "v0");
         let ctx = base.context();
         let (mut ra, mut rb) = (base.clone(), base.clone());
         put(&mut ra, &ctx, &a, "from-a");
@@ -733,9 +752,9 @@ mod tests {
     fn delete_then_put_with_tombstone_context_resurrects_cleanly() {
         let a = actor("a");
         let mut obj = Object::new();
-        put(&mut obj, &VersionVector::new(), &a, "v1");
+        put(&mut obj, &Context::default(), &a, "v1");
         let ctx = obj.context();
-        obj.update(&ctx, &a, None);
+        obj.update(&ctx, &a, 0, None);
         assert!(!obj.is_found());
         assert!(obj.is_tombstone_only());
         assert!(obj.values().is_empty());
@@ -751,8 +770,8 @@ mod tests {
     fn blind_delete_keeps_values() {
         let a = actor("a");
         let mut obj = Object::new();
-        put(&mut obj, &VersionVector::new(), &a, "v1");
-        obj.update(&VersionVector::new(), &a, None);
+        put(&mut obj, &Context::default(), &a, "v1");
+        obj.update(&Context::default(), &a, 0, None);
         assert_eq!(vals(&obj), ["v1"]);
         assert_eq!(obj.sibling_count(), 2);
         assert!(!obj.is_tombstone_only());
@@ -763,7 +782,7 @@ mod tests {
     fn stale_replica_converges_after_merge() {
         let (a, b) = (actor("a"), actor("b"));
         let mut fresh = Object::new();
-        put(&mut fresh, &VersionVector::new(), &a, "v1");
+        put(&mut fresh, &Context::default(), &a, "v1");
         let stale = fresh.clone();
         for v in ["v2", "v3"] {
             let ctx = fresh.context();
@@ -788,13 +807,13 @@ mod tests {
     fn overwritten_sibling_dropped_concurrent_one_survives() {
         let (a, b, c) = (actor("a"), actor("b"), actor("c"));
         let mut r1 = Object::new();
-        put(&mut r1, &VersionVector::new(), &a, "old");
+        put(&mut r1, &Context::default(), &a, "old");
         let mut r2 = r1.clone();
         // r2 overwrites "old" having seen it.
         let ctx = r2.context();
         put(&mut r2, &ctx, &b, "new");
         // r1 meanwhile gets a blind concurrent write.
-        put(&mut r1, &VersionVector::new(), &c, "concurrent");
+        put(&mut r1, &Context::default(), &c, "concurrent");
         assert_eq!(vals(&r1), ["old", "concurrent"]);
         let m = merged(&r1, &r2);
         assert_eq!(vals(&m), ["new", "concurrent"]);
@@ -811,7 +830,7 @@ mod tests {
         // The client read a dot the coordinator has not received yet.
         let (a, b) = (actor("a"), actor("b"));
         let mut ra = Object::new();
-        put(&mut ra, &VersionVector::new(), &a, "seen-by-client");
+        put(&mut ra, &Context::default(), &a, "seen-by-client");
         let mut rb = Object::new();
         put(&mut rb, &ra.context(), &b, "replacement");
         assert_eq!(vals(&merged(&rb, &ra)), ["replacement"]);
@@ -823,10 +842,10 @@ mod tests {
         let a1 = Actor::new("a", 1);
         let a2 = Actor::new("a", 2);
         let mut other = Object::new();
-        put(&mut other, &VersionVector::new(), &a1, "before-crash");
+        put(&mut other, &Context::default(), &a1, "before-crash");
         // Node a lost its data and came back as epoch 2 with an empty object.
         let mut fresh = Object::new();
-        let d = put(&mut fresh, &VersionVector::new(), &a2, "after-crash");
+        let d = put(&mut fresh, &Context::default(), &a2, "after-crash");
         assert_eq!(d, Dot::new(a2.clone(), 1));
         assert_eq!(
             vals(&merged(&other, &fresh)),
@@ -840,12 +859,121 @@ mod tests {
     }
 
     #[test]
+    fn floor_never_reissues_a_dot_after_a_purge() {
+        let a = actor("a");
+        let mut obj = Object::new();
+        let d1 = obj.update(&Context::default(), &a, 0, Some(b"v0".to_vec()));
+        let before_delete = obj.context();
+        let d2 = obj.update(&before_delete, &a, d1.counter, None);
+        // Purged: the key's clock is gone, the writer's counter isn't.
+        let mut obj = Object::new();
+        let d3 = obj.update(
+            &Context::default(),
+            &a,
+            d2.counter + 5,
+            Some(b"new".to_vec()),
+        );
+        assert_eq!(d3.counter, d2.counter + 6);
+        // A write with the context read before the delete keeps `new`.
+        let d4 = obj.update(&before_delete, &a, d3.counter, Some(b"late".to_vec()));
+        assert!(d4.counter > d3.counter);
+        assert_eq!(vals(&obj), ["new", "late"]);
+    }
+
+    #[test]
+    fn written_context_is_what_the_writer_saw_plus_its_write() {
+        let (a, b) = (actor("a"), actor("b"));
+        // No concurrency: the context stays a plain vector, the clock.
+        let mut obj = Object::new();
+        put(&mut obj, &Context::default(), &a, "v0");
+        let r0 = obj.context();
+        let d = put(&mut obj, &r0, &a, "v1");
+        let w = obj.written_context(&r0, &d);
+        assert_eq!(w, obj.context());
+
+        // A concurrent blind write through the same coordinator: the writer
+        // never saw it, so its chain of writes must keep it.
+        let mut obj = Object::new();
+        put(&mut obj, &Context::default(), &a, "v0");
+        let r0 = obj.context();
+        put(&mut obj, &Context::default(), &a, "unseen");
+        let d1 = put(&mut obj, &r0, &a, "a1");
+        let c1 = obj.written_context(&r0, &d1);
+        assert_eq!((c1.vv.clone(), c1.dots.clone()), (r0.vv.clone(), vec![d1]));
+        let d2 = put(&mut obj, &c1, &a, "a2");
+        assert_eq!(vals(&obj), ["unseen", "a2"]);
+        let c2 = obj.written_context(&c1, &d2);
+        put(&mut obj, &c2, &a, "a3");
+        assert_eq!(vals(&obj), ["unseen", "a3"]);
+
+        // Through another actor, the unseen sibling isn't in the folded range.
+        let mut obj = Object::new();
+        put(&mut obj, &Context::default(), &a, "v0");
+        let r0 = obj.context();
+        put(&mut obj, &Context::default(), &b, "unseen");
+        let d1 = put(&mut obj, &r0, &a, "a1");
+        let c1 = obj.written_context(&r0, &d1);
+        assert!(c1.dots.is_empty() && c1.covers(&d1));
+        put(&mut obj, &c1, &a, "a2");
+        assert_eq!(vals(&obj), ["a2", "unseen"]);
+    }
+
+    #[test]
+    fn single_dots_are_not_absorbed_where_unseen() {
+        let (a, b) = (actor("a"), actor("b"));
+        let mut ra = Object::new();
+        put(&mut ra, &Context::default(), &a, "v0");
+        let r0 = ra.context();
+        let rb = ra.clone();
+        put(&mut ra, &Context::default(), &a, "unseen");
+        let d1 = put(&mut ra, &r0, &a, "a1");
+        let c1 = ra.written_context(&r0, &d1);
+        assert_eq!(c1.dots, vec![d1.clone()]);
+        // rb has not received `a1` yet: the write doesn't claim it, so when it
+        // arrives it stays as a (spurious) sibling; nothing is lost.
+        let mut rb = rb;
+        put(&mut rb, &c1, &b, "b1");
+        assert!(!rb.clock().covers(&d1));
+        let m = merged(&ra, &rb);
+        assert_eq!(vals(&m), ["unseen", "a1", "b1"]);
+        assert_eq!(m, merged(&rb, &ra));
+    }
+
+    #[test]
+    fn written_context_keeps_the_own_dot_within_the_bound() {
+        let a = actor("a");
+        let mut obj = Object::new();
+        let mut carried: Vec<Dot> = (0..MAX_CONTEXT_DOTS as u64)
+            .map(|i| Dot::new(Actor::new(format!("x{i}"), 1), 1000 + i))
+            .collect();
+        carried.sort();
+        let ctx = Context {
+            vv: VersionVector::new(),
+            dots: carried,
+        };
+        // An unseen sibling of the same actor keeps the own dot single.
+        put(&mut obj, &Context::default(), &a, "unseen");
+        let d = put(&mut obj, &ctx, &a, "v");
+        let w = obj.written_context(&ctx, &d);
+        assert_eq!(w.dots.len(), MAX_CONTEXT_DOTS);
+        assert!(w.dots.contains(&d));
+        assert!(
+            !w.covers(&Dot::new(Actor::new("x0", 1), 1000)),
+            "oldest dropped"
+        );
+    }
+
+    #[test]
     fn counter_saturates_without_panic() {
         let a = actor("a");
-        let ctx: VersionVector = [(a.clone(), u64::MAX)].into_iter().collect();
+        let ctx = Context::from(
+            [(a.clone(), u64::MAX)]
+                .into_iter()
+                .collect::<VersionVector>(),
+        );
         let mut obj = Object::new();
         let d1 = put(&mut obj, &ctx, &a, "x");
-        let d2 = put(&mut obj, &VersionVector::new(), &a, "y");
+        let d2 = put(&mut obj, &Context::default(), &a, "y");
         assert_eq!((d1.counter, d2.counter), (u64::MAX, u64::MAX));
         assert_eq!(vals(&obj), ["y"]);
         assert!(Object::from_parts(obj.clock().clone(), obj.siblings().to_vec()).is_ok());
@@ -872,9 +1000,9 @@ mod tests {
         let (a, b) = (actor("a"), Actor::new("b", 7));
         let mut obj = Object::new();
         assert_eq!(Object::decode(&obj.encode()).ok(), Some(obj.clone()));
-        put(&mut obj, &VersionVector::new(), &a, "v1");
-        obj.update(&VersionVector::new(), &b, None);
-        obj.update(&VersionVector::new(), &b, Some(Vec::new()));
+        put(&mut obj, &Context::default(), &a, "v1");
+        obj.update(&Context::default(), &b, 0, None);
+        obj.update(&Context::default(), &b, 0, Some(Vec::new()));
         let bytes = obj.encode();
         assert_eq!(bytes[0], OBJECT_FORMAT_V1);
         let back = Object::decode(&bytes).expect("round trip");
@@ -906,7 +1034,7 @@ mod tests {
     fn decode_rejects_bad_input() {
         let a = actor("a");
         let mut obj = Object::new();
-        put(&mut obj, &VersionVector::new(), &a, "value");
+        put(&mut obj, &Context::default(), &a, "value");
         let good = obj.encode();
 
         let err = |bytes: &[u8]| match Object::decode(bytes) {
@@ -980,90 +1108,6 @@ mod tests {
     }
 
     #[test]
-    fn context_round_trip() {
-        let empty = VersionVector::new();
-        let s = empty.to_context_string();
-        assert!(!s.is_empty());
-        assert_eq!(
-            VersionVector::from_context_string(&s).ok(),
-            Some(empty.clone())
-        );
-        assert_eq!(
-            VersionVector::from_context_string("").ok(),
-            Some(empty.clone())
-        );
-        assert_eq!(
-            VersionVector::from_context_string("  \n").ok(),
-            Some(empty.clone())
-        );
-        assert_eq!(VersionVector::from_context(&[]).ok(), Some(empty.clone()));
-
-        let mut obj = Object::new();
-        put(&mut obj, &VersionVector::new(), &actor("a"), "x");
-        put(
-            &mut obj,
-            &VersionVector::new(),
-            &Actor::new("node-b", 3),
-            "y",
-        );
-        let ctx = obj.context();
-        let bytes = ctx.to_context();
-        assert_eq!(bytes[0], CONTEXT_FORMAT_V1);
-        assert_eq!(VersionVector::from_context(&bytes).ok(), Some(ctx.clone()));
-        let s = ctx.to_context_string();
-        assert!(s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-        assert_eq!(
-            VersionVector::from_context_string(&s).ok(),
-            Some(ctx.clone())
-        );
-        let padded = format!("{s}{}", "=".repeat((4 - s.len() % 4) % 4));
-        assert_eq!(
-            VersionVector::from_context_string(&padded).ok(),
-            Some(ctx.clone())
-        );
-        assert_eq!(
-            VersionVector::from_context_string(&format!(" {s}\n")).ok(),
-            Some(ctx)
-        );
-    }
-
-    #[test]
-    fn context_garbage_errors() {
-        for bad in ["not base64!", "AZ+/", "@@@", "A"] {
-            let e = VersionVector::from_context_string(bad).expect_err(bad);
-            assert!(matches!(e, VersionError::Base64(_)), "{bad}: {e}");
-        }
-        // Valid base64 of a wrong format byte.
-        let e = VersionVector::from_context_string("Ag").expect_err("format 2");
-        assert!(
-            matches!(e, VersionError::UnknownFormat { found: 2, .. }),
-            "{e}"
-        );
-        let ctx: VersionVector = [(actor("a"), 5)].into_iter().collect();
-        let bytes = ctx.to_context();
-        for cut in 1..bytes.len() {
-            assert!(VersionVector::from_context(&bytes[..cut]).is_err());
-        }
-        let mut trailing = bytes.clone();
-        trailing.push(0xc0);
-        assert!(matches!(
-            VersionVector::from_context(&trailing),
-            Err(VersionError::TrailingBytes { .. })
-        ));
-        // An object encoding is not a context.
-        let mut obj = Object::new();
-        put(&mut obj, &VersionVector::new(), &actor("a"), "x");
-        assert!(VersionVector::from_context(&obj.encode()).is_err());
-        // Duplicate actors are rejected with a clear message.
-        let mut dup = vec![CONTEXT_FORMAT_V1];
-        write_msgpack(&mut dup, &[(actor("a"), 1u64), (actor("a"), 2)]);
-        let e = VersionVector::from_context(&dup).expect_err("duplicate");
-        assert!(matches!(e, VersionError::DuplicateActor(_)), "{e}");
-    }
-
-    #[test]
     fn serde_deserialize_checks_invariants_too() {
         let a = actor("a");
         let bad = raw_encode(&[(a.clone(), 1)], &[sib(&a, 2, "x")]);
@@ -1079,8 +1123,9 @@ mod tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        /// A client write at `replica` with the join of some known contexts,
-        /// optionally with the entries of some actors dropped.
+        /// A client write at `replica` with the join of some known contexts
+        /// (read contexts and contexts earlier writes returned), optionally with
+        /// the entries of some actors dropped.
         Update {
             replica: usize,
             picks: Vec<usize>,
@@ -1089,8 +1134,13 @@ mod tests {
         },
         /// Replica `to` pulls the full state of `from`.
         Merge { from: usize, to: usize },
-        /// Replica loses its data and restarts under a new epoch.
+        /// Replica loses its data and restarts (a new process: a new epoch).
         Wipe { replica: usize },
+        /// Replica's process restarts with its data (a new epoch all the same).
+        Restart { replica: usize },
+        /// Anti-entropy brings every replica to the same state; if that holds
+        /// only tombstones, every replica forgets the key.
+        Purge,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1099,7 +1149,7 @@ mod tests {
                 0..ACTORS,
                 prop::collection::vec(any::<usize>(), 0..3),
                 prop::option::weighted(0.2, any::<u8>()),
-                prop::bool::weighted(0.2),
+                prop::bool::weighted(0.3),
             )
                 .prop_map(|(replica, picks, drop_nodes, delete)| Op::Update {
                     replica,
@@ -1109,6 +1159,8 @@ mod tests {
                 }),
             5 => (0..ACTORS, 0..ACTORS).prop_map(|(from, to)| Op::Merge { from, to }),
             1 => (0..ACTORS).prop_map(|replica| Op::Wipe { replica }),
+            1 => (0..ACTORS).prop_map(|replica| Op::Restart { replica }),
+            2 => Just(Op::Purge),
         ]
     }
 
@@ -1118,24 +1170,53 @@ mod tests {
         states: Vec<Object>,
         created: BTreeSet<Dot>,
         /// Contexts that updates actually used.
-        used_ctxs: Vec<VersionVector>,
+        used_ctxs: Vec<Context>,
+        /// The part of each used context that took effect: its vector, and the
+        /// single dots the coordinator's clock already covered.
+        effective: Vec<Context>,
         /// Dots that existed only on a wiped replica.
         lost: BTreeSet<Dot>,
+        /// Tombstone dots removed by purges.
+        purged: BTreeSet<Dot>,
         wiped: bool,
+        forgot: bool,
+    }
+
+    fn keep_nodes(ctx: &Context, mask: u8) -> Context {
+        let keep = |a: &Actor| mask & (1 << (a.node.as_bytes()[1] - b'0')) == 0;
+        Context {
+            vv: ctx
+                .vv
+                .iter()
+                .filter(|(a, _)| keep(a))
+                .map(|(a, c)| (a.clone(), c))
+                .collect(),
+            dots: ctx
+                .dots
+                .iter()
+                .filter(|d| keep(&d.actor))
+                .cloned()
+                .collect(),
+        }
     }
 
     fn run(ops: &[Op]) -> Result<History, TestCaseError> {
         let mut epochs = [1u64; ACTORS];
+        // Each replica's node-wide counter (the writer's).
+        let mut counters = [0u64; ACTORS];
         let mut h = History {
             replicas: vec![Object::new(); ACTORS],
             states: vec![Object::new()],
             created: BTreeSet::new(),
             used_ctxs: Vec::new(),
+            effective: Vec::new(),
             lost: BTreeSet::new(),
+            purged: BTreeSet::new(),
             wiped: false,
+            forgot: false,
         };
-        // Contexts clients have read: replica clocks at various times.
-        let mut known = vec![VersionVector::new()];
+        // Contexts clients have held: replica clocks and write results.
+        let mut known = vec![Context::default()];
         for (step, op) in ops.iter().enumerate() {
             let touched = match op {
                 Op::Update {
@@ -1144,34 +1225,49 @@ mod tests {
                     drop_nodes,
                     delete,
                 } => {
-                    let mut ctx = VersionVector::new();
+                    let mut ctx = Context::default();
                     for p in picks {
                         ctx.join(&known[p % known.len()]);
                     }
                     if let Some(mask) = drop_nodes {
-                        ctx = ctx
-                            .iter()
-                            .filter(|(a, _)| {
-                                let i = a.node.as_bytes()[1] - b'0';
-                                mask & (1 << i) == 0
-                            })
-                            .map(|(a, c)| (a.clone(), c))
-                            .collect();
+                        ctx = keep_nodes(&ctx, *mask);
                     }
                     let who = Actor::new(format!("n{replica}"), epochs[*replica]);
                     let value = (!delete).then(|| step.to_le_bytes().to_vec());
                     let obj = &mut h.replicas[*replica];
-                    let dot = obj.update(&ctx, &who, value.clone());
+                    let before = obj.clock().clone();
+                    let dot = obj.update(&ctx, &who, counters[*replica], value.clone());
+                    counters[*replica] = dot.counter;
                     prop_assert!(h.created.insert(dot.clone()), "dot {} reused", dot);
                     prop_assert!(!ctx.covers(&dot));
                     prop_assert!(obj
                         .siblings()
                         .iter()
                         .all(|s| s.dot == dot || !ctx.covers(&s.dot)));
-                    let made = Sibling { dot, value };
+                    let made = Sibling {
+                        dot: dot.clone(),
+                        value,
+                    };
                     prop_assert!(obj.siblings().contains(&made));
-                    prop_assert!(obj.clock().descends(&ctx));
+                    prop_assert!(obj.clock().descends(&ctx.vv));
+                    // The returned context covers the write and no sibling the
+                    // writer didn't see.
+                    let written = obj.written_context(&ctx, &dot);
+                    prop_assert!(written.covers(&dot));
+                    for s in obj.siblings() {
+                        prop_assert!(s.dot == dot || !written.covers(&s.dot));
+                    }
+                    h.effective.push(Context {
+                        vv: ctx.vv.clone(),
+                        dots: ctx
+                            .dots
+                            .iter()
+                            .filter(|d| before.covers(d))
+                            .cloned()
+                            .collect(),
+                    });
                     h.used_ctxs.push(ctx);
+                    known.push(written);
                     *replica
                 }
                 Op::Merge { from, to } => {
@@ -1196,8 +1292,30 @@ mod tests {
                     }
                     h.replicas[*replica] = Object::new();
                     epochs[*replica] += 1;
+                    counters[*replica] = 0;
                     h.wiped = true;
                     *replica
+                }
+                Op::Restart { replica } => {
+                    epochs[*replica] += 1;
+                    counters[*replica] = 0;
+                    *replica
+                }
+                Op::Purge => {
+                    let all = h
+                        .replicas
+                        .iter()
+                        .fold(Object::new(), |acc, r| merged(&acc, r));
+                    let purge = all.is_tombstone_only();
+                    if purge {
+                        h.purged
+                            .extend(all.siblings().iter().map(|s| s.dot.clone()));
+                        h.forgot = true;
+                    }
+                    for r in &mut h.replicas {
+                        *r = if purge { Object::new() } else { all.clone() };
+                    }
+                    0
                 }
             };
             let obj = &h.replicas[touched];
@@ -1261,13 +1379,13 @@ mod tests {
             prop_assert!(present.is_subset(&h.created));
             for dot in &h.created {
                 let overwritten = h.used_ctxs.iter().any(|c| c.covers(dot));
-                prop_assert!(h.wiped || full.clock().covers(dot));
-                if !overwritten && !h.lost.contains(dot) {
+                prop_assert!(h.wiped || h.forgot || full.clock().covers(dot));
+                if !overwritten && !h.lost.contains(dot) && !h.purged.contains(dot) {
                     prop_assert!(present.contains(dot), "write {} was lost", dot);
                 }
-                // Without data loss the converse holds too: exactly the
-                // overwritten writes are gone.
-                if !h.wiped && overwritten {
+                // Without data loss the converse holds too: exactly the writes
+                // that a context overwrote where it took effect are gone.
+                if !h.wiped && h.effective.iter().any(|c| c.covers(dot)) {
                     prop_assert!(!present.contains(dot), "overwritten {} survived", dot);
                 }
             }
@@ -1296,14 +1414,6 @@ mod tests {
         })
     }
 
-    fn arb_vv() -> impl Strategy<Value = VersionVector> {
-        prop::collection::vec(("[a-z0-9-]{0,8}", any::<u64>(), any::<u64>()), 0..5).prop_map(|e| {
-            e.into_iter()
-                .map(|(n, ep, c)| (Actor::new(n, ep), c))
-                .collect()
-        })
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -1317,18 +1427,7 @@ mod tests {
         }
 
         #[test]
-        fn context_round_trips(vv in arb_vv()) {
-            prop_assert_eq!(VersionVector::from_context(&vv.to_context()).ok(), Some(vv.clone()));
-            prop_assert_eq!(
-                VersionVector::from_context_string(&vv.to_context_string()).ok(),
-                Some(vv.clone())
-            );
-        }
-
-        #[test]
-        fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64), s in ".{0,40}") {
-            let _ = VersionVector::from_context(&bytes);
-            let _ = VersionVector::from_context_string(&s);
+        fn decoders_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let mut with_format = vec![OBJECT_FORMAT_V1];
             with_format.extend_from_slice(&bytes);
             for input in [&bytes, &with_format] {
