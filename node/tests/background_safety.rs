@@ -149,20 +149,20 @@ async fn large_hints_are_delivered_in_batches_that_fit_a_frame() {
     );
 }
 
+/// A 2 MiB cap on a key's stored size and a 3 MiB frame; no background repair, so what
+/// each replica holds is what the test wrote there.
+const CAPPED: &[&str] = &[
+    "read_repair.enabled=false",
+    "anti_entropy.enabled=false",
+    "hinted_handoff.enabled=false",
+    "limits.max_frame_bytes=3145728",
+    "limits.max_value_bytes=700000",
+    "limits.max_object_bytes=2097152",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_past_the_object_cap_are_refused_and_an_overgrown_key_can_be_resolved() {
-    let mut c = TestCluster::start(
-        3,
-        &[
-            "read_repair.enabled=false",
-            "anti_entropy.enabled=false",
-            "hinted_handoff.enabled=false",
-            "limits.max_frame_bytes=3145728",
-            "limits.max_value_bytes=700000",
-            "limits.max_object_bytes=2097152",
-        ],
-    )
-    .await;
+async fn writes_past_the_object_cap_are_refused_with_the_limit_named() {
+    let c = TestCluster::start(3, CAPPED).await;
     let client = c.client().await;
     // Blind puts pile up siblings: three fit under 2 MiB, the fourth is refused.
     for i in 0..3 {
@@ -187,7 +187,12 @@ async fn writes_past_the_object_cap_are_refused_and_an_overgrown_key_can_be_reso
     let r = client.get(BUCKET, "big", Level::All).await.expect("get");
     assert_eq!(r.values.len(), 3);
     assert!(!r.truncated);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_the_cap_by_concurrent_writes_can_be_read_and_resolved() {
+    let mut c = TestCluster::start(3, CAPPED).await;
+    let client = c.client().await;
     // Concurrent writes on two sides of a split each stay under the cap, and their merge
     // is over it (and over a frame): n1 takes three values, n2 three others.
     c.kill(2);
@@ -271,14 +276,21 @@ async fn anti_entropy_replicates_keys_over_the_cap_one_per_message() {
     )
     .await;
     // Each side writes two values of 600 KB to each key: under the cap on each side,
-    // 2.4 MB (over the cap, within a frame) once merged. Three such keys don't fit in one
-    // message together.
-    let keys = ["over0", "over1", "over2"];
+    // 2.4 MB (over the cap, within a frame) once merged. Four keys of one partition are
+    // repaired together, and don't fit in one message together.
+    let info = c.client().await.refresh_ring().await.expect("ring");
+    let partition = |k: &str| info.ring.partition_of(BUCKET.as_bytes(), k.as_bytes());
+    let names: Vec<String> = (0..100_000)
+        .map(|i| format!("over{i}"))
+        .filter(|k| partition(k) == partition("over0"))
+        .take(4)
+        .collect();
+    let keys: Vec<&str> = names.iter().map(String::as_str).collect();
     c.kill(2);
     c.kill(3);
     c.wait_status(1, 2, "down").await;
     let n1 = client_for(&c, &[1]).await;
-    for key in keys {
+    for &key in &keys {
         for i in 0..2 {
             n1.put(
                 BUCKET,
@@ -294,7 +306,7 @@ async fn anti_entropy_replicates_keys_over_the_cap_one_per_message() {
     c.kill(1);
     c.restart(2).await;
     let n2 = client_for(&c, &[2]).await;
-    for key in keys {
+    for &key in &keys {
         for i in 0..2 {
             n2.put(
                 BUCKET,
@@ -315,7 +327,7 @@ async fn anti_entropy_replicates_keys_over_the_cap_one_per_message() {
         Duration::from_secs(60),
         "every replica holds all four values of every key",
         || async {
-            for key in keys {
+            for &key in &keys {
                 for node in ["n1", "n2", "n3"] {
                     match client.get_replica(BUCKET, key, node).await {
                         Ok(r) if r.values.len() == 4 => {}
@@ -328,7 +340,7 @@ async fn anti_entropy_replicates_keys_over_the_cap_one_per_message() {
     )
     .await;
     eprintln!(
-        "3 keys of 2.4 MB converged on 3 replicas {} ms after the restarts",
+        "4 keys of 2.4 MB converged on 3 replicas {} ms after the restarts",
         started.elapsed().as_millis()
     );
 }
