@@ -172,6 +172,8 @@ pub struct GetResult {
     pub context: CausalContext,
     /// Deletes (tombstones) still held for the key.
     pub tombstones: u32,
+    /// Some values were left out of the reply (too large together); `context` covers them.
+    pub truncated: bool,
 }
 
 impl From<ValueReply> for GetResult {
@@ -181,6 +183,7 @@ impl From<ValueReply> for GetResult {
             values: v.values.into_iter().map(|b| b.into_vec()).collect(),
             context: CausalContext(v.context),
             tombstones: v.tombstones,
+            truncated: v.truncated,
         }
     }
 }

@@ -164,6 +164,10 @@ pub struct ValueReply {
     /// Tombstone siblings (deletes) still held for the key.
     #[serde(default)]
     pub tombstones: u32,
+    /// Some values were left out because they don't fit in one reply (the key is over the
+    /// size cap). The context still covers them all: a write with it replaces them.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// What a client needs for token-aware routing.

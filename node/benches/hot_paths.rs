@@ -93,6 +93,7 @@ fn frames(c: &mut Criterion) {
         values: vec![serde_bytes::ByteBuf::from(vec![b'x'; 1000])],
         context: vec![1; 40],
         tombstones: 0,
+        truncated: false,
     });
     let frame = wire::encode(&reply, 1).expect("encode");
     c.bench_function("wire: decode a 1 KB value reply", |b| {

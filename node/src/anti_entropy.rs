@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::budget::{item_bytes, Budget, ITEM_OVERHEAD};
 use crate::merkle::{Exchange, Hash, Need, BRANCHES};
 use crate::replica::{Change, TreeId};
 use crate::rpc::{
@@ -39,21 +40,23 @@ impl Node {
     }
 
     /// The trees this node shares with each peer: for every N in use and every partition
-    /// where both are among the first N.
-    fn shared_trees(&self) -> BTreeMap<String, Vec<TreeId>> {
+    /// where both are among the first N. A tree is named by the configured N (replicas
+    /// file keys under it), while the peers are the real preference list, which has only
+    /// min(N, members) nodes when the ring is smaller than N.
+    pub(crate) fn shared_trees(&self) -> BTreeMap<String, Vec<TreeId>> {
         let state = self.cluster();
         let Some(ring) = state.ring.as_ref() else {
             return BTreeMap::new();
         };
         let me = self.inner.cfg.id.as_str();
         let mut out: BTreeMap<String, Vec<TreeId>> = BTreeMap::new();
-        for n in self.n_classes(ring.members().len()) {
+        for n in self.n_classes() {
             for p in ring.partitions_of(me, n) {
                 for peer in ring.preference_list(p, n) {
                     if peer != me {
                         out.entry(peer.to_string())
                             .or_default()
-                            .push((p, n.min(u8::MAX as usize) as u8));
+                            .push(tree_ref(p, n));
                     }
                 }
             }
@@ -64,14 +67,36 @@ impl Node {
     /// One full round with every live peer.
     pub(crate) async fn anti_entropy_round(&self) {
         Stats::add(&self.inner.stats.aae_rounds, "chorus_aae_rounds_total", 1);
+        let started = std::time::Instant::now();
+        let mut total = Exchanged::default();
         for (peer, trees) in self.shared_trees() {
             if !self.inner.members.is_up(&peer) {
                 continue;
             }
-            if let Err(e) = self.exchange_with(&peer, &trees).await {
-                tracing::debug!(%peer, error = %e, "anti-entropy exchange failed");
+            match self.exchange_with(&peer, &trees).await {
+                Ok(x) => {
+                    if !x.unknown.is_empty() {
+                        tracing::warn!(
+                            %peer,
+                            trees = x.unknown.len(),
+                            n = ?x.unknown_ns(),
+                            "peer keeps no anti-entropy tree for this N, so those partitions \
+                             were not compared; is cluster.n (or a bucket's n) configured \
+                             differently there?"
+                        );
+                    }
+                    total.absorb(x);
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "anti-entropy exchange failed"),
             }
         }
+        tracing::debug!(
+            compared = total.compared,
+            not_compared = total.unknown.len(),
+            repaired = total.repaired,
+            ms = started.elapsed().as_millis() as u64,
+            "anti-entropy round"
+        );
     }
 
     async fn sync_call(&self, peer: &str, req: &PeerRequest) -> Result<PeerResponse, String> {
@@ -87,37 +112,76 @@ impl Node {
         }
     }
 
-    pub(crate) async fn exchange_with(&self, peer: &str, trees: &[TreeId]) -> Result<(), String> {
+    /// Compares `trees` with `peer` and repairs what differs. Only trees the peer also
+    /// keeps are compared (and reported clean); the others come back in `unknown`.
+    pub(crate) async fn exchange_with(
+        &self,
+        peer: &str,
+        trees: &[TreeId],
+    ) -> Result<Exchanged, String> {
         let pause = self.inner.cfg.anti_entropy.pause;
+        let default_n = tree_ref(0, self.inner.cfg.cluster.n).1;
+        let mut out = Exchanged::default();
         for chunk in trees.chunks(MAX_LISTING) {
-            let roots = match self
+            let (roots, unknown) = match self
                 .sync_call(peer, &PeerRequest::TreeRoots(chunk.to_vec()))
                 .await?
             {
-                PeerResponse::Hashes(h) => unpack_hashes(&h).ok_or("malformed roots")?,
-                other => return Err(format!("unexpected answer {other:?}")),
+                PeerResponse::Roots { hashes, unknown } => {
+                    (unpack_hashes(&hashes).ok_or("malformed roots")?, unknown)
+                }
+                other => return Err(unexpected(&other)),
             };
             if roots.len() != chunk.len() {
                 return Err("root count mismatch".into());
             }
-            for (tree, remote_root) in chunk.iter().zip(roots) {
+            for (i, (tree, remote_root)) in chunk.iter().zip(roots).enumerate() {
+                if unknown.contains(&(i as u32)) {
+                    out.unknown.push(*tree);
+                    continue;
+                }
                 let mut ex = Exchange::new(self.inner.replica.trees().snapshot(*tree));
                 match ex.start_with_root(remote_root) {
                     Need::Done { .. } => {}
                     _ => {
-                        self.walk(peer, *tree, ex).await?;
+                        let repaired = self.walk(peer, *tree, ex).await?;
+                        self.inner.stats.partition_repaired(tree.0, repaired);
+                        out.repaired += repaired;
                         tokio::time::sleep(pause).await;
                     }
                 }
-                self.inner.stats.partition_clean(tree.0, peer);
+                out.compared += 1;
+                // Status reports convergence for the default N's replica sets.
+                if tree.1 == default_n {
+                    self.inner.stats.partition_clean(tree.0, peer);
+                }
             }
         }
-        Ok(())
+        metrics::counter!("chorus_aae_trees_compared_total").increment(out.compared as u64);
+        metrics::counter!("chorus_aae_trees_not_compared_total")
+            .increment(out.unknown.len() as u64);
+        Ok(out)
     }
 
-    /// Walks one differing tree down to the keys, and repairs them.
-    async fn walk(&self, peer: &str, tree: TreeId, mut ex: Exchange) -> Result<(), String> {
+    /// [`Self::exchange_with`], failing unless every tree was compared: for steps (a
+    /// transfer's catch-up, the exchange before a drop) that must not go on otherwise.
+    pub(crate) async fn sync_all(&self, peer: &str, trees: &[TreeId]) -> Result<(), String> {
+        let x = self.exchange_with(peer, trees).await?;
+        if x.unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{peer} keeps no anti-entropy tree for N in {:?}; check cluster.n and the buckets' n there",
+                x.unknown_ns()
+            ))
+        }
+    }
+
+    /// Walks one differing tree down to the keys, and repairs them. Returns how many keys
+    /// changed on either side.
+    async fn walk(&self, peer: &str, tree: TreeId, mut ex: Exchange) -> Result<u64, String> {
         let mut need = Need::Branches;
+        let mut repaired = 0;
         loop {
             need = match need {
                 Need::Branches => match self
@@ -127,7 +191,7 @@ impl Node {
                     PeerResponse::Hashes(h) => {
                         ex.branches(&unpack_hashes(&h).ok_or("malformed branches")?)
                     }
-                    other => return Err(format!("unexpected answer {other:?}")),
+                    other => return Err(unexpected(&other)),
                 },
                 Need::Leaves(branches) => {
                     let req = PeerRequest::TreeLeaves {
@@ -142,7 +206,7 @@ impl Node {
                                 .collect();
                             ex.leaves(&list)
                         }
-                        other => return Err(format!("unexpected answer {other:?}")),
+                        other => return Err(unexpected(&other)),
                     }
                 }
                 Need::Keys(segments) => {
@@ -155,7 +219,7 @@ impl Node {
                     let req = PeerRequest::SegmentKeys { tree, segments };
                     let remote = match self.sync_call(peer, &req).await? {
                         PeerResponse::Keys(k) => k,
-                        other => return Err(format!("unexpected answer {other:?}")),
+                        other => return Err(unexpected(&other)),
                     };
                     let local: Vec<(Key, Hash)> =
                         local.into_iter().map(|(b, k, d)| ((b, k), d)).collect();
@@ -170,20 +234,26 @@ impl Node {
                         .chain(diff.only_remote)
                         .chain(diff.different)
                         .collect();
-                    let repaired = self.repair_keys(peer, keys).await?;
-                    self.inner.stats.partition_repaired(tree.0, repaired);
+                    repaired += self.repair_keys(peer, keys).await?;
                     next
                 }
-                Need::Done { .. } => return Ok(()),
+                Need::Done { .. } => return Ok(repaired),
             };
         }
     }
 
     /// Merges each key both ways between this node and `peer`. Returns how many keys changed
-    /// on either side.
+    /// on either side. Reads and pushes are cut by count and by bytes: the peer answers as
+    /// many of the keys asked for as fit its byte budget, and the rest are asked again.
     async fn repair_keys(&self, peer: &str, keys: Vec<Key>) -> Result<u64, String> {
+        let max_count = self.inner.cfg.anti_entropy.batch.max(1);
+        let max_bytes = self.inner.cfg.limits.batch_bytes();
         let mut repaired = 0;
-        for chunk in keys.chunks(self.inner.cfg.anti_entropy.batch.max(1)) {
+        let mut push = Vec::new();
+        let mut push_budget = Budget::new(max_count, max_bytes);
+        let mut rest = &keys[..];
+        while !rest.is_empty() {
+            let chunk = &rest[..rest.len().min(max_count)];
             let req = PeerRequest::ReadMany(
                 chunk
                     .iter()
@@ -196,10 +266,10 @@ impl Node {
                     .collect(),
             );
             let remote = match self.sync_call(peer, &req).await? {
-                PeerResponse::Objects(o) if o.len() == chunk.len() => o,
-                other => return Err(format!("unexpected answer {other:?}")),
+                PeerResponse::Objects(o) if !o.is_empty() && o.len() <= chunk.len() => o,
+                other => return Err(unexpected(&other)),
             };
-            let mut push = Vec::new();
+            rest = &rest[remote.len()..];
             for ((bucket, key), theirs) in chunk.iter().zip(remote) {
                 let theirs = match theirs {
                     Some(b) => Some(Object::decode(&b).map_err(|e| e.to_string())?),
@@ -228,25 +298,41 @@ impl Node {
                     }
                 }
                 if theirs.as_ref() != Some(&merged) && mine.is_some() {
-                    push.push(Item {
+                    let item = Item {
                         bucket: bucket.clone(),
                         key: key.clone(),
                         object: merged.encode(),
-                    });
+                    };
+                    let size = item_bytes(&item);
+                    if !push_budget.admits(size) {
+                        self.push_merged(peer, std::mem::take(&mut push)).await?;
+                        push_budget.reset();
+                    }
+                    push_budget.add(size);
+                    push.push(item);
                     changed = true;
                 }
                 if changed {
                     repaired += 1;
                 }
             }
-            if !push.is_empty() {
-                match self.sync_call(peer, &PeerRequest::MergeMany(push)).await? {
-                    PeerResponse::Ack => {}
-                    other => return Err(format!("unexpected answer {other:?}")),
-                }
-            }
+        }
+        if !push.is_empty() {
+            self.push_merged(peer, push).await?;
         }
         Ok(repaired)
+    }
+
+    async fn push_merged(&self, peer: &str, items: Vec<Item>) -> Result<(), String> {
+        let (n, bytes) = (items.len(), items.iter().map(item_bytes).sum::<usize>());
+        match self.sync_call(peer, &PeerRequest::MergeMany(items)).await {
+            Ok(PeerResponse::Ack) => Ok(()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => {
+                tracing::warn!(%peer, items = n, bytes, error = %e, "anti-entropy repair refused");
+                Err(e)
+            }
+        }
     }
 
     /// The peer side of anti-entropy and purging.
@@ -254,8 +340,23 @@ impl Node {
         let trees = self.inner.replica.trees();
         match req {
             PeerRequest::TreeRoots(ids) if ids.len() <= MAX_LISTING => {
-                let roots: Vec<Hash> = ids.iter().map(|id| trees.root(*id)).collect();
-                PeerResponse::Hashes(pack_hashes(&roots))
+                let unknown =
+                    unknown_trees(&ids, &self.n_classes(), self.inner.cfg.cluster.partitions);
+                let roots: Vec<Hash> = ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| {
+                        if unknown.contains(&(i as u32)) {
+                            [0; 32]
+                        } else {
+                            trees.root(*id)
+                        }
+                    })
+                    .collect();
+                PeerResponse::Roots {
+                    hashes: pack_hashes(&roots),
+                    unknown,
+                }
             }
             PeerRequest::TreeBranches(id) => {
                 PeerResponse::Hashes(pack_hashes(trees.snapshot(id).branches()))
@@ -290,11 +391,23 @@ impl Node {
                     Err(e) => PeerResponse::Error(e.to_string()),
                 }
             }
+            // Answers the longest prefix of the keys that fits the byte budget (at least
+            // one key); the requester asks again for the rest.
             PeerRequest::ReadMany(keys) if keys.len() <= MAX_LISTING => {
+                let mut budget = Budget::new(keys.len(), self.inner.cfg.limits.batch_bytes());
                 let mut out = Vec::with_capacity(keys.len());
                 for (bucket, key) in keys {
                     match self.read_local(&bucket, &key).await {
-                        Ok(o) => out.push(o.map(serde_bytes::ByteBuf::from)),
+                        Ok(o) => {
+                            let size = bucket.len()
+                                + key.len()
+                                + o.as_ref().map_or(0, Vec::len)
+                                + ITEM_OVERHEAD;
+                            if !budget.take(size) {
+                                break;
+                            }
+                            out.push(o.map(serde_bytes::ByteBuf::from));
+                        }
                         Err(e) => return PeerResponse::Error(e),
                     }
                 }
@@ -360,7 +473,8 @@ impl Node {
         if state.old_ring_for(dk.partition).is_some() {
             return Err("partition is moving".into());
         }
-        let n = self.inner.cfg.n_for(&bucket).min(ring.members().len());
+        // The replicas as the ring has them now: min(N, members) nodes.
+        let n = self.inner.cfg.n_for(&bucket);
         let pref: Vec<String> = ring
             .preference_list(dk.partition, n)
             .into_iter()
@@ -419,6 +533,56 @@ impl Node {
     }
 }
 
+/// A tree's name: the partition and the configured N of its buckets.
+pub(crate) fn tree_ref(partition: u32, n: usize) -> TreeId {
+    (partition, n.min(u8::MAX as usize) as u8)
+}
+
+/// Positions in `ids` of trees this node keeps no keys under: a partition it doesn't have,
+/// or an N that is neither the default nor any bucket's here. An empty root for those would
+/// say "no keys" when the truth is "not compared".
+pub(crate) fn unknown_trees(ids: &[TreeId], classes: &[usize], partitions: u32) -> Vec<u32> {
+    ids.iter()
+        .enumerate()
+        .filter(|(_, (p, n))| *p >= partitions || !classes.iter().any(|c| tree_ref(0, *c).1 == *n))
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// What one exchange with a peer found.
+#[derive(Debug, Default)]
+pub(crate) struct Exchanged {
+    /// Trees compared on both sides (and repaired where they differed).
+    pub compared: usize,
+    /// Trees the peer keeps no keys under: not compared, not clean.
+    pub unknown: Vec<TreeId>,
+    /// Keys that changed on either side.
+    pub repaired: u64,
+}
+
+impl Exchanged {
+    fn absorb(&mut self, other: Exchanged) {
+        self.compared += other.compared;
+        self.unknown.extend(other.unknown);
+        self.repaired += other.repaired;
+    }
+
+    fn unknown_ns(&self) -> Vec<u8> {
+        let mut ns: Vec<u8> = self.unknown.iter().map(|t| t.1).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        ns
+    }
+}
+
+/// An answer that isn't the one asked for, described without its (possibly large) payload.
+fn unexpected(resp: &PeerResponse) -> String {
+    match resp {
+        PeerResponse::Error(e) => e.clone(),
+        other => format!("unexpected answer: {}", other.kind()),
+    }
+}
+
 fn short(req: &PeerRequest) -> &'static str {
     match req {
         PeerRequest::TreeRoots(_) => "tree roots",
@@ -426,5 +590,20 @@ fn short(req: &PeerRequest) -> &'static str {
         PeerRequest::SegmentKeys { .. } => "segment keys",
         PeerRequest::ReadMany(_) => "read many",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_are_named_by_the_configured_n_and_others_are_unknown() {
+        // N = 3 and a bucket with N = 5: a tree for N = 2 (what min(N, members) gave
+        // with two members) is not one this node keeps, nor is a partition past the count.
+        let ids = [(0, 3), (1, 2), (2, 5), (64, 3), (7, 3)];
+        assert_eq!(unknown_trees(&ids, &[3, 5], 64), vec![1, 3]);
+        assert_eq!(tree_ref(9, 3), (9, 3));
+        assert_eq!(tree_ref(9, 1000), (9, u8::MAX));
     }
 }

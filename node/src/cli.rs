@@ -434,6 +434,7 @@ fn print_get(res: &chorus_client::GetResult, json: bool) {
             "siblings": res.values.len(),
             "tombstones": res.tombstones,
             "context": res.context.to_string(),
+            "truncated": res.truncated,
         });
         println!("{out}");
         return;
@@ -443,6 +444,11 @@ fn print_get(res: &chorus_client::GetResult, json: bool) {
     }
     for v in &res.values {
         println!("{}", String::from_utf8_lossy(v));
+    }
+    if res.truncated {
+        eprintln!(
+            "some values were left out (too large together): a write with this context replaces them all"
+        );
     }
     if res.values.len() > 1 {
         eprintln!(

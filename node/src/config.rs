@@ -313,6 +313,39 @@ pub struct Limits {
     pub max_connections: usize,
     /// Siblings kept for one key before writes to it are refused.
     pub max_siblings: usize,
+    /// Bytes in one background message (hint replay, anti-entropy, transfer pages, read
+    /// repair); a single larger item goes alone. Unset: 4 MiB, or a quarter of
+    /// `max_frame_bytes` if that is less.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_bytes: Option<usize>,
+    /// Largest stored version of a key, siblings included: a write that would make it
+    /// larger is refused. Unset: 32 MiB, or half of what a frame can carry if that is less.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_object_bytes: Option<usize>,
+}
+
+impl Limits {
+    /// Room a frame needs beyond one object: key, bucket, context and envelope.
+    pub fn frame_headroom(&self) -> usize {
+        self.max_key_bytes + self.max_bucket_bytes + 64 * 1024
+    }
+
+    /// The byte budget of one background message.
+    pub fn batch_bytes(&self) -> usize {
+        self.max_batch_bytes
+            .unwrap_or_else(|| (4 << 20).min(self.max_frame_bytes / 4))
+    }
+
+    /// The cap on one key's stored version.
+    pub fn object_bytes(&self) -> usize {
+        // Half a frame by default, so two concurrent versions at the cap still merge into
+        // something a peer can send.
+        self.max_object_bytes.unwrap_or_else(|| {
+            (32 << 20)
+                .min(self.max_frame_bytes.saturating_sub(self.frame_headroom()) / 2)
+                .max(self.max_value_bytes)
+        })
+    }
 }
 
 impl Default for Limits {
@@ -326,6 +359,8 @@ impl Default for Limits {
             max_inflight_requests: 4096,
             max_connections: 4096,
             max_siblings: 128,
+            max_batch_bytes: None,
+            max_object_bytes: None,
         }
     }
 }
@@ -540,6 +575,30 @@ impl NodeConfig {
                 ),
             );
         }
+        if let Some(b) = l.max_batch_bytes {
+            if b == 0 || b > l.max_frame_bytes / 2 {
+                return err(
+                    "limits.max_batch_bytes",
+                    format!(
+                        "{b} must be from 1 to half of limits.max_frame_bytes ({})",
+                        l.max_frame_bytes / 2
+                    ),
+                );
+            }
+        }
+        if let Some(o) = l.max_object_bytes {
+            let most = l.max_frame_bytes.saturating_sub(l.frame_headroom());
+            if o < l.max_value_bytes || o > most {
+                return err(
+                    "limits.max_object_bytes",
+                    format!(
+                        "{o} must be at least limits.max_value_bytes ({}) and at most {most} \
+                         (limits.max_frame_bytes less room for the key and context)",
+                        l.max_value_bytes
+                    ),
+                );
+            }
+        }
         for (name, d) in [
             ("timeouts.request", self.timeouts.request),
             ("timeouts.connect", self.timeouts.connect),
@@ -729,5 +788,43 @@ secret = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
         // Written back as the same hex digits.
         let again = toml::to_string(&c).expect("serialize");
         assert!(again.contains(hex));
+    }
+
+    #[test]
+    fn byte_budgets_follow_the_frame_and_are_checked() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.limits.batch_bytes(), 4 << 20);
+        let o = c.limits.object_bytes();
+        assert!(o <= 32 << 20 && o > 31 << 20, "{o}");
+        // A smaller frame shrinks the unset budgets with it.
+        let c = parse(&[
+            "limits.max_frame_bytes=4194304",
+            "limits.max_value_bytes=1048576",
+        ])
+        .expect("small frame");
+        assert_eq!(c.limits.batch_bytes(), 1 << 20);
+        assert!(c.limits.object_bytes() + c.limits.frame_headroom() <= 4 << 20);
+        assert!(c.limits.object_bytes() >= 1 << 20);
+        let c = parse(&[
+            "limits.max_batch_bytes=65536",
+            "limits.max_object_bytes=9000000",
+        ])
+        .expect("explicit");
+        assert_eq!(c.limits.batch_bytes(), 65536);
+        assert_eq!(c.limits.object_bytes(), 9_000_000);
+        for bad in [
+            "limits.max_batch_bytes=0",
+            "limits.max_batch_bytes=40000000",
+        ] {
+            let e = parse(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("limits.max_batch_bytes"), "{e}");
+        }
+        for bad in [
+            "limits.max_object_bytes=1000",
+            "limits.max_object_bytes=67108864",
+        ] {
+            let e = parse(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("limits.max_object_bytes"), "{e}");
+        }
     }
 }

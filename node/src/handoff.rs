@@ -2,10 +2,11 @@
 //! up, in acknowledged batches, one batch in flight per target (backpressure). A hint is
 //! deleted only after its target acknowledged it, so replay resumes after any restart.
 
+use crate::budget::item_bytes;
 use crate::rpc::{Item, PeerRequest, PeerResponse};
 use crate::server::Node;
 use crate::stats::Stats;
-use crate::transport::Priority;
+use crate::transport::{Priority, TransportError};
 
 impl Node {
     pub(crate) async fn handoff_loop(self) {
@@ -31,12 +32,14 @@ impl Node {
     /// Sends `target` its hints until none are left or it stops acknowledging.
     async fn replay(&self, target: &str) {
         let started = std::time::Instant::now();
-        let mut delivered = 0u64;
-        self.replay_batches(target, &mut delivered).await;
-        if delivered > 0 {
+        let mut sent = Sent::default();
+        self.replay_batches(target, &mut sent).await;
+        if sent.hints > 0 {
             tracing::info!(
                 %target,
-                delivered,
+                delivered = sent.hints,
+                bytes = sent.bytes,
+                batches = sent.batches,
                 ms = started.elapsed().as_millis() as u64,
                 left = self.inner.hints.pending_for(target),
                 "hint replay"
@@ -44,21 +47,24 @@ impl Node {
         }
     }
 
-    async fn replay_batches(&self, target: &str, delivered: &mut u64) {
+    async fn replay_batches(&self, target: &str, sent: &mut Sent) {
         let batch_size = self.inner.cfg.hinted_handoff.batch;
+        let max_bytes = self.inner.cfg.limits.batch_bytes();
         let deadline = self.inner.cfg.timeouts.request * 2;
         loop {
             let hints = self.inner.hints.clone();
             let t = target.to_string();
-            let batch = match tokio::task::spawn_blocking(move || hints.batch(&t, batch_size)).await
-            {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    tracing::error!(%target, error = %e, "reading hints failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let batch =
+                match tokio::task::spawn_blocking(move || hints.batch(&t, batch_size, max_bytes))
+                    .await
+                {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        tracing::error!(%target, error = %e, "reading hints failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let (batch, expired) = batch;
             if expired > 0 {
                 Stats::add(
@@ -85,6 +91,7 @@ impl Node {
                 })
                 .unzip();
             let n = items.len() as u64;
+            let bytes: usize = items.iter().map(item_bytes).sum();
             let req = PeerRequest::MergeMany(items);
             match self
                 .call_peer_metered(target, &req, deadline, Priority::Background)
@@ -103,17 +110,37 @@ impl Node {
                         "chorus_hints_replayed_total",
                         n,
                     );
-                    *delivered += n;
+                    sent.hints += n;
+                    sent.bytes += bytes as u64;
+                    sent.batches += 1;
                 }
                 Ok((other, _)) => {
-                    tracing::warn!(%target, ?other, "hint replay refused");
+                    tracing::warn!(%target, hints = n, bytes, ?other, "hint replay refused; will retry");
                     return;
                 }
-                Err(e) => {
+                // Unreachable or slow: the failure detector and the retry take care of it.
+                Err(
+                    e @ (TransportError::Connect { .. }
+                    | TransportError::Address { .. }
+                    | TransportError::Timeout { .. }),
+                ) => {
                     tracing::debug!(%target, error = %e, "hint replay failed; will retry");
+                    return;
+                }
+                // The peer took the connection but not the message (too large, malformed).
+                Err(e) => {
+                    tracing::warn!(%target, hints = n, bytes, error = %e, "hint replay refused; will retry");
                     return;
                 }
             }
         }
     }
+}
+
+/// What one replay delivered.
+#[derive(Default)]
+struct Sent {
+    hints: u64,
+    bytes: u64,
+    batches: u64,
 }

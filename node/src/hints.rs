@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{Budget, ITEM_OVERHEAD};
 use crate::storage::{Op, Storage, StorageError, Table};
 
 /// One held write.
@@ -30,6 +31,9 @@ pub struct Hint {
 }
 
 const FORMAT: u8 = 1;
+
+/// Hints read from storage at a time while filling a batch.
+const PAGE: usize = 32;
 
 /// The hint store of one node.
 pub struct Hints {
@@ -140,24 +144,49 @@ impl Hints {
         self.lock().get(target).copied().unwrap_or(0)
     }
 
-    /// Up to `max` live hints for `target`, oldest first, with their storage keys. Expired
-    /// and unreadable hints met on the way are deleted; returns how many were. Blocking.
+    /// Live hints for `target`, oldest first, with their storage keys: up to `max` of them
+    /// and `max_bytes` in all (a single larger hint comes alone). Expired and unreadable
+    /// hints met on the way are deleted; returns how many were. Blocking.
     #[allow(clippy::type_complexity)]
     pub fn batch(
         &self,
         target: &str,
         max: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<(Vec<u8>, Hint)>, u64), StorageError> {
         let p = prefix(target);
-        let entries = self.storage.scan(Table::Hints, &p, &prefix_end(&p), max)?;
+        let end = prefix_end(&p);
         let cutoff = now_ms().saturating_sub(self.expiry.as_millis() as u64);
-        let mut live = Vec::with_capacity(entries.len());
+        let mut budget = Budget::new(max, max_bytes);
+        let mut live = Vec::new();
         let mut dead = Vec::new();
-        for (k, v) in entries {
-            match decode(&v) {
-                Some(h) if h.created_ms >= cutoff => live.push((k, h)),
-                _ => dead.push(k),
+        let mut start = p;
+        // Small pages, so a run of large hints is never all read into memory at once.
+        let page_len = max.clamp(1, PAGE);
+        'scan: loop {
+            let entries = self.storage.scan(Table::Hints, &start, &end, page_len)?;
+            let full = entries.len() == page_len;
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            let mut next = last.clone();
+            next.push(0);
+            for (k, v) in entries {
+                match decode(&v) {
+                    Some(h) if h.created_ms >= cutoff => {
+                        let size = h.bucket.len() + h.key.len() + h.object.len() + ITEM_OVERHEAD;
+                        if !budget.take(size) {
+                            break 'scan;
+                        }
+                        live.push((k, h));
+                    }
+                    _ => dead.push(k),
+                }
             }
+            if !full {
+                break;
+            }
+            start = next;
         }
         let expired = dead.len() as u64;
         if !dead.is_empty() {
@@ -212,7 +241,7 @@ mod tests {
         }
         h.add("n3", &hint("x", now_ms())).expect("add");
         assert_eq!(h.pending_for("n2"), 5);
-        let (batch, expired) = h.batch("n2", 3).expect("batch");
+        let (batch, expired) = h.batch("n2", 3, usize::MAX).expect("batch");
         assert_eq!(expired, 0);
         assert_eq!(
             batch.iter().map(|(_, h)| h.key.clone()).collect::<Vec<_>>(),
@@ -228,7 +257,7 @@ mod tests {
         assert_eq!(again.pending_for("n2"), 2);
         assert_eq!(again.pending_for("n3"), 1);
         again.add("n2", &hint("k9", now_ms())).expect("add");
-        let (batch, _) = again.batch("n2", 10).expect("batch");
+        let (batch, _) = again.batch("n2", 10, usize::MAX).expect("batch");
         assert_eq!(
             batch.last().map(|(_, h)| h.key.clone()),
             Some(b"k9".to_vec())
@@ -242,9 +271,40 @@ mod tests {
         let h = Hints::open(mem, Duration::from_secs(60)).expect("open");
         h.add("n2", &hint("old", now_ms() - 120_000)).expect("add");
         h.add("n2", &hint("new", now_ms())).expect("add");
-        let (batch, expired) = h.batch("n2", 10).expect("batch");
+        let (batch, expired) = h.batch("n2", 10, usize::MAX).expect("batch");
         assert_eq!(expired, 1);
         assert_eq!(batch.len(), 1);
         assert_eq!(h.pending_for("n2"), 1);
+    }
+
+    #[test]
+    fn batches_are_cut_by_bytes_and_a_large_hint_goes_alone() {
+        let mem = Arc::new(MemStorage::default());
+        let h = Hints::open(mem, Duration::from_secs(3600)).expect("open");
+        let big = |k: &str, size: usize| Hint {
+            object: vec![7; size],
+            ..hint(k, now_ms())
+        };
+        // 100 hints of 10 KB: more than one page of the scan.
+        for i in 0..100 {
+            h.add("n2", &big(&format!("k{i:03}"), 10_000)).expect("add");
+        }
+        let (b, _) = h.batch("n2", 256, 45_000).expect("batch");
+        assert_eq!(b.len(), 4, "4 x 10 KB fit in 45 KB");
+        let (b, _) = h.batch("n2", 256, usize::MAX).expect("batch");
+        assert_eq!(b.len(), 100, "the count limit alone, across pages");
+        let (b, _) = h.batch("n2", 7, usize::MAX).expect("batch");
+        assert_eq!(b.len(), 7);
+
+        h.add("n3", &big("huge", 1_000_000)).expect("add");
+        h.add("n3", &big("small", 10)).expect("add");
+        let (b, _) = h.batch("n3", 256, 45_000).expect("batch");
+        assert_eq!(b.len(), 1, "an oversized hint goes alone");
+        assert_eq!(b[0].1.key, b"huge".to_vec());
+        h.remove("n3", b.into_iter().map(|(k, _)| k).collect())
+            .expect("remove");
+        let (b, _) = h.batch("n3", 256, 45_000).expect("batch");
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].1.key, b"small".to_vec());
     }
 }

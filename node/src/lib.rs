@@ -2,6 +2,7 @@
 //! line. The `chorus` binary adds the command line on top.
 
 pub mod anti_entropy;
+pub mod budget;
 pub mod certs;
 pub mod config;
 pub mod context;

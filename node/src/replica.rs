@@ -32,6 +32,8 @@ pub enum ReplicaError {
     Corrupt(String),
     #[error("key has {count} siblings, more than the limit of {limit}; resolve them by writing with the read's context")]
     TooManySiblings { count: usize, limit: usize },
+    #[error("the key's stored version would be {size} bytes, more than the limit of {limit} bytes (limits.max_object_bytes); write with the context of a read to replace its siblings, or write a smaller value")]
+    TooLarge { size: usize, limit: usize },
     #[error("data directory belongs to node {found:?}, not {expected:?}")]
     WrongNode { found: String, expected: String },
     #[error("replica is shutting down")]
@@ -140,6 +142,8 @@ struct Identity {
 pub struct ReplicaOptions {
     pub max_batch: usize,
     pub max_siblings: usize,
+    /// Largest version a coordinated write may leave (merges from peers are never refused).
+    pub max_object_bytes: usize,
     /// N per bucket; changes here (between restarts) rebuild the trees.
     pub n_of: NOf,
     /// A fingerprint of what `n_of` answers, stored with the trees.
@@ -180,6 +184,7 @@ impl Replica {
             counter: 0,
             max_batch: opts.max_batch,
             max_siblings: opts.max_siblings,
+            max_object_bytes: opts.max_object_bytes,
             trees: trees.clone(),
             n_of: opts.n_of.clone(),
         };
@@ -481,6 +486,7 @@ struct Writer {
     counter: u64,
     max_batch: usize,
     max_siblings: usize,
+    max_object_bytes: usize,
     trees: Arc<Trees>,
     n_of: NOf,
 }
@@ -685,6 +691,7 @@ impl Writer {
                         limit: self.max_siblings,
                     });
                 }
+                check_size(&obj, self.max_object_bytes)?;
                 Ok((Some(obj), true))
             }
             Change::Merge(other) => {
@@ -705,15 +712,38 @@ impl Writer {
     }
 }
 
+/// Refuses a version larger than `limit` once encoded. Values are summed first, so the
+/// encoding is only done for versions near the limit.
+fn check_size(obj: &Object, limit: usize) -> Result<(), ReplicaError> {
+    // Generous per-sibling and per-actor overheads (ids, epochs, counters, field names).
+    const PER_ENTRY: usize = 256;
+    let values: usize = obj
+        .siblings()
+        .iter()
+        .map(|s| s.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    let entries = obj.siblings().len() + obj.clock().len();
+    if values.saturating_add(entries.saturating_mul(PER_ENTRY)) <= limit {
+        return Ok(());
+    }
+    let size = obj.encode().len();
+    if size > limit {
+        return Err(ReplicaError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::Context;
     use crate::storage::{data_key, MemStorage};
 
     fn opts(max_siblings: usize) -> ReplicaOptions {
         ReplicaOptions {
             max_batch: 16,
             max_siblings,
+            max_object_bytes: 1 << 20,
             n_of: Arc::new(|_| 3),
             layout: "test".into(),
         }
@@ -920,5 +950,54 @@ mod tests {
         let mut values = merged.values();
         values.sort();
         assert_eq!(values, vec![&b"aaa"[..], &b"zzz"[..]]);
+    }
+
+    #[tokio::test]
+    async fn writes_past_the_size_cap_are_refused_but_merges_are_not() {
+        let mut o = opts(64);
+        o.max_object_bytes = 10_000;
+        let r = Replica::open(Arc::new(MemStorage::default()), "n1", o).expect("open");
+        let k = data_key(0, b"b", b"k");
+        for _ in 0..3 {
+            r.apply(k.clone(), put(&[1; 3000]))
+                .await
+                .expect("under the cap");
+        }
+        let err = r.apply(k.clone(), put(&[1; 3000])).await;
+        match err {
+            Err(e @ ReplicaError::TooLarge { .. }) => {
+                assert!(e.to_string().contains("limits.max_object_bytes"), "{e}")
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let stored = r.get(k.clone()).await.expect("get").expect("present");
+        assert_eq!(
+            stored.sibling_count(),
+            3,
+            "a refused write leaves nothing behind"
+        );
+        // A version from a peer over the cap is still merged: refusing it would lose data.
+        let mut theirs = Object::new();
+        let peer = Actor::new("n2", 1);
+        for floor in 0..4 {
+            theirs.update(&Context::default(), &peer, floor, Some(vec![2; 3000]));
+        }
+        let merged = r
+            .apply(k.clone(), Change::Merge(theirs))
+            .await
+            .expect("merge");
+        assert_eq!(merged.sibling_count(), 7);
+        // A write with the context of everything shrinks it back under the cap.
+        let resolved = r
+            .apply(
+                k.clone(),
+                Change::Update {
+                    ctx: merged.context(),
+                    value: Some(vec![3; 10]),
+                },
+            )
+            .await
+            .expect("resolving write");
+        assert_eq!(resolved.values(), vec![&[3u8; 10][..]]);
     }
 }

@@ -109,6 +109,34 @@ pub enum PeerResponse {
         next: Option<Vec<u8>>,
     },
     Error(String),
+    /// Anti-entropy: the roots of the trees asked for, in order (32 bytes each), and the
+    /// positions of those this node keeps no keys under (another N configured here), which
+    /// must not be taken as empty.
+    Roots {
+        #[serde(with = "serde_bytes")]
+        hashes: Vec<u8>,
+        unknown: Vec<u32>,
+    },
+}
+
+impl PeerResponse {
+    /// The kind of answer, for errors (never the payload, which may be large).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerResponse::Pong { .. } => "pong",
+            PeerResponse::Object(_) => "object",
+            PeerResponse::Objects(_) => "objects",
+            PeerResponse::Ack => "ack",
+            PeerResponse::Coordinated(_) => "coordinated",
+            PeerResponse::Hashes(_) => "hashes",
+            PeerResponse::Leaves(_) => "leaves",
+            PeerResponse::Keys(_) => "keys",
+            PeerResponse::Gossip(_) => "gossip",
+            PeerResponse::Items { .. } => "items",
+            PeerResponse::Error(_) => "error",
+            PeerResponse::Roots { .. } => "roots",
+        }
+    }
 }
 
 /// Concatenates hashes for [`PeerResponse::Hashes`].

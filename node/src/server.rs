@@ -17,6 +17,7 @@ use chorus_ring::Ring;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::Instrument;
 
+use crate::budget::item_bytes;
 use crate::config::{Engine, NodeConfig};
 use crate::context::ContextKey;
 use crate::coordinator::{read_targets, GetFsm, Outcome, Quorum, Quorums};
@@ -80,6 +81,7 @@ impl Node {
         let opts = ReplicaOptions {
             max_batch: cfg.storage.max_batch,
             max_siblings: cfg.limits.max_siblings,
+            max_object_bytes: cfg.limits.object_bytes(),
             n_of: Arc::new(move |bucket: &[u8]| n_cfg.n_for(bucket)),
             layout: format!("n={};buckets={:?}", cfg.cluster.n, cfg.cluster.buckets_n()),
         };
@@ -347,6 +349,11 @@ impl Node {
                 epoch: self.inner.replica.actor().epoch,
             },
             PeerRequest::Read { bucket, key } => match self.read_local(&bucket, &key).await {
+                // Say why instead of sending a frame the requester refuses.
+                Ok(Some(o)) if o.len() > self.reply_budget() => PeerResponse::Error(format!(
+                    "stored version of {} bytes exceeds limits.max_frame_bytes; resolve the key's siblings",
+                    o.len()
+                )),
                 Ok(o) => PeerResponse::Object(o),
                 Err(e) => PeerResponse::Error(e),
             },
@@ -449,6 +456,15 @@ impl Node {
             .set(self.inner.hints.pending_for(target) as f64);
         self.inner.handoff_kick.notify_one();
         Ok(())
+    }
+
+    /// Bytes of values and context a read reply may carry and still fit in a frame.
+    fn reply_budget(&self) -> usize {
+        self.inner
+            .cfg
+            .limits
+            .max_frame_bytes
+            .saturating_sub(REPLY_OVERHEAD)
     }
 
     pub(crate) fn storage_key(&self, bucket: &[u8], key: &[u8]) -> Vec<u8> {
@@ -719,6 +735,8 @@ impl Node {
             object: merged.encode(),
         };
         let me = &self.inner.cfg.id;
+        // A single item goes alone; one too large for any frame can't go at all.
+        let sendable = item_bytes(&item) <= self.reply_budget();
         for node in stale {
             let ok = if node == *me {
                 self.inner
@@ -726,6 +744,13 @@ impl Node {
                     .apply(skey.clone(), Change::Merge(merged.clone()))
                     .await
                     .is_ok()
+            } else if !sendable {
+                tracing::warn!(
+                    %node,
+                    bytes = item_bytes(&item),
+                    "read repair skipped: the merged version is larger than a frame; resolve the key's siblings"
+                );
+                false
             } else {
                 let req = PeerRequest::Replicate(item.clone());
                 matches!(
@@ -772,25 +797,41 @@ impl Node {
         }
     }
 
-    /// What a client sees of a version (or of its absence), with its sealed context.
+    /// What a client sees of a version (or of its absence), with its sealed context. Values
+    /// beyond the reply budget are left out and the reply says so (`truncated`): the context
+    /// still covers every sibling, so a write with it replaces them all, even those the
+    /// reader didn't get.
     fn value_reply(&self, bucket: &[u8], key: &[u8], obj: Option<&Object>) -> ValueReply {
         let ctx = obj.map(Object::context).unwrap_or_default();
         let context = self.inner.contexts.seal(bucket, key, &ctx);
         match obj {
-            Some(o) => ValueReply {
-                found: o.is_found(),
-                values: distinct(o.values())
-                    .into_iter()
-                    .map(|v| serde_bytes::ByteBuf::from(v.to_vec()))
-                    .collect(),
-                context,
-                tombstones: o.siblings().iter().filter(|s| s.is_tombstone()).count() as u32,
-            },
+            Some(o) => {
+                let room = self.reply_budget().saturating_sub(context.len());
+                let all = distinct(o.values());
+                let total = all.len();
+                let mut used = 0usize;
+                let mut values = Vec::with_capacity(total);
+                for v in all {
+                    let cost = v.len() + VALUE_OVERHEAD;
+                    if used + cost <= room {
+                        used += cost;
+                        values.push(serde_bytes::ByteBuf::from(v.to_vec()));
+                    }
+                }
+                ValueReply {
+                    found: o.is_found(),
+                    truncated: values.len() < total,
+                    values,
+                    context,
+                    tombstones: o.siblings().iter().filter(|s| s.is_tombstone()).count() as u32,
+                }
+            }
             None => ValueReply {
                 found: false,
                 values: Vec::new(),
                 context,
                 tombstones: 0,
+                truncated: false,
             },
         }
     }
@@ -831,6 +872,9 @@ impl Node {
             Ok(o) => o,
             Err(e @ ReplicaError::TooManySiblings { .. }) => {
                 return Response::error(ErrorKind::BadRequest, e.to_string())
+            }
+            Err(e @ ReplicaError::TooLarge { .. }) => {
+                return Response::error(ErrorKind::TooLarge, e.to_string())
             }
             Err(e) => {
                 tracing::error!(error = %e, "local write failed");
@@ -1262,6 +1306,11 @@ fn distinct(values: Vec<&[u8]>) -> Vec<&[u8]> {
     }
     out
 }
+
+/// Bytes a value costs in a reply beyond its own length.
+const VALUE_OVERHEAD: usize = 16;
+/// Room a read reply keeps for everything but the values and the context.
+const REPLY_OVERHEAD: usize = 64 * 1024;
 
 /// One input to a request state machine.
 enum Event<T> {

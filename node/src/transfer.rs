@@ -8,14 +8,17 @@
 
 use std::time::Duration;
 
-use crate::replica::TreeId;
+use crate::anti_entropy::tree_ref;
+use crate::budget::{Budget, ITEM_OVERHEAD};
 use crate::rpc::{Item, PeerRequest, PeerResponse};
 use crate::server::Node;
-use crate::storage::{Op, Table};
+use crate::storage::{Op, StorageError, Table};
 use crate::transport::Priority;
 
 /// Largest page a scan answers with.
 const MAX_PAGE: u32 = 4096;
+/// Keys read from storage at a time while filling a page.
+const SCAN_PIECE: usize = 64;
 
 fn cursor_key(version: u64, partition: u32) -> Vec<u8> {
     format!("xfer/{version}/{partition}").into_bytes()
@@ -63,27 +66,19 @@ impl Node {
         }
     }
 
-    /// Every N in use (the default and each bucket's), capped at the member count.
-    pub(crate) fn n_classes(&self, members: usize) -> Vec<usize> {
+    /// Every N in use: the default and each bucket's, as configured. Trees are named by
+    /// these whatever the member count; only the replica sets shrink with the ring.
+    pub(crate) fn n_classes(&self) -> Vec<usize> {
         let cluster = &self.inner.cfg.cluster;
         let mut ns: Vec<usize> = cluster
             .buckets_n()
             .into_iter()
             .map(|(_, n)| n)
             .chain([cluster.n])
-            .map(|n| n.min(members))
             .collect();
         ns.sort_unstable();
         ns.dedup();
         ns
-    }
-
-    /// The trees of one partition, one per N in use.
-    pub(crate) fn trees_of(&self, partition: u32, members: usize) -> Vec<TreeId> {
-        self.n_classes(members)
-            .into_iter()
-            .map(|n| (partition, n.min(u8::MAX as usize) as u8))
-            .collect()
     }
 
     /// Pulls partition `p` into this node for ring `version`; returns the keys received.
@@ -121,14 +116,16 @@ impl Node {
                 .map_err(|e| e.to_string())?
             {
                 (PeerResponse::Items { items, next }, _) => (items, next),
-                (other, _) => return Err(format!("unexpected answer {other:?}")),
+                (PeerResponse::Error(e), _) => return Err(format!("{source} refused a page: {e}")),
+                (other, _) => return Err(format!("unexpected answer: {}", other.kind())),
             };
             keys += items.len() as u64;
             metrics::counter!("chorus_transfer_keys_total").increment(items.len() as u64);
             if !items.is_empty() {
                 match self.merge_items(items).await {
                     PeerResponse::Ack => {}
-                    other => return Err(format!("merging a page failed: {other:?}")),
+                    PeerResponse::Error(e) => return Err(format!("merging a page failed: {e}")),
+                    other => return Err(format!("merging a page failed: {}", other.kind())),
                 }
             }
             let Some(next) = next else { break };
@@ -141,10 +138,15 @@ impl Node {
                 .map_err(|e| e.to_string())?;
             tokio::time::sleep(self.inner.cfg.transfers.pause).await;
         }
-        // The source may have missed writes that other old replicas took.
-        let trees = self.trees_of(p, prev.members().len());
-        for other in sources.iter().skip(1) {
-            self.exchange_with(other, &trees).await?;
+        // The source may have missed writes that other old replicas took: compare each
+        // tree with the old replicas of its N.
+        for n in self.n_classes() {
+            let tree = [tree_ref(p, n)];
+            for other in prev.preference_list(p, n) {
+                if other != me && other != source.as_str() && self.inner.members.is_up(other) {
+                    self.sync_all(other, &tree).await?;
+                }
+            }
         }
         let storage = self.inner.storage.clone();
         let _ =
@@ -167,38 +169,44 @@ impl Node {
             start.push(0);
         }
         let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let max_bytes = self.inner.cfg.limits.batch_bytes();
         let storage = self.inner.storage.clone();
-        let page = match tokio::task::spawn_blocking(move || {
-            storage.scan(Table::Data, &start, &end, limit)
+        // Reads small pieces until the page is full by count or by bytes, so large values
+        // are never all read at once; a single key larger than the budget goes alone.
+        let scanned = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let mut budget = Budget::new(limit, max_bytes);
+            let mut page: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            loop {
+                let want = (limit - page.len()).min(SCAN_PIECE);
+                let piece = storage.scan(Table::Data, &start, &end, want)?;
+                let more = piece.len() == want;
+                for (k, v) in piece {
+                    if !budget.take(k.len() + v.len() + ITEM_OVERHEAD) {
+                        return Ok((page, true));
+                    }
+                    start = k.clone();
+                    start.push(0);
+                    page.push((k, v));
+                }
+                if !more {
+                    return Ok((page, false));
+                }
+                if page.len() >= limit {
+                    return Ok((page, true));
+                }
+            }
         })
-        .await
-        {
+        .await;
+        let (page, cut) = match scanned {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return PeerResponse::Error(e.to_string()),
             Err(e) => return PeerResponse::Error(e.to_string()),
         };
-        let full = page.len() == limit;
-        let scanned = page.len();
-        // Keep a page well inside the frame limit, however large the values.
-        let budget = self.inner.transport.max_frame() / 2;
-        let mut used = 0usize;
-        let mut page: Vec<(Vec<u8>, Vec<u8>)> = page
-            .into_iter()
-            .take_while(|(k, v)| {
-                used += k.len() + v.len() + 64;
-                used <= budget
-            })
-            .collect();
-        if page.is_empty() && scanned > 0 {
-            return PeerResponse::Error("a single key is larger than a transfer page".into());
-        }
-        let cut = full || used > budget;
         let next = if cut {
             page.last().map(|(k, _)| k.clone())
         } else {
             None
         };
-        page.shrink_to_fit();
         let items = page
             .into_iter()
             .filter_map(|(k, v)| {
@@ -236,14 +244,20 @@ impl Node {
             if !holds {
                 continue;
             }
-            let trees = self.trees_of(p, ring.members().len());
+            // Every tree must have been compared with every current replica of its N.
             let mut synced = true;
-            for owner in owners {
-                if !self.inner.members.is_up(owner)
-                    || self.exchange_with(owner, &trees).await.is_err()
-                {
-                    synced = false;
-                    break;
+            'classes: for n in self.n_classes() {
+                let tree = [tree_ref(p, n)];
+                for owner in ring.preference_list(p, n) {
+                    if !self.inner.members.is_up(owner) {
+                        synced = false;
+                        break 'classes;
+                    }
+                    if let Err(e) = self.sync_all(owner, &tree).await {
+                        tracing::debug!(partition = p, %owner, error = %e, "not dropped yet");
+                        synced = false;
+                        break 'classes;
+                    }
                 }
             }
             if !synced {
