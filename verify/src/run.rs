@@ -415,7 +415,7 @@ async fn heal(c: &mut Cluster, fault: Fault) -> Result<(), ClusterError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         // Let the join settle, then ask the spare to leave and wait for it to be out.
         loop {
-            if let Ok(cfg) = c.client_config_for(0) {
+            if let Ok(cfg) = c.admin_config_for(0) {
                 if let Ok(cl) = Client::connect(cfg).await {
                     if let Ok(st) = cl.status().await {
                         if st.transfers_pending == 0 && cl.leave(&spare).await.is_ok() {
@@ -458,7 +458,7 @@ async fn converge(c: &Cluster, keys: &[String], within: Duration) -> Option<Dura
     loop {
         if last_repair.elapsed() > Duration::from_secs(3) {
             for i in 0..c.initial {
-                if let Ok(cfg) = c.client_config_for(i) {
+                if let Ok(cfg) = c.admin_config_for(i) {
                     if let Ok(cl) = Client::connect(cfg).await {
                         let _ = cl.repair().await;
                     }
