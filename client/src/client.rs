@@ -121,6 +121,8 @@ pub enum Error {
     Overloaded(String),
     #[error("node error: {0}")]
     Server(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("protocol error: {0}")]
     Protocol(#[from] WireError),
     #[error("invalid causal context: {0}")]
@@ -430,17 +432,32 @@ impl Client {
 
     /// Asks the cluster to move `node`'s partitions to the other nodes. Returns once the
     /// change is accepted; the transfers proceed in the background (see `status`).
+    /// Needs an admin certificate.
     pub async fn leave(&self, node: &str) -> Result<(), Error> {
+        self.leave_with(node, false).await
+    }
+
+    /// [`Client::leave`]; `force` allows leaving fewer members than some bucket's N.
+    pub async fn leave_with(&self, node: &str, force: bool) -> Result<(), Error> {
         self.admin(Request::Leave {
             node: node.to_string(),
+            force,
         })
         .await
     }
 
     /// Takes a dead node out of the ring; its replicas are recreated from surviving copies.
+    /// Needs an admin certificate.
     pub async fn remove(&self, node: &str) -> Result<(), Error> {
+        self.remove_with(node, false).await
+    }
+
+    /// [`Client::remove`]; `force` allows removing a live node, or leaving fewer members
+    /// than some bucket's N.
+    pub async fn remove_with(&self, node: &str, force: bool) -> Result<(), Error> {
         self.admin(Request::Remove {
             node: node.to_string(),
+            force,
         })
         .await
     }
@@ -453,7 +470,7 @@ impl Client {
         }
     }
 
-    /// Starts an anti-entropy round on the first reachable node.
+    /// Starts an anti-entropy round on the first reachable node. Needs an admin certificate.
     pub async fn repair(&self) -> Result<(), Error> {
         let targets = self.all_targets().await;
         match self.call(&targets, &Request::Repair).await? {
@@ -690,6 +707,7 @@ fn into_result(resp: Response) -> Result<Response, Error> {
             ErrorKind::Overloaded => Error::Overloaded(e.message),
             ErrorKind::Unavailable => Error::Unavailable(e.message),
             ErrorKind::Internal => Error::Server(e.message),
+            ErrorKind::PermissionDenied => Error::PermissionDenied(e.message),
         }),
         other => Ok(other),
     }

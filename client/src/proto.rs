@@ -131,10 +131,21 @@ pub enum Request {
     Status,
     /// Start an anti-entropy round on the contacted node now.
     Repair,
-    /// Move a node's partitions to the others; it then reports itself `left`.
-    Leave { node: String },
+    /// Move a node's partitions to the others; it then reports itself `left`. Needs an
+    /// admin certificate; `force` allows leaving fewer members than some bucket's N.
+    Leave {
+        node: String,
+        #[serde(default)]
+        force: bool,
+    },
     /// Take a dead node out of the ring; its replicas are recreated from surviving copies.
-    Remove { node: String },
+    /// Needs an admin certificate; `force` allows removing a live node, or leaving fewer
+    /// members than some bucket's N.
+    Remove {
+        node: String,
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 /// A node's answer to a [`Request`].
@@ -259,6 +270,10 @@ pub struct StatusInfo {
     pub transfers_pending: u64,
     #[serde(default)]
     pub transfers: Vec<TransferStatus>,
+    /// Peers refused in the last minute for another cluster id or other cluster-wide
+    /// settings (N, partition count), each with the reason.
+    #[serde(default)]
+    pub refused: Vec<String>,
 }
 
 /// A partition on its way to a new owner.
@@ -284,6 +299,8 @@ pub enum ErrorKind {
     Unavailable,
     /// Something failed inside the node.
     Internal,
+    /// The request needs a role the client's certificate doesn't have (e.g. admin).
+    PermissionDenied,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,8 @@
 //! Files in a CA folder: `ca.pem` (certificate, handed to every node and client) and
 //! `ca.key` (keep it private). Node certificates name `<id>.node.chorus` and `node.chorus`
 //! and may act as TLS server and client; client certificates name `client.chorus` and may
-//! only act as TLS client.
+//! only act as TLS client. Admin certificates are client certificates that also name
+//! `admin.chorus` (and `<name>.admin.chorus`): nodes accept cluster changes only from them.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,9 @@ pub struct Ca {
 }
 
 const CA_NAME: &str = "Chorus cluster CA";
+
+/// The name every admin certificate carries; nodes look for it (see `roles`).
+pub const ADMIN_NAME: &str = "admin.chorus";
 
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
@@ -95,6 +99,25 @@ impl Ca {
         let mut p = CertificateParams::new(vec![tls::CLIENT_NAME.to_string()])?;
         p.distinguished_name
             .push(DnType::CommonName, format!("chorus client {name}"));
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(p, out, prefix)
+    }
+
+    /// Issues an admin certificate; writes `<prefix>.pem` and `<prefix>.key`. `name` must
+    /// be a DNS label (as node ids are).
+    pub fn issue_admin(
+        &self,
+        name: &str,
+        out: &Path,
+        prefix: &str,
+    ) -> Result<(PathBuf, PathBuf), CertError> {
+        let mut p = CertificateParams::new(vec![
+            tls::CLIENT_NAME.to_string(),
+            ADMIN_NAME.to_string(),
+            format!("{name}.{ADMIN_NAME}"),
+        ])?;
+        p.distinguished_name
+            .push(DnType::CommonName, format!("chorus admin {name}"));
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(p, out, prefix)
     }

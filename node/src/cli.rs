@@ -82,7 +82,7 @@ enum Command {
         #[arg(long)]
         sloppy: bool,
     },
-    /// Start an anti-entropy round on the contacted node now.
+    /// Start an anti-entropy round on the contacted node now (admin).
     Repair,
     /// Show the ring: partition → nodes and each node's share, or one key's preference list.
     Ring {
@@ -94,15 +94,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Move a node's partitions to the others; the node then reports itself `left`.
+    /// Move a node's partitions to the others; the node then reports itself `left` (admin).
     Leave {
         #[arg(value_name = "NODE_ID")]
         node: String,
+        /// Leave even if fewer members than some bucket's N remain.
+        #[arg(long)]
+        force: bool,
     },
-    /// Take a dead node out of the ring; its replicas are recreated from surviving copies.
+    /// Take a dead node out of the ring; its replicas are recreated from surviving copies
+    /// (admin). To retire a live node, use `leave`.
     Remove {
         #[arg(value_name = "NODE_ID")]
         node: String,
+        /// Remove even a node that is up, or one whose removal leaves fewer members than
+        /// some bucket's N.
+        #[arg(long)]
+        force: bool,
     },
     /// The cluster's nodes as the contacted node sees them.
     Status {
@@ -112,7 +120,7 @@ enum Command {
     /// Run a YCSB workload against the cluster (or, for comparison, Redis or etcd) and
     /// report throughput and latency.
     Bench(crate::bench::BenchArgs),
-    /// Create a cluster CA and issue node and client certificates.
+    /// Create a cluster CA and issue node, client and admin certificates.
     Certs {
         #[command(subcommand)]
         what: CertsCommand,
@@ -135,6 +143,14 @@ enum CertsCommand {
     },
     /// Issue a client certificate (NAME.pem, NAME.key) from the CA in DIR.
     Client {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Issue an admin certificate (NAME.pem, NAME.key) from the CA in DIR: a client that
+    /// may also change the cluster (leave, remove, repair).
+    Admin {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
@@ -227,17 +243,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print_ring(&info, key.as_deref(), &bucket, json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Leave { node } => {
+        Command::Leave { node, force } => {
             let client = connect(cli.config.as_deref()).await?;
-            client.leave(&node).await?;
+            client.leave_with(&node, force).await?;
             println!(
                 "{node} is leaving; its partitions move in the background (see chorus status)"
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Remove { node } => {
+        Command::Remove { node, force } => {
             let client = connect(cli.config.as_deref()).await?;
-            client.remove(&node).await?;
+            client.remove_with(&node, force).await?;
             println!("{node} removed; its replicas are being recreated (see chorus status)");
             Ok(ExitCode::SUCCESS)
         }
@@ -308,6 +324,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "nodes": nodes,
                     "transfers_pending": st.transfers_pending,
                     "transfers": transfers,
+                    "refused": st.refused,
                     "read_repairs": c.read_repairs,
                     "hints_replayed": c.hints_replayed,
                     "hints_expired": c.hints_expired,
@@ -338,6 +355,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 if st.transfers_pending > 0 {
                     println!("{} partition transfers pending", st.transfers_pending);
+                }
+                for r in &st.refused {
+                    println!("refused: {r}");
                 }
                 let c = &st.convergence;
                 let never = c
@@ -535,6 +555,12 @@ fn certs(what: CertsCommand) -> Result<()> {
         }
         CertsCommand::Client { dir, name } => {
             let (cert, key) = Ca::load(&dir)?.issue_client(&name, &dir, &name)?;
+            println!("{}\n{}", cert.display(), key.display());
+        }
+        CertsCommand::Admin { dir, name } => {
+            // The name becomes a DNS label in the certificate, as node ids do.
+            chorus_node::config::check_id(&name).map_err(|e| anyhow!("--name: {e}"))?;
+            let (cert, key) = Ca::load(&dir)?.issue_admin(&name, &dir, &name)?;
             println!("{}\n{}", cert.display(), key.display());
         }
     }

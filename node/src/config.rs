@@ -222,6 +222,10 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The cluster's identity, fixed when it is created and the same in every node's
+    /// config: nodes of another cluster are refused at the first gossip.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// Number of ring partitions: a power of two, fixed when the cluster is created.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
@@ -485,6 +489,9 @@ impl NodeConfig {
             return err("id", r);
         }
         let c = &self.cluster;
+        if let Err(r) = check_cluster_id(&c.id) {
+            return err("cluster.id", r);
+        }
         if c.partitions == 0 || !c.partitions.is_power_of_two() || c.partitions > 65536 {
             return err(
                 "cluster.partitions",
@@ -612,6 +619,17 @@ impl NodeConfig {
                 return err(name, "must be longer than 0".into());
             }
         }
+        // A hint older than the delete it could resurrect must expire before the purge.
+        if self.tombstones.grace <= self.hinted_handoff.expiry {
+            return err(
+                "tombstones.grace",
+                format!(
+                    "{} must be longer than hinted_handoff.expiry ({}), or a hint written before a delete could bring the key back after the tombstone is purged",
+                    humantime::format_duration(self.tombstones.grace),
+                    humantime::format_duration(self.hinted_handoff.expiry)
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -661,6 +679,40 @@ pub fn check_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// Cluster ids: 1-64 of letters, digits, '-', '_' and '.'. A missing one is a config from
+/// before ids existed (or a typo), and the fix is to copy the id of the cluster's other
+/// nodes, never to make one up per node.
+pub fn check_cluster_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("missing: every node of a cluster needs the cluster's id. Copy `id` from the [cluster] section of another node's node.toml; for a new cluster, `chorus dev` writes one, or pick any unique string (e.g. the output of `uuidgen`) and use it on every node".into());
+    }
+    let ok = id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a valid cluster id (1-64 of letters, digits, '-', '_' and '.')"
+        ))
+    }
+}
+
+/// A fresh random cluster id.
+pub fn new_cluster_id() -> String {
+    let mut bytes = [0u8; 8];
+    let from_os = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if from_os.is_err() {
+        // No urandom: the time and pid still make a collision between two clusters unlikely.
+        let seed = format!("{:?} {}", std::time::SystemTime::now(), std::process::id());
+        bytes.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..8]);
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("chorus-{hex}")
+}
+
 /// Applies one `a.b.c=value`. The value is read as TOML when it parses (numbers, booleans,
 /// quoted strings, arrays), otherwise as a bare string.
 fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
@@ -704,6 +756,7 @@ ca = "ca.pem"
 cert = "node.pem"
 key = "node.key"
 [cluster]
+id = "test"
 members = [{ id = "n1", address = "127.0.0.1:7000" }]
 secret = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 "#;
@@ -826,5 +879,32 @@ secret = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
             let e = parse(&[bad]).unwrap_err().to_string();
             assert!(e.contains("limits.max_object_bytes"), "{e}");
         }
+    }
+
+    #[test]
+    fn cluster_id_is_required_and_says_how_to_fix_it() {
+        let e = parse(&["cluster.id=\"\""]).unwrap_err().to_string();
+        assert!(
+            e.contains("cluster.id") && e.contains("another node"),
+            "{e}"
+        );
+        let e = parse(&["cluster.id=\"a b\""]).unwrap_err().to_string();
+        assert!(e.contains("cluster.id"), "{e}");
+        assert_ne!(new_cluster_id(), new_cluster_id());
+        assert!(check_cluster_id(&new_cluster_id()).is_ok());
+    }
+
+    #[test]
+    fn tombstone_grace_must_outlast_hint_expiry() {
+        let e = parse(&["tombstones.grace=3s", "hinted_handoff.expiry=3s"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tombstones.grace") && e.contains("hinted_handoff.expiry"),
+            "{e}"
+        );
+        let e = parse(&["tombstones.grace=1h"]).unwrap_err().to_string();
+        assert!(e.contains("hinted_handoff.expiry"), "{e}");
+        parse(&["tombstones.grace=3s", "hinted_handoff.expiry=2s"]).expect("grace > expiry");
     }
 }

@@ -18,7 +18,7 @@ pub struct DevArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// Folder that holds the cluster: CA, node folders, client.toml.
+    /// Folder that holds the cluster: CA, node folders, client.toml, admin.toml.
     #[arg(long, required = true)]
     dir: Option<PathBuf>,
     /// UDP port of the first node; node K listens on BASE+K-1.
@@ -64,6 +64,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         .with_context(|| format!("resolving {}", arg_dir.display()))?;
     if dir.join("ca.key").exists() {
         check_existing(&dir, args.nodes)?;
+        chorus_node::layout::ensure_admin(&dir)?;
         println!("reusing the cluster in {}", dir.display());
     } else {
         chorus_node::layout::create(&dir, args.nodes, "127.0.0.1", args.base_port)?;
@@ -130,6 +131,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     println!(
         "try: chorus --config {} put hello world",
         client_toml.display()
+    );
+    println!(
+        "cluster changes (leave, remove, repair) need the admin config {}",
+        dir.join("admin.toml").display()
     );
 
     loop {

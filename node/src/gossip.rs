@@ -15,6 +15,24 @@ use crate::storage::{Op, Storage, StorageError, Table};
 
 const META_STATE: &[u8] = b"cluster-state";
 
+/// How a refusal on identity grounds starts, so the refused side can tell it apart.
+pub(crate) const REFUSED: &str = "refused";
+
+/// Refuses a data directory that belongs to another cluster, or whose cluster was created
+/// with other settings than this node's config, before anything else touches it.
+pub(crate) fn check_identity(cfg: &NodeConfig, storage: &dyn Storage) -> Result<(), ServerError> {
+    match storage
+        .get(Table::Meta, META_STATE)?
+        .as_deref()
+        .map(ClusterState::decode)
+    {
+        Some(Some(stored)) => {
+            crate::identity::check_stored(cfg, &stored).map_err(ServerError::Identity)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The state a node starts with: what it persisted, else the initial members of its
 /// config (the first ring), else just itself, joining through its seeds. Its own entry is
 /// brought up to date: a new address bumps its incarnation so the change wins everywhere.
@@ -62,6 +80,8 @@ pub(crate) async fn initial_state(
         }
         None => ClusterState::default(),
     };
+    state.cluster_id = cfg.cluster.id.clone();
+    state.settings = crate::identity::settings(cfg);
     if let Some(ring) = &state.ring {
         if ring.partition_count() != cfg.cluster.partitions {
             return Err(ServerError::Admin(format!(
@@ -155,22 +175,50 @@ impl Node {
     async fn gossip_with(&self, peer: &str) {
         let req = PeerRequest::Gossip(Box::new((*self.cluster()).clone()));
         let deadline = self.inner.cfg.timeouts.request;
-        if let Ok(PeerResponse::Gossip(theirs)) = self.call_peer(peer, &req, deadline).await {
-            self.merge_state(&theirs).await;
+        match self.call_peer(peer, &req, deadline).await {
+            Ok(PeerResponse::Gossip(theirs)) => self.merge_from(peer, &theirs).await,
+            Ok(PeerResponse::Error(e)) if e.starts_with(REFUSED) => {
+                self.inner.identity.refuse(peer, &e, true)
+            }
+            _ => {}
         }
     }
 
     async fn gossip_with_seed(&self, addr: &str) {
         let req = PeerRequest::Gossip(Box::new((*self.cluster()).clone()));
         let deadline = self.inner.cfg.timeouts.request;
+        let seed = format!("seed {addr}");
         match self.inner.transport.call_seed(addr, &req, deadline).await {
-            Ok(PeerResponse::Gossip(theirs)) => self.merge_state(&theirs).await,
+            Ok(PeerResponse::Gossip(theirs)) => self.merge_from(&seed, &theirs).await,
+            Ok(PeerResponse::Error(e)) if e.starts_with(REFUSED) => {
+                self.inner.identity.refuse(&seed, &e, true)
+            }
             Ok(other) => tracing::debug!(seed = addr, ?other, "seed refused gossip"),
             Err(e) => tracing::debug!(seed = addr, error = %e, "seed unreachable"),
         }
     }
 
+    /// Merges a peer's answer, unless it comes from another cluster or disagrees on the
+    /// cluster-wide settings.
+    async fn merge_from(&self, peer: &str, theirs: &ClusterState) {
+        let cfg = &self.inner.cfg;
+        if let Some(why) = crate::identity::mismatch(cfg, &theirs.cluster_id, &theirs.settings) {
+            self.inner.identity.refuse(peer, &why, false);
+            return;
+        }
+        self.inner.identity.agree(peer);
+        self.merge_state(theirs).await;
+    }
+
     pub(crate) async fn receive_gossip(&self, theirs: ClusterState) -> PeerResponse {
+        let cfg = &self.inner.cfg;
+        let sender = theirs.members.keys().cloned().collect::<Vec<_>>().join(",");
+        let sender = format!("gossip from [{sender}]");
+        if let Some(why) = crate::identity::mismatch(cfg, &theirs.cluster_id, &theirs.settings) {
+            self.inner.identity.refuse(&sender, &why, false);
+            return PeerResponse::Error(format!("{REFUSED} by {}: {why}", cfg.id));
+        }
+        self.inner.identity.agree(&sender);
         if let Some(r) = &theirs.ring {
             if r.partition_count() != self.inner.cfg.cluster.partitions {
                 return PeerResponse::Error(format!(
@@ -239,8 +287,9 @@ impl Node {
     }
 
     /// `leave` (Leaving) and `remove` (Left): accepted here, spread by gossip, carried out
-    /// by the claimant.
-    pub(crate) fn change_member(&self, node: &str, to: MemberState) -> Response {
+    /// by the claimant. Without `force`, `remove` refuses a live node (`leave` retires one
+    /// without losing copies) and neither goes below the largest N of any bucket.
+    pub(crate) fn change_member(&self, node: &str, to: MemberState, force: bool) -> Response {
         let state = self.cluster();
         let Some(m) = state.members.get(node) else {
             return Response::error(ErrorKind::BadRequest, format!("unknown node {node:?}"));
@@ -252,6 +301,20 @@ impl Node {
             return Response::error(
                 ErrorKind::BadRequest,
                 "the last member can't leave: nowhere to move its data",
+            );
+        }
+        if to == MemberState::Left && !force && self.inner.members.is_up(node) {
+            return Response::error(
+                ErrorKind::BadRequest,
+                format!("{node} is up: remove is for dead nodes and drops its copies at once; retire a live node with `chorus leave {node}`, or pass --force"),
+            );
+        }
+        let remaining = state.active().iter().filter(|a| a.id != node).count();
+        let n = self.inner.cfg.max_n();
+        if !force && remaining < n {
+            return Response::error(
+                ErrorKind::BadRequest,
+                format!("without {node} only {remaining} members would remain, fewer than N={n}: keys would keep fewer than N copies; add a node first, or pass --force"),
             );
         }
         self.inner

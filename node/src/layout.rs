@@ -3,6 +3,7 @@
 //! ```text
 //! DIR/ca.pem, DIR/ca.key          cluster CA
 //! DIR/client.toml, client.pem/key a client identity and the node addresses
+//! DIR/admin.toml, admin.pem/key   the same with an admin identity (cluster changes)
 //! DIR/nK/node.toml                node K's config (id "nK")
 //! DIR/nK/node.pem, node.key       node K's certificate
 //! DIR/nK/data                     node K's data
@@ -52,6 +53,8 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
     ca.write(dir)?;
     let secret = crate::context::ClusterSecret::generate().map_err(LayoutError::Invalid)?;
     ca.issue_client("dev", dir, "client")?;
+    ca.issue_admin("dev", dir, "admin")?;
+    let cluster_id = crate::config::new_cluster_id();
     let members: Vec<MemberConfig> = (1..=nodes)
         .map(|k| MemberConfig {
             id: format!("n{k}"),
@@ -80,6 +83,7 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
                 key: PathBuf::from("node.key"),
             },
             cluster: ClusterConfig {
+                id: cluster_id.clone(),
                 partitions: chorus_ring::DEFAULT_PARTITIONS,
                 n: nodes.min(3),
                 members: members.clone(),
@@ -127,7 +131,32 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
     let text = toml::to_string_pretty(&client)
         .map_err(|e| LayoutError::Invalid(format!("client.toml: {e}")))?;
     std::fs::write(&path, text).map_err(io(&path))?;
-    Ok(())
+    write_admin_toml(dir, &client)
+}
+
+/// Writes `admin.toml`: `client.toml`'s settings with the admin certificate.
+fn write_admin_toml(dir: &Path, client: &toml::Table) -> Result<(), LayoutError> {
+    let mut admin = client.clone();
+    admin.insert("cert".into(), toml::Value::String("admin.pem".into()));
+    admin.insert("key".into(), toml::Value::String("admin.key".into()));
+    let path = dir.join("admin.toml");
+    let text = toml::to_string_pretty(&admin)
+        .map_err(|e| LayoutError::Invalid(format!("admin.toml: {e}")))?;
+    std::fs::write(&path, text).map_err(io(&path))
+}
+
+/// Gives a cluster folder made before admin certificates existed its `admin.toml`.
+pub fn ensure_admin(dir: &Path) -> Result<(), LayoutError> {
+    if dir.join("admin.toml").is_file() {
+        return Ok(());
+    }
+    let client_path = dir.join("client.toml");
+    let client: toml::Table = std::fs::read_to_string(&client_path)
+        .map_err(io(&client_path))?
+        .parse()
+        .map_err(|e| LayoutError::Invalid(format!("{}: {e}", client_path.display())))?;
+    Ca::load(dir)?.issue_admin("dev", dir, "admin")?;
+    write_admin_toml(dir, &client)
 }
 
 /// Prepares the next node of the cluster in `dir` (`nK+1` after `n1`..`nK`) to join it
@@ -239,6 +268,10 @@ pub fn add_node(dir: &Path) -> Result<PathBuf, LayoutError> {
     ca.issue_node(&id, &node_dir, "node")?;
     std::fs::write(&path, text).map_err(io(&path))?;
     std::fs::write(&client_path, client_text).map_err(io(&client_path))?;
+    if !dir.join("admin.pem").is_file() {
+        ca.issue_admin("dev", dir, "admin")?;
+    }
+    write_admin_toml(dir, &client)?;
     Ok(path)
 }
 
@@ -287,6 +320,14 @@ mod tests {
                 Some(&*format!("127.0.0.1:{port}"))
             );
             assert_eq!(client["cert"].as_str(), Some("client.pem"));
+            let admin: toml::Table = std::fs::read_to_string(dir.join("admin.toml"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(admin["addresses"].as_array(), Some(addresses));
+            assert_eq!(admin["cert"].as_str(), Some("admin.pem"));
+            let first = NodeConfig::load(&dir.join("n1/node.toml"), &[]).unwrap();
+            assert_eq!(cfg.cluster.id, first.cluster.id, "the cluster id is copied");
         }
 
         // A leftover folder for the next id is not adopted.

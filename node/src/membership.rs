@@ -64,6 +64,12 @@ pub struct ClusterState {
     pub prev: Option<Ring>,
     /// Transfers into `ring` that the gaining node confirmed: (partition, node).
     pub done: BTreeSet<(u32, String)>,
+    /// The cluster's id and settings (see `identity`): fixed, never merged. Gossip from a
+    /// state with other ones is refused.
+    #[serde(default)]
+    pub cluster_id: String,
+    #[serde(default)]
+    pub settings: String,
 }
 
 const STATE_FORMAT: u8 = 1;
@@ -431,6 +437,7 @@ mod tests {
             ring: Some(ring),
             prev: None,
             done: BTreeSet::new(),
+            ..Default::default()
         }
     }
 

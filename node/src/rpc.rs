@@ -36,8 +36,15 @@ pub type TreeRef = (u32, u8);
 /// A request from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// Failure detection probe.
-    Ping { from: String },
+    /// Failure detection probe. Carries the sender's cluster id and settings (see
+    /// `identity`): a node of another cluster is refused.
+    Ping {
+        from: String,
+        #[serde(default)]
+        cluster: String,
+        #[serde(default)]
+        settings: String,
+    },
     /// The replica's stored version of a key.
     Read {
         #[serde(with = "serde_bytes")]

@@ -44,6 +44,8 @@ pub enum ServerError {
     Admin(String),
     #[error("cluster.secret is not set; add the same 64 hex digits to every node's [cluster] (generate them with `openssl rand -hex 32`)")]
     NoSecret,
+    #[error("{0}")]
+    Identity(String),
 }
 
 /// Reads coordinated by this process, for `read_repair.chance`.
@@ -70,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) handoff_kick: Notify,
     /// Starts an anti-entropy round now.
     pub(crate) repair_now: Notify,
+    /// Peers refused for another cluster id or other cluster-wide settings.
+    pub(crate) identity: crate::identity::Conflicts,
 }
 
 impl Node {
@@ -77,6 +81,7 @@ impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, ServerError> {
         let contexts = ContextKey::new(cfg.cluster.secret.as_ref().ok_or(ServerError::NoSecret)?);
         let storage = open_storage(&cfg).await?;
+        crate::gossip::check_identity(&cfg, &*storage)?;
         let n_cfg = cfg.clone();
         let opts = ReplicaOptions {
             max_batch: cfg.storage.max_batch,
@@ -118,6 +123,7 @@ impl Node {
                 stats: Stats::default(),
                 handoff_kick: Notify::new(),
                 repair_now: Notify::new(),
+                identity: Default::default(),
             }),
         };
         let cfg = &node.inner.cfg;
@@ -195,15 +201,17 @@ impl Node {
             );
             return;
         }
+        let admin = role == Role::Client && crate::roles::is_admin_certificate(&conn);
         while let Ok((send, recv)) = conn.accept_bi().await {
             let node = self.clone();
-            tokio::spawn(async move { node.serve_stream(role, send, recv).await });
+            tokio::spawn(async move { node.serve_stream(role, admin, send, recv).await });
         }
     }
 
     async fn serve_stream(
         self,
         role: Role,
+        admin: bool,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
@@ -231,6 +239,9 @@ impl Node {
         match role {
             Role::Client => {
                 let (resp, trace) = match wire::decode::<Request>(&body) {
+                    Ok((req, _)) if !admin && crate::roles::needs_admin(&req) => {
+                        (crate::roles::denied(&req), 0)
+                    }
                     Ok((req, trace)) => {
                         let span = tracing::debug_span!("request", trace, op = op_name(&req));
                         (self.handle_client(req, false).instrument(span).await, trace)
@@ -269,6 +280,11 @@ impl Node {
     pub async fn handle_client(&self, req: Request, forwarded: bool) -> Response {
         let started = Instant::now();
         let op = op_name(&req);
+        if !matches!(req, Request::Status | Request::Ring) {
+            if let Some(why) = self.inner.identity.out_of_cluster() {
+                return Response::error(ErrorKind::Unavailable, why);
+            }
+        }
         let resp = match req {
             Request::Get { bucket, key, r } => self.get(bucket, key, r).await,
             Request::Put {
@@ -312,10 +328,15 @@ impl Node {
             Request::GetReplica { bucket, key, node } => self.get_replica(bucket, key, node).await,
             Request::Ring => match self.ring_info() {
                 Some(info) => Response::Ring(info),
-                None => Response::error(ErrorKind::Unavailable, NOT_JOINED),
+                None => Response::error(
+                    ErrorKind::Unavailable,
+                    (self.inner.identity.out_of_cluster()).unwrap_or_else(|| NOT_JOINED.into()),
+                ),
             },
-            Request::Leave { node } => self.change_member(&node, MemberState::Leaving),
-            Request::Remove { node } => self.change_member(&node, MemberState::Left),
+            Request::Leave { node, force } => {
+                self.change_member(&node, MemberState::Leaving, force)
+            }
+            Request::Remove { node, force } => self.change_member(&node, MemberState::Left, force),
             Request::Status => Response::Status(self.status()),
             Request::Repair => {
                 if self.inner.cfg.anti_entropy.enabled {
@@ -344,10 +365,24 @@ impl Node {
 
     async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
         match req {
-            PeerRequest::Ping { .. } => PeerResponse::Pong {
-                node: self.inner.cfg.id.clone(),
-                epoch: self.inner.replica.actor().epoch,
-            },
+            PeerRequest::Ping {
+                from,
+                cluster,
+                settings,
+            } => {
+                if let Some(why) = crate::identity::mismatch(&self.inner.cfg, &cluster, &settings) {
+                    self.inner.identity.refuse(&from, &why, false);
+                    let me = &self.inner.cfg.id;
+                    return PeerResponse::Error(format!(
+                        "{} by {me}: {why}",
+                        crate::gossip::REFUSED
+                    ));
+                }
+                PeerResponse::Pong {
+                    node: self.inner.cfg.id.clone(),
+                    epoch: self.inner.replica.actor().epoch,
+                }
+            }
             PeerRequest::Read { bucket, key } => match self.read_local(&bucket, &key).await {
                 // Say why instead of sending a frame the requester refuses.
                 Ok(Some(o)) if o.len() > self.reply_budget() => PeerResponse::Error(format!(
@@ -379,6 +414,10 @@ impl Node {
                     Ok(()) => PeerResponse::Ack,
                     Err(e) => PeerResponse::Error(e),
                 }
+            }
+            // Forwarding is for data requests; cluster changes come from admins directly.
+            PeerRequest::Coordinate(req) if crate::roles::needs_admin(&req) => {
+                PeerResponse::Coordinated(crate::roles::denied(&req))
             }
             PeerRequest::Coordinate(req) => {
                 PeerResponse::Coordinated(Box::pin(self.handle_client(req, true)).await)
@@ -1109,11 +1148,20 @@ impl Node {
             * 2;
         let ping = PeerRequest::Ping {
             from: self.inner.cfg.id.clone(),
+            cluster: self.inner.cfg.cluster.id.clone(),
+            settings: crate::identity::settings(&self.inner.cfg),
         };
         loop {
             let started = Instant::now();
             let epoch = match self.call_peer(&peer, &ping, timeout).await {
-                Ok(PeerResponse::Pong { epoch, .. }) => Some(epoch),
+                Ok(PeerResponse::Pong { epoch, .. }) => {
+                    self.inner.identity.agree(&peer);
+                    Some(epoch)
+                }
+                Ok(PeerResponse::Error(e)) if e.starts_with(crate::gossip::REFUSED) => {
+                    self.inner.identity.refuse(&peer, &e, true);
+                    None
+                }
                 _ => None,
             };
             if epoch.is_none() {
@@ -1210,6 +1258,7 @@ impl Node {
                 })
                 .collect(),
             convergence: self.inner.stats.convergence(&self.shared_partitions()),
+            refused: self.inner.identity.recent(),
         }
     }
 }

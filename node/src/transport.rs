@@ -318,6 +318,12 @@ pub fn role_of(conn: &quinn::Connection) -> Option<Role> {
 /// Whether the (already CA-verified) client certificate on a connection was issued to a
 /// node rather than to a client.
 pub fn is_node_certificate(conn: &quinn::Connection) -> bool {
+    certificate_names(conn, tls::NODE_NAME)
+}
+
+/// Whether the (already CA-verified) client certificate on a connection names `name`:
+/// how a certificate's role (node, admin) is read.
+pub fn certificate_names(conn: &quinn::Connection, name: &str) -> bool {
     let Some(identity) = conn.peer_identity() else {
         return false;
     };
@@ -330,7 +336,7 @@ pub fn is_node_certificate(conn: &quinn::Connection) -> bool {
     let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
         return false;
     };
-    let Ok(name) = ServerName::try_from(tls::NODE_NAME) else {
+    let Ok(name) = ServerName::try_from(name) else {
         return false;
     };
     ee.verify_is_valid_for_subject_name(&name).is_ok()

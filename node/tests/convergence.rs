@@ -352,6 +352,7 @@ async fn tombstones_are_purged_only_once_every_replica_holds_them() {
         3,
         &[
             "tombstones.grace=1s",
+            "hinted_handoff.expiry=500ms",
             "tombstones.gc_interval=500ms",
             "anti_entropy.interval=1s",
             "hinted_handoff.enabled=false",

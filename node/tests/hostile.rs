@@ -152,7 +152,7 @@ async fn strangers_and_clients_posing_as_peers_are_refused() {
     let refused = match posing.await {
         Err(_) => true,
         Ok(conn) => {
-            let ping = chorus_node::rpc::PeerRequest::Ping { from: "n2".into() };
+            let ping = ping_from_n2(&c);
             exchange(&conn, &wire::encode(&ping, 0).expect("encode"))
                 .await
                 .is_err()
@@ -174,7 +174,7 @@ async fn strangers_and_clients_posing_as_peers_are_refused() {
         .await
         .expect("node handshake");
     let (mut send, mut recv) = node.open_bi().await.expect("stream");
-    let ping = chorus_node::rpc::PeerRequest::Ping { from: "n2".into() };
+    let ping = ping_from_n2(&c);
     send.write_all(&wire::encode(&ping, 0).expect("encode"))
         .await
         .expect("send");
@@ -187,6 +187,17 @@ async fn strangers_and_clients_posing_as_peers_are_refused() {
     );
 
     still_serves(&c).await;
+}
+
+/// A ping as n2 sends it: with its cluster's id and settings.
+fn ping_from_n2(c: &TestCluster) -> chorus_node::rpc::PeerRequest {
+    let cfg = chorus_node::config::NodeConfig::load(&c.node_dir(2).join("node.toml"), &[])
+        .expect("n2 config");
+    chorus_node::rpc::PeerRequest::Ping {
+        from: "n2".into(),
+        cluster: cfg.cluster.id.clone(),
+        settings: chorus_node::identity::settings(&cfg),
+    }
 }
 
 #[test]

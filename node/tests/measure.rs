@@ -102,9 +102,7 @@ async fn measure_anti_entropy_bytes_for_one_key_in_100000() {
     load(&client, "a", 100_000, Level::All).await;
     println!("loaded 100000 keys (W=all) in {:?}", t.elapsed());
 
-    let n1 = Client::connect(c.client_config_for(&[1]))
-        .await
-        .expect("n1");
+    let n1 = Client::connect(c.admin_config_for(&[1])).await.expect("n1");
     let round = |before: u64| {
         let n1 = n1.clone();
         async move {

@@ -152,7 +152,7 @@ async fn a_leaving_node_hands_everything_to_the_others() {
     let mut c = TestCluster::start(4, &["anti_entropy.interval=1h"]).await;
     let client = c.client().await;
     load(&client, "k", 2000).await;
-    client.leave("n4").await.expect("leave accepted");
+    c.admin().await.leave("n4").await.expect("leave accepted");
     settled(&c, &[1, 2, 3, 4], &[(4, "left")], Duration::from_secs(60)).await;
     let info = client.refresh_ring().await.expect("ring");
     assert!(!info.ring.contains("n4"));
@@ -180,7 +180,7 @@ async fn removing_a_dead_node_restores_full_replication() {
     load(&client, "k", 2000).await;
     c.kill(3);
     c.wait_status(1, 3, "down").await;
-    client.remove("n3").await.expect("remove accepted");
+    c.admin().await.remove("n3").await.expect("remove accepted");
     settled(&c, &[1, 2, 4], &[(3, "left")], Duration::from_secs(60)).await;
     let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
     fully_replicated(&client, &keys)

@@ -108,23 +108,26 @@ impl Cluster {
                 }
             })?;
         }
-        let client = dir.join("client.toml");
-        let mut table: toml::Table = std::fs::read_to_string(&client)?
-            .parse()
-            .map_err(|e: toml::de::Error| ClusterError::Setup(e.to_string()))?;
-        table.insert(
-            "addresses".into(),
-            toml::Value::Array(
-                (0..initial)
-                    .map(|i| toml::Value::String(relay(i)))
-                    .collect(),
-            ),
-        );
-        table.insert("timeout".into(), toml::Value::String("8s".into()));
-        std::fs::write(
-            &client,
-            toml::to_string_pretty(&table).map_err(|e| ClusterError::Setup(e.to_string()))?,
-        )?;
+        // The plain client and the admin (cluster changes) reach the nodes the same way.
+        for name in ["client.toml", "admin.toml"] {
+            let client = dir.join(name);
+            let mut table: toml::Table = std::fs::read_to_string(&client)?
+                .parse()
+                .map_err(|e: toml::de::Error| ClusterError::Setup(e.to_string()))?;
+            table.insert(
+                "addresses".into(),
+                toml::Value::Array(
+                    (0..initial)
+                        .map(|i| toml::Value::String(relay(i)))
+                        .collect(),
+                ),
+            );
+            table.insert("timeout".into(), toml::Value::String("8s".into()));
+            std::fs::write(
+                &client,
+                toml::to_string_pretty(&table).map_err(|e| ClusterError::Setup(e.to_string()))?,
+            )?;
+        }
 
         let pairs = (0..total)
             .map(|i| {
@@ -171,6 +174,16 @@ impl Cluster {
     /// A client that talks to node `i` only (through its relay).
     pub fn client_config_for(&self, i: usize) -> Result<ClientConfig, ClusterError> {
         let mut cfg = self.client_config()?;
+        cfg.addresses = vec![self.relays.relay_addr(i).to_string()];
+        cfg.connect_timeout = Duration::from_millis(700);
+        cfg.timeout = Duration::from_secs(5);
+        Ok(cfg)
+    }
+
+    /// [`Cluster::client_config_for`] with the admin certificate, for leave and repair.
+    pub fn admin_config_for(&self, i: usize) -> Result<ClientConfig, ClusterError> {
+        let mut cfg = ClientConfig::load(&self.dir.join("admin.toml"))
+            .map_err(|e| ClusterError::Setup(e.to_string()))?;
         cfg.addresses = vec![self.relays.relay_addr(i).to_string()];
         cfg.connect_timeout = Duration::from_millis(700);
         cfg.timeout = Duration::from_secs(5);

@@ -28,7 +28,13 @@ use crate::checker::{pair, Event, Kind, Verdict};
 pub fn check_recreate(history: &[Event], final_values: &BTreeMap<String, Vec<i64>>) -> Verdict {
     let mut v = Verdict::new(
         "recreate",
-        &["cycles", "lost", "resurrected", "uncertain", "missing_final"],
+        &[
+            "cycles",
+            "lost",
+            "resurrected",
+            "uncertain",
+            "missing_final",
+        ],
     );
     #[derive(Default)]
     struct Cycle {

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::workload::{
-    blob_worker, delete_worker, ints, recreate_worker, register_reader, register_writer,
-    set_union, set_worker, History, Rng, SetKeys, BUCKET, REGISTER_KEYS,
+    blob_worker, delete_worker, ints, recreate_worker, register_reader, register_writer, set_union,
+    set_worker, History, Rng, SetKeys, BUCKET, REGISTER_KEYS,
 };
 use chorus_verify::checker::{self, Event, Kind, Verdict};
 use chorus_verify::recreate::check_recreate;
@@ -242,7 +242,7 @@ async fn heal(c: &mut Cluster, fault: Fault, switches: &Switches) -> Result<(), 
         let deadline = Instant::now() + Duration::from_secs(60);
         // Let the join settle, then ask the spare to leave and wait for it to be out.
         loop {
-            if let Ok(cfg) = c.client_config_for(0) {
+            if let Ok(cfg) = c.admin_config_for(0) {
                 if let Ok(cl) = Client::connect(cfg).await {
                     if let Ok(st) = cl.status().await {
                         if st.transfers_pending == 0 && cl.leave(&spare).await.is_ok() {
@@ -285,7 +285,7 @@ async fn converge(c: &Cluster, keys: &[String], within: Duration) -> Option<Dura
     loop {
         if last_repair.elapsed() > Duration::from_secs(3) {
             for i in 0..c.initial {
-                if let Ok(cfg) = c.client_config_for(i) {
+                if let Ok(cfg) = c.admin_config_for(i) {
                     if let Ok(cl) = Client::connect(cfg).await {
                         let _ = cl.repair().await;
                     }
@@ -446,7 +446,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         let client = Client::connect(client_cfg.clone()).await?;
         process += 1;
         let (h, s, c) = (history.clone(), stop.clone(), cfg.clone());
-        tasks.spawn(blob_worker(client, process, h, s, c, switches.large.clone()));
+        tasks.spawn(blob_worker(
+            client,
+            process,
+            h,
+            s,
+            c,
+            switches.large.clone(),
+        ));
     }
 
     // The nemesis: a fault, time for it to bite, heal, quiet time; repeat.

@@ -280,7 +280,6 @@ pub(crate) async fn delete_worker(
     }
 }
 
-
 /// Bytes of a large value: big enough that a batch of them outgrows a frame.
 const BLOB_BYTES: usize = 256 * 1024;
 
@@ -342,7 +341,10 @@ pub(crate) async fn recreate_worker(
             let (client, h, key) = (client.clone(), h.clone(), key.clone());
             async move {
                 h.record(process, Kind::Invoke, "write", &key, json!(v));
-                match client.put_with(BUCKET, &key, v.to_string().into_bytes(), &opts).await {
+                match client
+                    .put_with(BUCKET, &key, v.to_string().into_bytes(), &opts)
+                    .await
+                {
                     Ok(_) => {
                         h.record(process, Kind::Ok, "write", &key, json!(v));
                         true
@@ -361,7 +363,10 @@ pub(crate) async fn recreate_worker(
             continue;
         };
         h.record(process, Kind::Invoke, "delete", &key, Value::Null);
-        match client.delete(BUCKET, &key, Some(&read.context), cfg.w).await {
+        match client
+            .delete(BUCKET, &key, Some(&read.context), cfg.w)
+            .await
+        {
             Ok(_) => h.record(process, Kind::Ok, "delete", &key, Value::Null),
             Err(e) => {
                 h.record(process, write_failure(&e), "delete", &key, Value::Null);

@@ -38,7 +38,11 @@ fn verdict<'a>(report: &'a serde_json::Value, checker: &str) -> &'a serde_json::
 #[test]
 fn short_run_with_every_fault_kind_finds_no_violation() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let (ok, report, out) = run("short", 24000, &["--duration", "110s", "--fault-time", "4s"]);
+    let (ok, report, out) = run(
+        "short",
+        24000,
+        &["--duration", "110s", "--fault-time", "4s"],
+    );
     let faults = report["faults"].as_object().expect("faults");
     for kind in [
         "kill",

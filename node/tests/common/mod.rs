@@ -156,6 +156,24 @@ impl TestCluster {
             .expect("connect")
     }
 
+    /// Client config with the admin certificate (cluster changes), talking to some nodes
+    /// (1-based), or to every node when `nodes` is empty.
+    pub fn admin_config_for(&self, nodes: &[usize]) -> ClientConfig {
+        let mut cfg = ClientConfig::load(&self.dir.join("admin.toml")).expect("admin config");
+        if !nodes.is_empty() {
+            cfg.addresses = nodes.iter().map(|k| self.address(*k)).collect();
+            cfg.connect_timeout = Duration::from_millis(500);
+        }
+        cfg
+    }
+
+    /// A client with the admin certificate, talking to every node.
+    pub async fn admin(&self) -> Client {
+        Client::connect(self.admin_config_for(&[]))
+            .await
+            .expect("connect")
+    }
+
     /// Waits until every running node reports every running node up and the others down.
     pub async fn wait_all_up(&self, within: Duration) {
         let running: Vec<usize> = (1..=self.len())
