@@ -48,7 +48,8 @@ async fn anti_entropy_repairs_when_the_ring_has_fewer_members_than_n() {
     )
     .await;
     let admin = Client::connect(admin_config(&c)).await.expect("admin");
-    admin.leave("n3").await.expect("leave accepted");
+    // Two members stay for N = 3: below N, so the leave needs --force.
+    admin.leave_with("n3", true).await.expect("leave accepted");
     poll(Duration::from_secs(60), "n3 has left", || async {
         for k in [1, 2] {
             let Some(st) = c.status_of(k).await else {
