@@ -40,7 +40,7 @@ impl Node {
 
     /// The trees this node shares with each peer: for every N in use and every partition
     /// where both are among the first N.
-    fn shared_trees(&self) -> BTreeMap<String, Vec<TreeId>> {
+    pub(crate) fn shared_trees(&self) -> BTreeMap<String, Vec<TreeId>> {
         let state = self.cluster();
         let Some(ring) = state.ring.as_ref() else {
             return BTreeMap::new();
@@ -89,6 +89,7 @@ impl Node {
 
     pub(crate) async fn exchange_with(&self, peer: &str, trees: &[TreeId]) -> Result<(), String> {
         let pause = self.inner.cfg.anti_entropy.pause;
+        let era = self.recovery_era();
         for chunk in trees.chunks(MAX_LISTING) {
             let roots = match self
                 .sync_call(peer, &PeerRequest::TreeRoots(chunk.to_vec()))
@@ -110,6 +111,7 @@ impl Node {
                     }
                 }
                 self.inner.stats.partition_clean(tree.0, peer);
+                self.recovery_exchanged(*tree, peer, era);
             }
         }
         Ok(())
@@ -179,8 +181,9 @@ impl Node {
         }
     }
 
-    /// Merges each key both ways between this node and `peer`. Returns how many keys changed
-    /// on either side.
+    /// Merges each key both ways between this node and `peer`, except that a node pushes
+    /// only what [`Node::may_push`] allows (a recovering node only pulls). Returns how many
+    /// keys changed on either side.
     async fn repair_keys(&self, peer: &str, keys: Vec<Key>) -> Result<u64, String> {
         let mut repaired = 0;
         for chunk in keys.chunks(self.inner.cfg.anti_entropy.batch.max(1)) {
@@ -227,7 +230,8 @@ impl Node {
                         changed = true;
                     }
                 }
-                if theirs.as_ref() != Some(&merged) && mine.is_some() {
+                if theirs.as_ref() != Some(&merged) && mine.is_some() && self.may_push(bucket, key)
+                {
                     push.push(Item {
                         bucket: bucket.clone(),
                         key: key.clone(),

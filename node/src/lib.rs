@@ -2,6 +2,7 @@
 //! line. The `chorus` binary adds the command line on top.
 
 pub mod anti_entropy;
+mod catch_up;
 pub mod certs;
 pub mod config;
 pub mod coordinator;
@@ -11,6 +12,7 @@ pub mod hints;
 pub mod layout;
 pub mod membership;
 pub mod merkle;
+pub mod recovery;
 pub mod replica;
 pub mod rpc;
 pub mod server;

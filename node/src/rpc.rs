@@ -89,6 +89,9 @@ pub enum PeerResponse {
     Pong {
         node: String,
         epoch: u64,
+        /// Set while the node is recovering (lost or restored data), with its progress.
+        #[serde(default)]
+        recovering: Option<chorus_client::proto::RecoveryStatus>,
     },
     /// The replica's version (encoded), or nothing stored.
     Object(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
@@ -109,6 +112,9 @@ pub enum PeerResponse {
         next: Option<Vec<u8>>,
     },
     Error(String),
+    /// The answer to a `Read` from a replica that is recovering: its version (encoded), which
+    /// must not count toward R. Nodes that don't know this answer treat it as a failure.
+    Recovering(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
 }
 
 /// Concatenates hashes for [`PeerResponse::Hashes`].
