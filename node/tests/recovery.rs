@@ -313,9 +313,16 @@ async fn a_removed_node_back_with_its_old_disk_does_not_resurrect_deleted_keys()
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert!(
-        c.log(victim)
-            .contains("left or was removed from the cluster"),
-        "the removed node should say so in its log"
-    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while !c
+        .log(victim)
+        .contains("left or was removed from the cluster")
+    {
+        assert!(
+            Instant::now() < until,
+            "the removed node should say so in its log:\n{}",
+            c.log(victim)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
