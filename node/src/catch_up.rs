@@ -87,6 +87,12 @@ impl Node {
         self.recovery(|r| r.accepts_writes())
     }
 
+    /// It coordinates client writes. Not while its data may be stale: its local version
+    /// would carry the stale siblings into the new one.
+    pub(crate) fn coordinates_writes(&self) -> bool {
+        self.recovery(|r| r.accepts_writes() && r.serves_data())
+    }
+
     /// Others may pull its data (anti-entropy listings, transfer scans).
     pub(crate) fn serves_data(&self) -> bool {
         self.recovery(|r| r.serves_data())

@@ -835,9 +835,7 @@ impl Node {
             }
         };
         let me = self.inner.cfg.id.clone();
-        // A replica whose data may be stale doesn't coordinate: its local version would
-        // carry the stale siblings into the new one.
-        if !plan.pref.contains(&me) || !(self.accepts_writes() && self.serves_data()) {
+        if !plan.pref.contains(&me) || !self.coordinates_writes() {
             if forwarded && plan.pref.contains(&me) {
                 return Response::error(ErrorKind::Unavailable, NOT_TAKING_WRITES);
             }
