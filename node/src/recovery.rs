@@ -25,7 +25,12 @@
 //! An unclean shutdown with `storage.sync = false` loses the log's tail only if the machine
 //! went down too: a killed process leaves its writes in the page cache. A marker holding the
 //! boot id is written at start and removed at a clean shutdown; a start that finds it with
-//! another boot id (or none readable) recovers. With `storage.sync = true` nothing is lost.
+//! another boot id (or none readable) recovers once confirmed (it may still turn out to be a
+//! restored copy). With `storage.sync = true` nothing is lost.
+//!
+//! The price of the unconfirmed phase: a node restarted while every other replica of its
+//! partitions is down serves no reads and coordinates no writes until one comes back, since
+//! it can't tell its directory from an older copy.
 //!
 //! # Restored data
 //!
