@@ -221,13 +221,26 @@ pub struct NodeStatus {
     pub id: String,
     pub address: String,
     pub zone: Option<String>,
-    /// `up` or `down`.
+    /// `up`, `down`, `recovering`, `joining`, `leaving` or `left`.
     pub status: String,
     /// Partitions for which this node is in the preference list (default N).
     pub partitions: usize,
     /// Hints the answering node holds for this node.
     #[serde(default)]
     pub hints_pending: u64,
+    /// Set while the node is `recovering`: why, and how far its exchanges have got.
+    #[serde(default)]
+    pub recovery: Option<RecoveryStatus>,
+}
+
+/// A node catching up after lost or restored data: it doesn't count toward R until it has
+/// exchanged with the other replicas of each of its partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryStatus {
+    /// `unconfirmed`, `wiped`, `restored` or `power_loss`.
+    pub reason: String,
+    pub partitions_exchanged: u32,
+    pub partitions_total: u32,
 }
 
 /// Anti-entropy state of one partition on the answering node.

@@ -122,6 +122,7 @@ impl Node {
         let pause = self.inner.cfg.anti_entropy.pause;
         let default_n = tree_ref(0, self.inner.cfg.cluster.n).1;
         let mut out = Exchanged::default();
+        let era = self.recovery_era();
         for chunk in trees.chunks(MAX_LISTING) {
             let (roots, unknown) = match self
                 .sync_call(peer, &PeerRequest::TreeRoots(chunk.to_vec()))
@@ -155,6 +156,7 @@ impl Node {
                 if tree.1 == default_n {
                     self.inner.stats.partition_clean(tree.0, peer);
                 }
+                self.recovery_exchanged(*tree, peer, era);
             }
         }
         metrics::counter!("chorus_aae_trees_compared_total").increment(out.compared as u64);
@@ -242,9 +244,11 @@ impl Node {
         }
     }
 
-    /// Merges each key both ways between this node and `peer`. Returns how many keys changed
-    /// on either side. Reads and pushes are cut by count and by bytes: the peer answers as
-    /// many of the keys asked for as fit its byte budget, and the rest are asked again.
+    /// Merges each key both ways between this node and `peer`, except that a node pushes
+    /// only what [`Node::may_push`] allows (a recovering node only pulls). Returns how many
+    /// keys changed on either side. Reads and pushes are cut by count and by bytes: the peer
+    /// answers as many of the keys asked for as fit its byte budget, and the rest are asked
+    /// again.
     async fn repair_keys(&self, peer: &str, keys: Vec<Key>) -> Result<u64, String> {
         let max_count = self.inner.cfg.anti_entropy.batch.max(1);
         let max_bytes = self.inner.cfg.limits.batch_bytes();
@@ -297,7 +301,8 @@ impl Node {
                         changed = true;
                     }
                 }
-                if theirs.as_ref() != Some(&merged) && mine.is_some() {
+                if theirs.as_ref() != Some(&merged) && mine.is_some() && self.may_push(bucket, key)
+                {
                     let item = Item {
                         bucket: bucket.clone(),
                         key: key.clone(),

@@ -297,6 +297,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             "status": n.status,
                             "partitions": n.partitions,
                             "hints_pending": n.hints_pending,
+                            "recovery": n.recovery.as_ref().map(|r| json!({
+                                "reason": r.reason,
+                                "partitions_exchanged": r.partitions_exchanged,
+                                "partitions_total": r.partitions_total,
+                            })),
                         })
                     })
                     .collect();

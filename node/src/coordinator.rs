@@ -211,11 +211,17 @@ pub fn read_targets<'a>(
 }
 
 /// A read: collects versions from replicas and merges them.
+///
+/// Only whole replicas count toward R. A replica that is recovering (lost or restored data,
+/// see [`crate::recovery`]) answers too, but its answer is neither counted nor merged: by
+/// quorum intersection among whole replicas it adds nothing an acknowledged write needs,
+/// and a restored copy may hold keys deleted and purged since.
 #[derive(Clone, Debug)]
 pub struct GetFsm {
     quorum: Quorum,
     merged: Option<Object>,
     answers: Vec<(String, Option<Object>)>,
+    recovering: Vec<String>,
 }
 
 impl GetFsm {
@@ -224,7 +230,24 @@ impl GetFsm {
             quorum: Quorum::new(replicas, r),
             merged: None,
             answers: Vec::new(),
+            recovering: Vec::new(),
         }
+    }
+
+    /// A replica answered that it is recovering: it doesn't count toward R.
+    pub fn recovering(&mut self, node: &str) -> Outcome {
+        if self.quorum.replicas().iter().any(|n| n == node)
+            && !self.recovering.iter().any(|n| n == node)
+            && !self.answers.iter().any(|(n, _)| n == node)
+        {
+            self.recovering.push(node.to_string());
+        }
+        self.quorum.fail(node)
+    }
+
+    /// Replicas that answered as recovering.
+    pub fn recovering_replicas(&self) -> &[String] {
+        &self.recovering
     }
 
     /// A replica's version of the key (`None`: it has no such key).
@@ -416,6 +439,36 @@ mod tests {
         assert_eq!(g.stale_replicas(), vec!["a"]);
         g.reply("c", None);
         assert_eq!(g.stale_replicas(), vec!["a", "c"]);
+    }
+
+    #[test]
+    fn recovering_answers_neither_count_nor_merge() {
+        let actor = Actor {
+            node: "a".into(),
+            epoch: 1,
+        };
+        let mut v = Object::new();
+        v.update(&Default::default(), &actor, 0, Some(b"v".to_vec()));
+        // Case: a wrote k, b lost it and recovers, c never had it; a is down.
+        let mut g = GetFsm::new(nodes(), 2);
+        assert_eq!(g.fail("a"), Outcome::Pending);
+        assert_eq!(g.recovering("b"), Outcome::Pending);
+        assert_eq!(
+            g.reply("c", None),
+            Outcome::Failed {
+                needed: 2,
+                answered: 1
+            },
+            "never \"not found\""
+        );
+        assert_eq!(g.recovering_replicas(), ["b".to_string()]);
+        // With a back, the whole replicas decide; b's answer isn't merged.
+        let mut g = GetFsm::new(nodes(), 2);
+        g.recovering("b");
+        g.reply("a", Some(v.clone()));
+        assert_eq!(g.reply("c", None), Outcome::Met);
+        assert_eq!(g.merged(), Some(&v));
+        assert_eq!(g.stale_replicas(), vec!["c"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::rpc::{PeerRequest, PeerResponse};
 use crate::server::{Node, ServerError};
 use crate::storage::{Op, Storage, StorageError, Table};
 
-const META_STATE: &[u8] = b"cluster-state";
+pub(crate) const META_STATE: &[u8] = b"cluster-state";
 
 /// How a refusal on identity grounds starts, so the refused side can tell it apart.
 pub(crate) const REFUSED: &str = "refused";
@@ -59,6 +59,7 @@ pub(crate) async fn initial_state(
                     zone: m.zone.clone(),
                     state: MemberState::Up,
                     incarnation: 0,
+                    generation: 0,
                 })
                 .collect();
             let ring = Ring::new(
@@ -109,6 +110,7 @@ pub(crate) async fn initial_state(
                     zone: cfg.zone.clone(),
                     state: MemberState::Joining,
                     incarnation: 1,
+                    generation: 0,
                 },
             );
         }
@@ -240,8 +242,11 @@ impl Node {
         {
             return;
         }
-        let before = self.cluster().ring.as_ref().map(|r| r.version());
-        if self.inner.members.update(|s| s.merge(theirs)) {
+        let prior = self.cluster();
+        let before = prior.ring.as_ref().map(|r| r.version());
+        let merged = self.inner.members.update(|s| s.merge(theirs));
+        self.recovery_gossip(theirs, &prior).await;
+        if merged {
             let after = self.cluster().ring.as_ref().map(|r| r.version());
             if before != after {
                 tracing::info!(from = ?before, to = ?after, "adopted a new ring");

@@ -3,6 +3,7 @@
 
 pub mod anti_entropy;
 pub mod budget;
+mod catch_up;
 pub mod certs;
 pub mod config;
 pub mod context;
@@ -14,6 +15,7 @@ pub mod identity;
 pub mod layout;
 pub mod membership;
 pub mod merkle;
+pub mod recovery;
 pub mod replica;
 pub mod roles;
 pub mod rpc;

