@@ -303,12 +303,29 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Concurrent request streams per connection.
     pub max_streams_per_connection: u32,
-    /// Requests handled at once by this node; more wait for a slot.
+    /// Client requests handled at once by this node; more are refused as overloaded.
     pub max_inflight_requests: usize,
     /// Open connections (clients and peers); more are refused.
     pub max_connections: usize,
     /// Siblings kept for one key before writes to it are refused.
     pub max_siblings: usize,
+    /// Peer requests handled at once; more are refused. Pings and gossip don't count.
+    pub max_peer_requests: usize,
+    /// Bytes of client request frames being read or served at once; more are refused.
+    pub max_request_bytes: usize,
+    /// Bytes of peer request frames being read or served at once; more are refused.
+    pub max_peer_request_bytes: usize,
+    /// Replica writes (and hints) that writes leave running after they answer; past this,
+    /// new writes are refused as overloaded.
+    pub max_fanout: usize,
+    /// Bytes those replica writes carry.
+    pub max_fanout_bytes: usize,
+    /// A stream's request frame must arrive within this, or the stream is dropped.
+    #[serde(with = "duration")]
+    pub request_read_timeout: Duration,
+    /// Past this many handshakes in progress, new connections must first prove their
+    /// address (a QUIC retry round trip). 0: always.
+    pub handshakes_before_retry: usize,
 }
 
 impl Default for Limits {
@@ -322,6 +339,13 @@ impl Default for Limits {
             max_inflight_requests: 4096,
             max_connections: 4096,
             max_siblings: 128,
+            max_peer_requests: 4096,
+            max_request_bytes: 256 * 1024 * 1024,
+            max_peer_request_bytes: 256 * 1024 * 1024,
+            max_fanout: 4096,
+            max_fanout_bytes: 256 * 1024 * 1024,
+            request_read_timeout: Duration::from_secs(10),
+            handshakes_before_retry: 64,
         }
     }
 }
@@ -519,6 +543,9 @@ impl NodeConfig {
                 "limits.max_streams_per_connection",
                 "must be greater than 0".into(),
             );
+        }
+        if let Err((field, reason)) = crate::budget::validate(l) {
+            return err(field, reason);
         }
         let needed = l.max_key_bytes + l.max_value_bytes + l.max_bucket_bytes + 4096;
         if l.max_frame_bytes < needed {

@@ -2,12 +2,14 @@
 //! line. The `chorus` binary adds the command line on top.
 
 pub mod anti_entropy;
+pub mod budget;
 pub mod certs;
 pub mod config;
 pub mod coordinator;
 pub mod gossip;
 pub mod handoff;
 pub mod hints;
+mod intake;
 pub mod layout;
 pub mod membership;
 pub mod merkle;
