@@ -1,6 +1,5 @@
 //! The QUIC client: connection cache, token-aware routing and failover.
 
-
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};

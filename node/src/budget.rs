@@ -6,8 +6,9 @@
 //! memory grew without bound under heavy writes. Charges are plain atomics, so refusing
 //! costs nothing.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::Limits;
 
@@ -132,6 +133,96 @@ fn take(cell: &AtomicUsize, n: usize, max: usize) -> Result<(), usize> {
     .map(|_| ())
 }
 
+/// The last known encoded size of large objects, by storage key: a write to a key whose
+/// siblings make it large is charged for that size before it is applied, not after.
+#[derive(Default)]
+pub struct SizeHints {
+    sizes: Mutex<HashMap<Vec<u8>, usize>>,
+}
+
+/// Objects smaller than this aren't remembered: the value size estimates them well enough.
+const HINT_ABOVE: usize = 64 * 1024;
+/// Most keys remembered; the map starts over when full (hot keys come back at once).
+const HINT_KEYS: usize = 4096;
+
+impl SizeHints {
+    pub fn get(&self, key: &[u8]) -> usize {
+        lock(&self.sizes).get(key).copied().unwrap_or(0)
+    }
+
+    pub fn note(&self, key: &[u8], size: usize) {
+        let mut sizes = lock(&self.sizes);
+        if size < HINT_ABOVE {
+            sizes.remove(key);
+            return;
+        }
+        if sizes.len() >= HINT_KEYS && !sizes.contains_key(key) {
+            sizes.clear();
+        }
+        sizes.insert(key.to_vec(), size);
+    }
+}
+
+/// Value bytes of the writes to each key in flight at this node. One hot key can't take
+/// the node: concurrent writes to a key become siblings that each later write copies,
+/// encodes and sends, so their cost grows with their number. Past the limit, a write to
+/// the key is refused as overloaded.
+pub struct KeyGate {
+    limit: usize,
+    keys: Mutex<HashMap<Vec<u8>, usize>>,
+}
+
+/// A write's place at its key; dropping it leaves.
+pub struct KeyPass<'a> {
+    gate: &'a KeyGate,
+    key: Vec<u8>,
+    bytes: usize,
+}
+
+impl KeyGate {
+    pub fn new(limit: usize) -> KeyGate {
+        KeyGate {
+            limit,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Enters a write of `bytes` to `key`; the first write to a key always gets in.
+    pub fn enter(&self, key: &[u8], bytes: usize) -> Result<KeyPass<'_>, Exhausted> {
+        let mut keys = lock(&self.keys);
+        let used = keys.get(key).copied().unwrap_or(0);
+        if used > 0 && used + bytes > self.limit {
+            return Err(Exhausted {
+                what: "write bytes in flight to this key (limits.max_key_write_bytes)",
+                used,
+                limit: self.limit,
+            });
+        }
+        keys.insert(key.to_vec(), used + bytes);
+        Ok(KeyPass {
+            gate: self,
+            key: key.to_vec(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for KeyPass<'_> {
+    fn drop(&mut self) {
+        let mut keys = lock(&self.gate.keys);
+        if let Some(used) = keys.get_mut(&self.key) {
+            *used = used.saturating_sub(self.bytes);
+            if *used == 0 {
+                keys.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The budgets of one node, sized from `[limits]`.
 pub struct Budgets {
     /// Client requests being read or served.
@@ -140,6 +231,10 @@ pub struct Budgets {
     pub peer: Arc<Budget>,
     /// Replica writes and hints a write left running after it answered.
     pub fanout: Arc<Budget>,
+    /// Sizes of large objects, for charging `fanout` before a write is applied.
+    pub sizes: SizeHints,
+    /// Writes in flight per key.
+    pub keys: KeyGate,
 }
 
 impl Budgets {
@@ -163,6 +258,8 @@ impl Budgets {
                 "replica write bytes in flight (limits.max_fanout_bytes)",
                 l.max_fanout_bytes,
             ),
+            sizes: SizeHints::default(),
+            keys: KeyGate::new(l.max_key_write_bytes),
         }
     }
 }
@@ -172,6 +269,7 @@ pub fn validate(l: &Limits) -> Result<(), (&'static str, String)> {
     for (name, v) in [
         ("limits.max_peer_requests", l.max_peer_requests),
         ("limits.max_fanout", l.max_fanout),
+        ("limits.max_key_write_bytes", l.max_key_write_bytes),
     ] {
         if v == 0 {
             return Err((name, "must be greater than 0".into()));

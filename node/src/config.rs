@@ -315,11 +315,13 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Bytes of peer request frames being read or served at once; more are refused.
     pub max_peer_request_bytes: usize,
-    /// Replica writes (and hints) that writes leave running after they answer; past this,
-    /// new writes are refused as overloaded.
+    /// Replica writes (this node's own and the ones writes leave running after they
+    /// answer, hints included); past this, new writes are refused as overloaded.
     pub max_fanout: usize,
     /// Bytes those replica writes carry.
     pub max_fanout_bytes: usize,
+    /// Value bytes of writes to one key in flight at its coordinator; more are refused.
+    pub max_key_write_bytes: usize,
     /// A stream's request frame must arrive within this, or the stream is dropped.
     #[serde(with = "duration")]
     pub request_read_timeout: Duration,
@@ -340,10 +342,11 @@ impl Default for Limits {
             max_connections: 4096,
             max_siblings: 128,
             max_peer_requests: 4096,
-            max_request_bytes: 256 * 1024 * 1024,
-            max_peer_request_bytes: 256 * 1024 * 1024,
+            max_request_bytes: 128 * 1024 * 1024,
+            max_peer_request_bytes: 128 * 1024 * 1024,
             max_fanout: 4096,
-            max_fanout_bytes: 256 * 1024 * 1024,
+            max_fanout_bytes: 128 * 1024 * 1024,
+            max_key_write_bytes: 4 * 1024 * 1024,
             request_read_timeout: Duration::from_secs(10),
             handshakes_before_retry: 64,
         }

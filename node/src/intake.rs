@@ -132,11 +132,7 @@ impl Node {
     }
 
     /// Sends a reply, giving up on a reader that doesn't take it within the read deadline.
-    async fn send_bounded(
-        &self,
-        send: &mut quinn::SendStream,
-        frame: Result<Vec<u8>, WireError>,
-    ) {
+    async fn send_bounded(&self, send: &mut quinn::SendStream, frame: Result<Vec<u8>, WireError>) {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {

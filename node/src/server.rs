@@ -746,6 +746,13 @@ impl Node {
         }
         // Replica writes outlive the request; they hold a share of the fan-out budget until
         // they end. A write that would pass it is refused before anything is applied.
+        let _at_key = match self.inner.budgets.keys.enter(
+            &data_key(plan.partition, &w.bucket, &w.key),
+            w.value.as_ref().map_or(0, Vec::len) + ITEM_OVERHEAD,
+        ) {
+            Ok(p) => p,
+            Err(e) => return Response::error(ErrorKind::Overloaded, e.to_string()),
+        };
         let mut fanout = match self.charge_fanout(&plan, &w) {
             Ok(c) => c,
             Err(e) => return e,
@@ -780,8 +787,14 @@ impl Node {
         };
         let fanout = {
             let per_replica = item_bytes(&item);
+            self.inner.budgets.sizes.note(
+                &data_key(plan.partition, &item.bucket, &item.key),
+                item.object.len(),
+            );
             let charged = fanout.bytes() / fanout.count().max(1);
             if per_replica > charged {
+                // Larger than known before the write: admitted already, so the budget may
+                // run over by this once; the next write to the key is charged in full.
                 fanout.grow((per_replica - charged) * fanout.count());
             }
             Arc::new(fanout)
@@ -857,8 +870,10 @@ impl Node {
                 };
                 if let Err(e) = &r {
                     tracing::debug!(replica = %node, via = %to, error = %e, "replica missed a write");
-                    if let (true, PeerRequest::Replicate(item) | PeerRequest::StoreHint { item, .. }) =
-                        (handoff, req)
+                    if let (
+                        true,
+                        PeerRequest::Replicate(item) | PeerRequest::StoreHint { item, .. },
+                    ) = (handoff, req)
                     {
                         if let Err(e) = this.store_hint(&node, item).await {
                             tracing::error!(replica = %node, error = %e, "could not store a hint");
@@ -886,19 +901,31 @@ impl Node {
         }
     }
 
-    /// Charges the fan-out budget for a write's replica writes (one slot and the write's
-    /// size per replica other than this one), or the "overloaded" answer.
+    /// Charges the fan-out budget for a write: one slot and the write's size for each
+    /// replica, this one included (its apply waits in the replica writer's queue, which this
+    /// bounds), or the "overloaded" answer.
     fn charge_fanout(&self, plan: &Plan, w: &Write) -> Result<Charge, Response> {
         let me = &self.inner.cfg.id;
         let mut others: Vec<&String> = plan.pref.iter().chain(plan.also.iter().flatten()).collect();
         others.sort();
         others.dedup();
-        let remote = others.into_iter().filter(|n| *n != me).count();
-        let size = w.value.as_ref().map_or(0, Vec::len) + w.key.len() + w.bucket.len() + w.context.len() + ITEM_OVERHEAD;
+        let copies = others.into_iter().filter(|n| *n != me).count() + 1;
+        // The object replicated is the key's whole version: its siblings too, when known.
+        let known = self
+            .inner
+            .budgets
+            .sizes
+            .get(&data_key(plan.partition, &w.bucket, &w.key));
+        let size = known
+            + w.value.as_ref().map_or(0, Vec::len)
+            + w.key.len()
+            + w.bucket.len()
+            + w.context.len()
+            + ITEM_OVERHEAD;
         self.inner
             .budgets
             .fanout
-            .try_charge(remote, size * remote)
+            .try_charge(copies, size * copies)
             .map_err(|e| {
                 metrics::counter!("chorus_overloaded_total", "what" => e.what).increment(1);
                 Response::error(ErrorKind::Overloaded, e.to_string())

@@ -43,20 +43,22 @@ async fn hot_key_writers_get_an_answer_or_a_quick_overloaded_and_memory_stays_bo
     let pids: Vec<u32> = (1..=3).map(|k| c.pid(k).expect("running")).collect();
     let before: Vec<u64> = pids.iter().map(|p| rss(*p)).collect();
 
-    // Many writers, each replacing its own last value of one key with a large value.
+    // Many writers replace one key's value with a large value, each passing the latest
+    // context any of them got (as a load generator does).
     const WRITERS: usize = 256;
     const VALUE: usize = 256 * 1024;
     let run_for = Duration::from_secs(15);
     let client = c.client().await;
     let tally = Arc::new(Tally::default());
+    let latest = Arc::new(std::sync::Mutex::new(None));
     let stop = Instant::now() + run_for;
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let (client, tally) = (client.clone(), tally.clone());
+        let (client, tally, latest) = (client.clone(), tally.clone(), latest.clone());
         tasks.push(tokio::spawn(async move {
             let value = vec![w as u8; VALUE];
-            let mut ctx = None;
             while Instant::now() < stop {
+                let ctx = latest.lock().expect("latest").clone();
                 let started = Instant::now();
                 let r = client
                     .put("hot", "key", value.clone(), ctx.as_ref(), Level::Quorum)
@@ -65,7 +67,7 @@ async fn hot_key_writers_get_an_answer_or_a_quick_overloaded_and_memory_stays_bo
                 tally.slowest_ms.fetch_max(ms, Ordering::Relaxed);
                 match r {
                     Ok(c) => {
-                        ctx = Some(c);
+                        *latest.lock().expect("latest") = Some(c);
                         tally.ok.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(Error::Overloaded(_)) => {
@@ -75,7 +77,9 @@ async fn hot_key_writers_get_an_answer_or_a_quick_overloaded_and_memory_stays_bo
                     }
                     Err(Error::BadRequest(m)) if m.contains("siblings") => {
                         tally.too_many_siblings.fetch_add(1, Ordering::Relaxed);
-                        ctx = client.get("hot", "key", Level::One).await.ok().map(|g| g.context);
+                        if let Ok(g) = client.get("hot", "key", Level::One).await {
+                            *latest.lock().expect("latest") = Some(g.context);
+                        }
                     }
                     Err(e) => {
                         tally.other.fetch_add(1, Ordering::Relaxed);
@@ -164,8 +168,12 @@ async fn stalled_client_streams_hold_nothing_that_other_clients_or_peers_need() 
     let mut cfg = c.client_config_for(&[1]);
     cfg.token_aware = false;
     cfg.timeout = Duration::from_secs(3);
-    let client = Client::connect(cfg).await.expect("a second client connects to n1");
-    let watcher = Client::connect(c.client_config_for(&[2])).await.expect("n2");
+    let client = Client::connect(cfg)
+        .await
+        .expect("a second client connects to n1");
+    let watcher = Client::connect(c.client_config_for(&[2]))
+        .await
+        .expect("n2");
     let until = Instant::now() + Duration::from_secs(5);
     let mut round = 0;
     while Instant::now() < until {
@@ -221,7 +229,10 @@ async fn a_client_whose_first_address_is_down_fails_over_quickly() {
         .await
         .expect("put");
     let (ok, out, took) = timed_cli(&c, &["get", "k", "--bucket", "f"]);
-    assert!(ok && out.contains("failover-value"), "get before the stop: {out}");
+    assert!(
+        ok && out.contains("failover-value"),
+        "get before the stop: {out}"
+    );
     eprintln!("CLI get with every node up: {took:?}");
 
     c.kill(1);
@@ -233,7 +244,10 @@ async fn a_client_whose_first_address_is_down_fails_over_quickly() {
         for _ in 0..3 {
             let (ok, out, took) = timed_cli(&c, &["get", "k", "--bucket", "f"]);
             eprintln!("CLI get with n1 {phase}: {took:?}");
-            assert!(ok && out.contains("failover-value"), "get with n1 {phase}: {out}");
+            assert!(
+                ok && out.contains("failover-value"),
+                "get with n1 {phase}: {out}"
+            );
             assert!(
                 took < Duration::from_millis(1000),
                 "a CLI get with n1 {phase} took {took:?}"
