@@ -15,7 +15,7 @@ use chorus_client::proto::{
 use chorus_ring::Ring;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
-use crate::budget::{Budgets, Charge};
+use crate::budget::{Budgets, Charge, Exhausted};
 use crate::config::{Engine, NodeConfig};
 use crate::coordinator::{read_targets, GetFsm, Outcome, Quorum, Quorums};
 use crate::hints::{now_ms, Hint, Hints};
@@ -755,7 +755,10 @@ impl Node {
         };
         let mut fanout = match self.charge_fanout(&plan, &w) {
             Ok(c) => c,
-            Err(e) => return e,
+            Err(e) => {
+                metrics::counter!("chorus_overloaded_total", "what" => e.what).increment(1);
+                return Response::error(ErrorKind::Overloaded, e.to_string());
+            }
         };
         // The coordinator writes locally first: the new version's dot is its own.
         let obj = match self
@@ -904,7 +907,7 @@ impl Node {
     /// Charges the fan-out budget for a write: one slot and the write's size for each
     /// replica, this one included (its apply waits in the replica writer's queue, which this
     /// bounds), or the "overloaded" answer.
-    fn charge_fanout(&self, plan: &Plan, w: &Write) -> Result<Charge, Response> {
+    fn charge_fanout(&self, plan: &Plan, w: &Write) -> Result<Charge, Exhausted> {
         let me = &self.inner.cfg.id;
         let mut others: Vec<&String> = plan.pref.iter().chain(plan.also.iter().flatten()).collect();
         others.sort();
@@ -922,14 +925,7 @@ impl Node {
             + w.bucket.len()
             + w.context.len()
             + ITEM_OVERHEAD;
-        self.inner
-            .budgets
-            .fanout
-            .try_charge(copies, size * copies)
-            .map_err(|e| {
-                metrics::counter!("chorus_overloaded_total", "what" => e.what).increment(1);
-                Response::error(ErrorKind::Overloaded, e.to_string())
-            })
+        self.inner.budgets.fanout.try_charge(copies, size * copies)
     }
 
     fn spawn_local_hint(&self, target: String, item: Item, fanout: Arc<Charge>) {
