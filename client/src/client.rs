@@ -1,6 +1,5 @@
 //! The QUIC client: connection cache, token-aware routing and failover.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -11,12 +10,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::dial::Dialer;
 use crate::proto::{ErrorKind, Level, Request, Response, RingInfo, StatusInfo, ValueReply};
 use crate::tls::{self, TlsError};
 use crate::wire::{self, WireError, DEFAULT_MAX_FRAME};
 
-/// How long a node that failed to connect is skipped before it is tried again first.
-const DOWN_BACKOFF: Duration = Duration::from_secs(5);
 /// How old routing information may get before the next request refreshes it.
 const RING_REFRESH: Duration = Duration::from_secs(10);
 
@@ -233,14 +231,10 @@ pub struct Client {
 }
 
 struct Inner {
-    endpoint: quinn::Endpoint,
-    quic: quinn::ClientConfig,
+    dialer: Arc<Dialer>,
     seeds: Vec<SocketAddr>,
     token_aware: bool,
     timeout: Duration,
-    connect_timeout: Duration,
-    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
-    down: Mutex<HashMap<SocketAddr, Instant>>,
     routing: Mutex<Option<(Arc<RingInfo>, Instant)>>,
 }
 
@@ -295,14 +289,10 @@ impl Client {
             .map_err(|e| Error::Config(format!("cannot open a UDP socket: {e}")))?;
         let client = Client {
             inner: Arc::new(Inner {
-                endpoint,
-                quic,
+                dialer: Dialer::new(endpoint, quic, cfg.connect_timeout),
                 seeds,
                 token_aware: cfg.token_aware,
                 timeout: cfg.timeout,
-                connect_timeout: cfg.connect_timeout,
-                conns: Mutex::new(HashMap::new()),
-                down: Mutex::new(HashMap::new()),
                 routing: Mutex::new(None),
             }),
         };
@@ -538,35 +528,34 @@ impl Client {
         out
     }
 
-    /// Sends `req` to the first target that takes it. Nodes that recently failed go last.
+    /// Sends `req` to the first target that takes it. Nodes that recently failed go last;
+    /// several are dialed at once when the first doesn't answer quickly.
     async fn call(&self, targets: &[SocketAddr], req: &Request) -> Result<Response, Error> {
-        let mut ordered: Vec<SocketAddr> = Vec::with_capacity(targets.len());
-        let mut later = Vec::new();
-        {
-            let down = lock(&self.inner.down);
-            for t in targets {
-                match down.get(t) {
-                    Some(at) if at.elapsed() < DOWN_BACKOFF => later.push(*t),
-                    _ => ordered.push(*t),
-                }
-            }
-        }
-        ordered.extend(later);
+        let dialer = &self.inner.dialer;
+        let mut untried = dialer.order(targets);
         let mut failures = Vec::new();
-        for addr in ordered {
-            match self.attempt(addr, req).await {
+        while !untried.is_empty() {
+            let mut failed = Vec::new();
+            let found = dialer.first(&untried, &mut failed).await;
+            for (addr, why) in failed {
+                tracing::debug!(%addr, %why, "node unreachable");
+                untried.retain(|a| *a != addr);
+                failures.push(format!("{addr}: {why}"));
+                self.routing_is_stale();
+            }
+            let Some((addr, conn)) = found else {
+                break;
+            };
+            untried.retain(|a| *a != addr);
+            match self.attempt(addr, &conn, req).await {
                 Ok(resp) => {
-                    lock(&self.inner.down).remove(&addr);
+                    dialer.mark_up(addr);
                     return into_result(resp);
                 }
                 Err(Attempt::NotSent(why) | Attempt::Lost(why)) => {
                     tracing::debug!(%addr, %why, "node unreachable, trying the next");
-                    lock(&self.inner.down).insert(addr, Instant::now());
-                    lock(&self.inner.conns).remove(&addr);
-                    // Learn what the cluster thinks is down before the next request.
-                    if let Some((_, at)) = lock(&self.inner.routing).as_mut() {
-                        *at = Instant::now() - RING_REFRESH;
-                    }
+                    dialer.mark_down(addr);
+                    self.routing_is_stale();
                     failures.push(format!("{addr}: {why}"));
                 }
                 Err(Attempt::Failed(e)) => return Err(e),
@@ -575,12 +564,23 @@ impl Client {
         Err(Error::Unavailable(failures.join("; ")))
     }
 
-    async fn attempt(&self, addr: SocketAddr, req: &Request) -> Result<Response, Attempt> {
-        let conn = self.connection(addr).await.map_err(Attempt::NotSent)?;
+    /// Learn what the cluster thinks is down before the next request.
+    fn routing_is_stale(&self) {
+        if let Some((_, at)) = lock(&self.inner.routing).as_mut() {
+            *at = Instant::now() - RING_REFRESH;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        addr: SocketAddr,
+        conn: &quinn::Connection,
+        req: &Request,
+    ) -> Result<Response, Attempt> {
         let (mut send, mut recv) = match conn.open_bi().await {
             Ok(s) => s,
             Err(e) => {
-                lock(&self.inner.conns).remove(&addr);
+                self.inner.dialer.forget(addr);
                 return Err(Attempt::NotSent(e.to_string()));
             }
         };
@@ -603,30 +603,11 @@ impl Client {
             Err(_) => Err(Attempt::Failed(Error::Timeout(timeout))),
         }
     }
-
-    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, String> {
-        if let Some(c) = lock(&self.inner.conns).get(&addr) {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
-        }
-        let connecting = self
-            .inner
-            .endpoint
-            .connect_with(self.inner.quic.clone(), addr, tls::NODE_NAME)
-            .map_err(|e| e.to_string())?;
-        let conn = tokio::time::timeout(self.inner.connect_timeout, connecting)
-            .await
-            .map_err(|_| format!("no answer within {:?}", self.inner.connect_timeout))?
-            .map_err(|e| e.to_string())?;
-        lock(&self.inner.conns).insert(addr, conn.clone());
-        Ok(conn)
-    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.endpoint.close(0u32.into(), b"client closed");
+        self.dialer.endpoint().close(0u32.into(), b"client closed");
     }
 }
 

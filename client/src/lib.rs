@@ -9,6 +9,7 @@
 //! that context back with the next write to replace what was read.
 
 pub mod client;
+mod dial;
 pub mod proto;
 pub mod tls;
 pub mod wire;

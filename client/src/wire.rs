@@ -93,7 +93,8 @@ where
 }
 
 /// Reads the length prefix and body of one frame, refusing frames over `max` bytes before
-/// reading their body.
+/// reading their body. The buffer grows with the bytes that arrive, so a length prefix alone
+/// allocates nothing.
 pub async fn read_frame_bytes<R>(r: &mut R, max: usize) -> Result<Vec<u8>, WireError>
 where
     R: AsyncRead + Unpin,
@@ -104,10 +105,20 @@ where
     if size > max {
         return Err(WireError::TooLarge { size, limit: max });
     }
-    let mut body = vec![0u8; size];
-    r.read_exact(&mut body).await.map_err(eof_is_truncated)?;
+    let mut body = Vec::with_capacity(size.min(FIRST_CHUNK));
+    let got = r
+        .take(size as u64)
+        .read_to_end(&mut body)
+        .await
+        .map_err(eof_is_truncated)?;
+    if got < size {
+        return Err(WireError::Truncated);
+    }
     Ok(body)
 }
+
+/// The first allocation for a frame body; it then grows with what arrives.
+const FIRST_CHUNK: usize = 64 * 1024;
 
 /// Reads and decodes one frame.
 pub async fn read_frame<R, T>(r: &mut R, max: usize) -> Result<(T, u64), WireError>

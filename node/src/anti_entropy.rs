@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::budget::{item_bytes, Budget, ITEM_OVERHEAD};
+use crate::batch::{item_bytes, Budget, ITEM_OVERHEAD};
 use crate::merkle::{Exchange, Hash, Need, BRANCHES};
 use crate::replica::{Change, TreeId};
 use crate::rpc::{

@@ -311,7 +311,7 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Concurrent request streams per connection.
     pub max_streams_per_connection: u32,
-    /// Requests handled at once by this node; more wait for a slot.
+    /// Client requests handled at once by this node; more are refused as overloaded.
     pub max_inflight_requests: usize,
     /// Open connections (clients and peers); more are refused.
     pub max_connections: usize,
@@ -326,6 +326,25 @@ pub struct Limits {
     /// larger is refused. Unset: 32 MiB, or half of what a frame can carry if that is less.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_object_bytes: Option<usize>,
+    /// Peer requests handled at once; more are refused. Pings and gossip don't count.
+    pub max_peer_requests: usize,
+    /// Bytes of client request frames being read or served at once; more are refused.
+    pub max_request_bytes: usize,
+    /// Bytes of peer request frames being read or served at once; more are refused.
+    pub max_peer_request_bytes: usize,
+    /// Replica writes (this node's own and the ones writes leave running after they
+    /// answer, hints included); past this, new writes are refused as overloaded.
+    pub max_fanout: usize,
+    /// Bytes those replica writes carry.
+    pub max_fanout_bytes: usize,
+    /// Value bytes of writes to one key in flight at its coordinator; more are refused.
+    pub max_key_write_bytes: usize,
+    /// A stream's request frame must arrive within this, or the stream is dropped.
+    #[serde(with = "duration")]
+    pub request_read_timeout: Duration,
+    /// Past this many handshakes in progress, new connections must first prove their
+    /// address (a QUIC retry round trip). 0: always.
+    pub handshakes_before_retry: usize,
 }
 
 impl Limits {
@@ -365,6 +384,14 @@ impl Default for Limits {
             max_siblings: 128,
             max_batch_bytes: None,
             max_object_bytes: None,
+            max_peer_requests: 4096,
+            max_request_bytes: 128 * 1024 * 1024,
+            max_peer_request_bytes: 128 * 1024 * 1024,
+            max_fanout: 4096,
+            max_fanout_bytes: 128 * 1024 * 1024,
+            max_key_write_bytes: 4 * 1024 * 1024,
+            request_read_timeout: Duration::from_secs(10),
+            handshakes_before_retry: 64,
         }
     }
 }
@@ -571,6 +598,9 @@ impl NodeConfig {
                 "limits.max_streams_per_connection",
                 "must be greater than 0".into(),
             );
+        }
+        if let Err((field, reason)) = crate::budget::validate(l) {
+            return err(field, reason);
         }
         let needed = l.max_key_bytes + l.max_value_bytes + l.max_bucket_bytes + 4096;
         if l.max_frame_bytes < needed {

@@ -2,7 +2,7 @@
 //! up, in acknowledged batches, one batch in flight per target (backpressure). A hint is
 //! deleted only after its target acknowledged it, so replay resumes after any restart.
 
-use crate::budget::item_bytes;
+use crate::batch::item_bytes;
 use crate::rpc::{Item, PeerRequest, PeerResponse};
 use crate::server::Node;
 use crate::stats::Stats;

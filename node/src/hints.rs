@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{Budget, ITEM_OVERHEAD};
+use crate::batch::{Budget, ITEM_OVERHEAD};
 use crate::storage::{Op, Storage, StorageError, Table};
 
 /// One held write.

@@ -2,6 +2,7 @@
 //! line. The `chorus` binary adds the command line on top.
 
 pub mod anti_entropy;
+pub mod batch;
 pub mod budget;
 mod catch_up;
 pub mod certs;
@@ -12,6 +13,7 @@ pub mod gossip;
 pub mod handoff;
 pub mod hints;
 pub mod identity;
+mod intake;
 pub mod layout;
 pub mod membership;
 pub mod merkle;

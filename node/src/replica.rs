@@ -478,6 +478,17 @@ fn fresh_epoch(node_id: &str) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Object bytes one write batch may hold before it is written (see `Writer::commit`).
+const BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// About how many bytes an object holds: its values.
+fn approx_size(o: &Object) -> usize {
+    o.siblings()
+        .iter()
+        .map(|s| s.value.as_ref().map_or(0, Vec::len) + 64)
+        .sum()
+}
+
 struct Writer {
     storage: Arc<dyn Storage>,
     actor: Actor,
@@ -572,13 +583,22 @@ impl Writer {
         let mut pending: HashMap<Vec<u8>, Option<Object>> = HashMap::new();
         let mut results = Vec::with_capacity(jobs.len());
         let mut effects = Vec::new();
+        let mut held = 0usize;
         for (key, change, reply) in jobs {
+            // Each job holds copies of its key's object until the batch is written: past
+            // BATCH_BYTES (many writes to one large hot key), write what we have first.
+            if held > BATCH_BYTES {
+                self.write_batch(std::mem::take(&mut effects), std::mem::take(&mut results));
+                pending.clear();
+                held = 0;
+            }
             let current = match pending.get(&key) {
                 Some(o) => Ok(o.clone()),
                 None => read_object(&*self.storage, &key),
             };
             match current.and_then(|cur| self.apply(cur.clone(), change).map(|r| (cur, r))) {
                 Ok((old, (new, changed))) => {
+                    held += new.as_ref().map_or(0, approx_size) * 4;
                     if changed {
                         pending.insert(key.clone(), new.clone());
                         effects.push(Effect {
@@ -592,6 +612,19 @@ impl Writer {
                 Err(e) => results.push((reply, Err(e))),
             }
         }
+        self.write_batch(effects, results);
+    }
+
+    /// Writes a batch's effects in one storage write, then answers its jobs.
+    #[allow(clippy::type_complexity)]
+    fn write_batch(
+        &self,
+        effects: Vec<Effect>,
+        results: Vec<(
+            oneshot::Sender<Result<Object, ReplicaError>>,
+            Result<Object, ReplicaError>,
+        )>,
+    ) {
         let (ops, undo) = self.ops_for(&effects);
         let written = if ops.is_empty() {
             Ok(())

@@ -4,7 +4,7 @@
 //! [`crate::handoff`] and [`crate::anti_entropy`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,10 @@ use chorus_client::proto::{
     ErrorKind, ErrorReply, Level, NodeStatus, Request, Response, RingInfo, StatusInfo,
     TransferStatus, ValueReply,
 };
-use chorus_client::wire::{self, WireError};
 use chorus_ring::Ring;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
-use tracing::Instrument;
 
-use crate::budget::item_bytes;
+use crate::budget::{Budgets, Charge, Exhausted};
 use crate::config::{Engine, NodeConfig};
 use crate::context::ContextKey;
 use crate::coordinator::{read_targets, GetFsm, Outcome, Quorum, Quorums};
@@ -67,7 +65,8 @@ pub(crate) struct Inner {
     pub(crate) stats: Stats,
     /// Seals and checks the causal contexts clients hold.
     contexts: ContextKey,
-    inflight: Semaphore,
+    /// What requests and the work they leave behind may hold (see [`crate::budget`]).
+    pub(crate) budgets: Budgets,
     /// Wakes hint replay early (a new hint for a live node).
     pub(crate) handoff_kick: Notify,
     /// Starts an anti-entropy round now.
@@ -120,8 +119,8 @@ impl Node {
         }
         let node = Node {
             inner: Arc::new(Inner {
-                inflight: Semaphore::new(cfg.limits.max_inflight_requests),
                 contexts,
+                budgets: Budgets::new(&cfg.limits),
                 cfg,
                 replica,
                 storage,
@@ -182,7 +181,18 @@ impl Node {
 
     async fn accept_loop(self) {
         let slots = Arc::new(Semaphore::new(self.inner.cfg.limits.max_connections));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let retry_above = self.inner.cfg.limits.handshakes_before_retry;
         while let Some(incoming) = self.inner.transport.endpoint().accept().await {
+            // When handshakes flood, a new one must first prove its address (QUIC retry),
+            // so spoofed sources cost one stateless packet each.
+            if handshakes.load(Ordering::Acquire) >= retry_above
+                && !incoming.remote_address_validated()
+                && incoming.may_retry()
+            {
+                let _ = incoming.retry();
+                continue;
+            }
             // Past the connection limit, refuse at once rather than queue handshakes.
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 tracing::warn!(remote = %incoming.remote_address(), "connection refused: limits.max_connections reached");
@@ -190,8 +200,11 @@ impl Node {
                 continue;
             };
             let node = self.clone();
+            let pending = HandshakeGuard::new(&handshakes);
             tokio::spawn(async move {
-                match incoming.await {
+                let handshake = incoming.await;
+                drop(pending);
+                match handshake {
                     Ok(conn) => node.serve_connection(conn).await,
                     Err(e) => tracing::debug!(error = %e, "handshake failed"),
                 }
@@ -217,73 +230,6 @@ impl Node {
         while let Ok((send, recv)) = conn.accept_bi().await {
             let node = self.clone();
             tokio::spawn(async move { node.serve_stream(role, admin, send, recv).await });
-        }
-    }
-
-    async fn serve_stream(
-        self,
-        role: Role,
-        admin: bool,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
-    ) {
-        let Ok(_permit) = self.inner.inflight.acquire().await else {
-            return;
-        };
-        let max = self.inner.transport.max_frame();
-        let body = match wire::read_frame_bytes(&mut recv, max).await {
-            Ok(b) => b,
-            Err(e) => {
-                // Don't read the rest of an oversized or broken frame; answer and move on.
-                let _ = recv.stop(0u32.into());
-                let kind = match e {
-                    WireError::TooLarge { .. } => ErrorKind::TooLarge,
-                    _ => ErrorKind::BadRequest,
-                };
-                let msg = format!("request rejected: {e}");
-                match role {
-                    Role::Client => reply(&mut send, &Response::error(kind, msg), 0).await,
-                    Role::Peer => reply(&mut send, &PeerResponse::Error(msg), 0).await,
-                }
-                return;
-            }
-        };
-        match role {
-            Role::Client => {
-                let (resp, trace) = match wire::decode::<Request>(&body) {
-                    Ok((req, _)) if !admin && crate::roles::needs_admin(&req) => {
-                        (crate::roles::denied(&req), 0)
-                    }
-                    Ok((req, trace)) => {
-                        let span = tracing::debug_span!("request", trace, op = op_name(&req));
-                        (self.handle_client(req, false).instrument(span).await, trace)
-                    }
-                    Err(e) => (Response::error(ErrorKind::BadRequest, e.to_string()), 0),
-                };
-                let frame = match wire::encode(&resp, trace) {
-                    Ok(f) if f.len() - 4 <= max => Ok(f),
-                    // Many large siblings can outgrow a frame; say so instead of sending it.
-                    Ok(f) => wire::encode(
-                        &Response::error(
-                            ErrorKind::TooLarge,
-                            format!(
-                                "response of {} bytes exceeds limits.max_frame_bytes; resolve the key's siblings",
-                                f.len() - 4
-                            ),
-                        ),
-                        trace,
-                    ),
-                    Err(e) => Err(e),
-                };
-                send_frame(&mut send, frame).await;
-            }
-            Role::Peer => {
-                let (resp, trace) = match wire::decode::<PeerRequest>(&body) {
-                    Ok((req, trace)) => (self.handle_peer(req).await, trace),
-                    Err(e) => (PeerResponse::Error(e.to_string()), 0),
-                };
-                reply(&mut send, &resp, trace).await;
-            }
         }
     }
 
@@ -375,7 +321,7 @@ impl Node {
         resp
     }
 
-    async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
+    pub(crate) async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
         match req {
             PeerRequest::Ping {
                 from,
@@ -943,6 +889,22 @@ impl Node {
             }
             return self.forward(&plan, w.into_request(), forwarded).await;
         }
+        // Replica writes outlive the request; they hold a share of the fan-out budget until
+        // they end. A write that would pass it is refused before anything is applied.
+        let _at_key = match self.inner.budgets.keys.enter(
+            &data_key(plan.partition, &w.bucket, &w.key),
+            w.value.as_ref().map_or(0, Vec::len) + ITEM_OVERHEAD,
+        ) {
+            Ok(p) => p,
+            Err(e) => return Response::error(ErrorKind::Overloaded, e.to_string()),
+        };
+        let mut fanout = match self.charge_fanout(&plan, &w) {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::counter!("chorus_overloaded_total", "what" => e.what).increment(1);
+                return Response::error(ErrorKind::Overloaded, e.to_string());
+            }
+        };
         // The coordinator writes locally first: the new version's dot is its own.
         let obj = match self
             .inner
@@ -980,6 +942,20 @@ impl Node {
             key: w.key,
             object: obj.encode(),
         };
+        let fanout = {
+            let per_replica = item_bytes(&item);
+            self.inner.budgets.sizes.note(
+                &data_key(plan.partition, &item.bucket, &item.key),
+                item.object.len(),
+            );
+            let charged = fanout.bytes() / fanout.count().max(1);
+            if per_replica > charged {
+                // Larger than known before the write: admitted already, so the budget may
+                // run over by this once; the next write to the key is charged in full.
+                fanout.grow((per_replica - charged) * fanout.count());
+            }
+            Arc::new(fanout)
+        };
         let mut sets = vec![Quorum::new(plan.pref.clone(), plan.needed)];
         let mut targets = plan.pref.clone();
         if let Some(also) = &plan.also {
@@ -1011,14 +987,14 @@ impl Node {
                     Some(f) => Some(f),
                     None => {
                         q.fail(&node);
-                        self.spawn_local_hint(node, item.clone());
+                        self.spawn_local_hint(node, item.clone(), fanout.clone());
                         continue;
                     }
                 }
             } else {
                 q.fail(&node);
                 if handoff {
-                    self.spawn_local_hint(node, item.clone());
+                    self.spawn_local_hint(node, item.clone(), fanout.clone());
                 }
                 continue;
             };
@@ -1028,17 +1004,20 @@ impl Node {
             let this = self.clone();
             let tx = tx.clone();
             let item = item.clone();
-            // Runs to completion even after the client has its answer.
+            let fanout = fanout.clone();
+            // Runs to completion even after the client has its answer, holding its share of
+            // the fan-out budget until then.
             tokio::spawn(async move {
+                let _fanout = fanout;
                 let (to, req) = match &stand_in {
                     Some(f) => (
                         f.as_str(),
                         PeerRequest::StoreHint {
                             target: node.clone(),
-                            item: item.clone(),
+                            item,
                         },
                     ),
-                    None => (node.as_str(), PeerRequest::Replicate(item.clone())),
+                    None => (node.as_str(), PeerRequest::Replicate(item)),
                 };
                 let r = match this.call_peer(to, &req, deadline).await {
                     Ok(PeerResponse::Ack) => Ok(()),
@@ -1048,7 +1027,11 @@ impl Node {
                 };
                 if let Err(e) = &r {
                     tracing::debug!(replica = %node, via = %to, error = %e, "replica missed a write");
-                    if handoff {
+                    if let (
+                        true,
+                        PeerRequest::Replicate(item) | PeerRequest::StoreHint { item, .. },
+                    ) = (handoff, req)
+                    {
                         if let Err(e) = this.store_hint(&node, item).await {
                             tracing::error!(replica = %node, error = %e, "could not store a hint");
                         }
@@ -1075,9 +1058,34 @@ impl Node {
         }
     }
 
-    fn spawn_local_hint(&self, target: String, item: Item) {
+    /// Charges the fan-out budget for a write: one slot and the write's size for each
+    /// replica, this one included (its apply waits in the replica writer's queue, which this
+    /// bounds), or the "overloaded" answer.
+    fn charge_fanout(&self, plan: &Plan, w: &Write) -> Result<Charge, Exhausted> {
+        let me = &self.inner.cfg.id;
+        let mut others: Vec<&String> = plan.pref.iter().chain(plan.also.iter().flatten()).collect();
+        others.sort();
+        others.dedup();
+        let copies = others.into_iter().filter(|n| *n != me).count() + 1;
+        // The object replicated is the key's whole version: its siblings too, when known.
+        let known = self
+            .inner
+            .budgets
+            .sizes
+            .get(&data_key(plan.partition, &w.bucket, &w.key));
+        let size = known
+            + w.value.as_ref().map_or(0, Vec::len)
+            + w.key.len()
+            + w.bucket.len()
+            + w.context.len()
+            + ITEM_OVERHEAD;
+        self.inner.budgets.fanout.try_charge(copies, size * copies)
+    }
+
+    fn spawn_local_hint(&self, target: String, item: Item, fanout: Arc<Charge>) {
         let this = self.clone();
         tokio::spawn(async move {
+            let _fanout = fanout;
             if let Err(e) = this.store_hint(&target, item).await {
                 tracing::error!(replica = %target, error = %e, "could not store a hint");
             }
@@ -1339,6 +1347,22 @@ async fn open_storage(cfg: &NodeConfig) -> Result<Arc<dyn Storage>, StorageError
     }
 }
 
+/// Counts a handshake in progress while it lives.
+struct HandshakeGuard(Arc<AtomicUsize>);
+
+impl HandshakeGuard {
+    fn new(count: &Arc<AtomicUsize>) -> HandshakeGuard {
+        count.fetch_add(1, Ordering::AcqRel);
+        HandshakeGuard(count.clone())
+    }
+}
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Where a key lives and what a request needs.
 struct Plan {
     partition: u32,
@@ -1388,6 +1412,13 @@ impl Write {
             },
         }
     }
+}
+
+/// Bytes a replica write holds beyond its object, key and bucket (request, frame, task).
+const ITEM_OVERHEAD: usize = 256;
+
+fn item_bytes(item: &Item) -> usize {
+    item.object.len() + item.key.len() + item.bucket.len() + ITEM_OVERHEAD
 }
 
 /// A replica's answer to a read, as the read's state machine takes it.
@@ -1499,7 +1530,7 @@ fn read_quorum_error(needed: usize, answered: usize, recovering: &[String]) -> R
     )
 }
 
-fn op_name(req: &Request) -> &'static str {
+pub(crate) fn op_name(req: &Request) -> &'static str {
     match req {
         Request::Get { .. } => "get",
         Request::Put { .. } => "put",
@@ -1510,22 +1541,5 @@ fn op_name(req: &Request) -> &'static str {
         Request::Repair => "repair",
         Request::Leave { .. } => "leave",
         Request::Remove { .. } => "remove",
-    }
-}
-
-pub(crate) async fn reply<T: serde::Serialize>(send: &mut quinn::SendStream, msg: &T, trace: u64) {
-    send_frame(send, wire::encode(msg, trace)).await
-}
-
-async fn send_frame(send: &mut quinn::SendStream, frame: Result<Vec<u8>, WireError>) {
-    match frame {
-        Ok(frame) => {
-            if let Err(e) = send.write_all(&frame).await {
-                tracing::debug!(error = %e, "could not send reply");
-                return;
-            }
-            let _ = send.finish();
-        }
-        Err(e) => tracing::error!(error = %e, "could not encode reply"),
     }
 }

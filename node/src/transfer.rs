@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::anti_entropy::tree_ref;
-use crate::budget::{Budget, ITEM_OVERHEAD};
+use crate::batch::{Budget, ITEM_OVERHEAD};
 use crate::rpc::{Item, PeerRequest, PeerResponse};
 use crate::server::Node;
 use crate::storage::{Op, StorageError, Table};

@@ -154,14 +154,26 @@ impl Transport {
         deadline: Duration,
         priority: Priority,
     ) -> Result<(PeerResponse, u64), TransportError> {
+        // Pings and gossip travel on a connection of their own, so they never wait for
+        // stream credit behind replica traffic on the data connection.
+        let control = matches!(req, PeerRequest::Ping { .. } | PeerRequest::Gossip(_));
+        let key = if control {
+            control_key(peer)
+        } else {
+            peer.to_string()
+        };
         let exchange = async {
-            let conn = self.connection(peer, addr).await?;
+            let conn = if control {
+                self.connect_as(&key, addr, &tls::node_name(peer)).await?
+            } else {
+                self.connection(peer, addr).await?
+            };
             let stream_err = |reason: String| TransportError::Stream {
                 peer: peer.to_string(),
                 reason,
             };
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| {
-                self.evict_if(peer, &conn);
+                self.evict_if(&key, &conn);
                 stream_err(e.to_string())
             })?;
             if priority == Priority::Background {
@@ -230,8 +242,11 @@ impl Transport {
     /// Drops the cached connection to a peer, e.g. after it stopped answering: a restarted
     /// peer can't revive the old connection, so the next call dials afresh.
     pub fn evict(&self, peer: &str) {
-        if let Some(c) = lock(&self.conns).remove(peer) {
-            c.close(codes::SHUTDOWN.into(), b"evicted");
+        let mut conns = lock(&self.conns);
+        for key in [peer.to_string(), control_key(peer)] {
+            if let Some(c) = conns.remove(&key) {
+                c.close(codes::SHUTDOWN.into(), b"evicted");
+            }
         }
     }
 
@@ -300,6 +315,11 @@ impl Transport {
         self.endpoint
             .close(codes::SHUTDOWN.into(), b"node shutting down");
     }
+}
+
+/// The cache key of a peer's control connection (pings and gossip).
+fn control_key(peer: &str) -> String {
+    format!("{peer} control")
 }
 
 /// The protocol an accepted connection negotiated, if it is one we speak.

@@ -125,6 +125,11 @@ impl TestCluster {
         }
     }
 
+    /// The process id of node `k`, if it runs.
+    pub fn pid(&self, k: usize) -> Option<u32> {
+        self.nodes[k - 1].as_ref().map(|c| c.id())
+    }
+
     /// Starts a killed node again with the same config and data.
     pub async fn restart(&mut self, k: usize) {
         assert!(self.nodes[k - 1].is_none(), "node {k} is still running");

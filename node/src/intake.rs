@@ -1,0 +1,243 @@
+//! Serving one request stream, with bounded resources.
+//!
+//! A stream's request frame is read under a deadline before the stream holds anything but
+//! the bytes that arrived: a client that opens streams and stalls gives everything back when
+//! the deadline passes. The buffer grows with the bytes that arrive, charged to the budget
+//! of the stream's role, never sized from the length prefix. Only then does the request take
+//! a slot, from the pool of its role: clients and peers never take each other's slots.
+//! Pings and gossip take none, so a peer's liveness never waits behind client work. Past a
+//! budget, a request is answered "overloaded" at once instead of queued.
+
+use std::sync::Arc;
+
+use chorus_client::proto::{ErrorKind, Request, Response};
+use chorus_client::wire::{self, WireError};
+use tokio::io::AsyncReadExt;
+use tracing::Instrument;
+
+use crate::budget::{Budget, Charge, Exhausted};
+use crate::rpc::{PeerRequest, PeerResponse};
+use crate::server::{op_name, Node};
+use crate::transport::Role;
+
+/// Frames up to this size are read without charging the byte budget, so small requests
+/// (pings above all) get through when large ones have used it up. Their memory is bounded
+/// by the connection and stream limits.
+const FREE_FRAME: usize = 4096;
+/// The first step of a frame buffer; it then doubles with what arrives.
+const FIRST_CHUNK: usize = 64 * 1024;
+
+/// Why a request frame could not be taken.
+enum ReadError {
+    Wire(WireError),
+    Overloaded(Exhausted),
+}
+
+impl Node {
+    /// Serves one stream. `admin`: the client's certificate is an admin's (cluster changes
+    /// need one).
+    pub(crate) async fn serve_stream(
+        self,
+        role: Role,
+        admin: bool,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        let limits = &self.inner.cfg.limits;
+        let budget = match role {
+            Role::Client => &self.inner.budgets.client,
+            Role::Peer => &self.inner.budgets.peer,
+        };
+        let max = self.inner.transport.max_frame();
+        let read = tokio::time::timeout(
+            limits.request_read_timeout,
+            read_request(&mut recv, max, budget),
+        )
+        .await;
+        let (body, _bytes) = match read {
+            Ok(Ok(b)) => b,
+            Err(_) => {
+                // Stalled: drop the stream and everything it held.
+                let _ = recv.stop(0u32.into());
+                let _ = send.reset(0u32.into());
+                return;
+            }
+            Ok(Err(e)) => {
+                // Don't read the rest of an oversized or refused frame; answer and move on.
+                let _ = recv.stop(0u32.into());
+                let (kind, msg) = match e {
+                    ReadError::Wire(e @ WireError::TooLarge { .. }) => {
+                        (ErrorKind::TooLarge, format!("request rejected: {e}"))
+                    }
+                    ReadError::Wire(e) => (ErrorKind::BadRequest, format!("request rejected: {e}")),
+                    ReadError::Overloaded(e) => (ErrorKind::Overloaded, e.to_string()),
+                };
+                match role {
+                    Role::Client => self.answer(&mut send, &Response::error(kind, msg), 0).await,
+                    Role::Peer => self.answer(&mut send, &PeerResponse::Error(msg), 0).await,
+                }
+                return;
+            }
+        };
+        match role {
+            Role::Client => self.serve_client(send, &body, admin).await,
+            Role::Peer => self.serve_peer(send, &body).await,
+        }
+    }
+
+    async fn serve_client(&self, mut send: quinn::SendStream, body: &[u8], admin: bool) {
+        let max = self.inner.transport.max_frame();
+        let (resp, trace) = match wire::decode::<Request>(body) {
+            Ok((req, _)) if !admin && crate::roles::needs_admin(&req) => {
+                (crate::roles::denied(&req), 0)
+            }
+            Ok((req, trace)) => match self.inner.budgets.client.try_charge(1, 0) {
+                Ok(_slot) => {
+                    let span = tracing::debug_span!("request", trace, op = op_name(&req));
+                    (self.handle_client(req, false).instrument(span).await, trace)
+                }
+                Err(e) => (Response::error(ErrorKind::Overloaded, e.to_string()), trace),
+            },
+            Err(e) => (Response::error(ErrorKind::BadRequest, e.to_string()), 0),
+        };
+        let frame = match wire::encode(&resp, trace) {
+            Ok(f) if f.len() - 4 <= max => Ok(f),
+            // Many large siblings can outgrow a frame; say so instead of sending it.
+            Ok(f) => wire::encode(
+                &Response::error(
+                    ErrorKind::TooLarge,
+                    format!(
+                        "response of {} bytes exceeds limits.max_frame_bytes; resolve the key's siblings",
+                        f.len() - 4
+                    ),
+                ),
+                trace,
+            ),
+            Err(e) => Err(e),
+        };
+        self.send_bounded(&mut send, frame).await;
+    }
+
+    async fn serve_peer(&self, mut send: quinn::SendStream, body: &[u8]) {
+        let (resp, trace) = match wire::decode::<PeerRequest>(body) {
+            // Liveness and membership: answered without a slot, never queued.
+            Ok((req @ (PeerRequest::Ping { .. } | PeerRequest::Gossip(_)), trace)) => {
+                (self.handle_peer(req).await, trace)
+            }
+            Ok((req, trace)) => match self.inner.budgets.peer.try_charge(1, 0) {
+                Ok(_slot) => (self.handle_peer(req).await, trace),
+                Err(e) => (PeerResponse::Error(e.to_string()), trace),
+            },
+            Err(e) => (PeerResponse::Error(e.to_string()), 0),
+        };
+        self.answer(&mut send, &resp, trace).await;
+    }
+
+    async fn answer<T: serde::Serialize>(&self, send: &mut quinn::SendStream, msg: &T, trace: u64) {
+        self.send_bounded(send, wire::encode(msg, trace)).await
+    }
+
+    /// Sends a reply, giving up on a reader that doesn't take it within the read deadline.
+    async fn send_bounded(&self, send: &mut quinn::SendStream, frame: Result<Vec<u8>, WireError>) {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode reply");
+                return;
+            }
+        };
+        let within = self.inner.cfg.limits.request_read_timeout;
+        match tokio::time::timeout(within, send.write_all(&frame)).await {
+            Ok(Ok(())) => {
+                let _ = send.finish();
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not send reply"),
+            Err(_) => {
+                tracing::debug!("reply not taken within limits.request_read_timeout");
+                let _ = send.reset(0u32.into());
+            }
+        }
+    }
+}
+
+/// Reads one request frame. The buffer grows with the bytes that arrive (doubling from
+/// [`FIRST_CHUNK`]); each step is charged to `budget` before it is allocated.
+async fn read_request<R>(
+    r: &mut R,
+    max: usize,
+    budget: &Arc<Budget>,
+) -> Result<(Vec<u8>, Option<Charge>), ReadError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let wire_err = |e: std::io::Error| {
+        ReadError::Wire(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            WireError::Truncated
+        } else {
+            WireError::Io(e)
+        })
+    };
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await.map_err(wire_err)?;
+    let size = u32::from_be_bytes(len) as usize;
+    if size > max {
+        return Err(ReadError::Wire(WireError::TooLarge { size, limit: max }));
+    }
+    let mut charge = if size > FREE_FRAME {
+        Some(budget.try_charge(0, 0).map_err(ReadError::Overloaded)?)
+    } else {
+        None
+    };
+    let mut body: Vec<u8> = Vec::new();
+    while body.len() < size {
+        if body.len() == body.capacity() {
+            let step = (size - body.len()).min(body.len().max(FIRST_CHUNK));
+            if let Some(c) = charge.as_mut() {
+                c.try_grow(step).map_err(ReadError::Overloaded)?;
+            }
+            body.reserve_exact(step);
+        }
+        let room = (body.capacity() - body.len()).min(size - body.len());
+        let n = (&mut *r)
+            .take(room as u64)
+            .read_buf(&mut body)
+            .await
+            .map_err(wire_err)?;
+        if n == 0 {
+            return Err(ReadError::Wire(WireError::Truncated));
+        }
+    }
+    Ok((body, charge))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_are_read_as_they_arrive_and_charged() {
+        let budget = Budget::new("count", 10, "bytes", 300_000);
+        let body = vec![7u8; 200_000];
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        let (got, charge) = read_request(&mut &frame[..], 1 << 20, &budget)
+            .await
+            .ok()
+            .expect("read");
+        assert_eq!(got, body);
+        assert!(charge.as_ref().map(Charge::bytes).unwrap_or(0) >= 200_000);
+        assert!(budget.used().1 >= 200_000);
+        // A second large frame doesn't fit while the first is held.
+        let r = read_request(&mut &frame[..], 1 << 20, &budget).await;
+        assert!(matches!(r, Err(ReadError::Overloaded(_))));
+        drop(charge);
+        assert_eq!(budget.used(), (0, 0));
+
+        // A prefix announcing a large frame allocates only what arrived.
+        let mut lying = (1_000_000u32).to_be_bytes().to_vec();
+        lying.extend_from_slice(&[1, 2, 3]);
+        let r = read_request(&mut &lying[..], 1 << 21, &budget).await;
+        assert!(matches!(r, Err(ReadError::Wire(WireError::Truncated))));
+        assert_eq!(budget.used(), (0, 0));
+    }
+}
