@@ -185,7 +185,7 @@ async fn a_killed_and_restarted_node_serves_what_it_stored() {
             .expect("n1's own copy");
         assert_eq!(r.values, vec![format!("v{i}").into_bytes()], "key k{i}");
     }
-    // And it keeps its actor epoch: a new write after restart adds to the history.
+    // A write after the restart (under a new actor epoch) replaces what the read saw.
     let r = solo.get("r", "k0", Level::One).await.expect("get");
     solo.put("r", "k0", b"again".to_vec(), Some(&r.context), Level::One)
         .await
