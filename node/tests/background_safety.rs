@@ -190,44 +190,60 @@ async fn writes_past_the_object_cap_are_refused_with_the_limit_named() {
     assert!(!r.truncated);
 }
 
+/// Writes `per_side` values to each key at W=one on both sides of a split that never see
+/// each other's writes: on n1 while n2 and n3 are stopped (SIGSTOP), then on n2 while n1
+/// and n3 are. Pausing rather than killing keeps each process's run confirmed (a node
+/// restarted while all its peers are down can't tell its data is the latest, and takes no
+/// writes), so each side coordinates its writes.
+async fn write_on_both_sides(c: &TestCluster, keys: &[&str], per_side: usize) {
+    c.pause(2, true);
+    c.pause(3, true);
+    c.wait_status(1, 2, "down").await;
+    c.wait_status(1, 3, "down").await;
+    let n1 = client_for(c, &[1]).await;
+    for &key in keys {
+        for i in 0..per_side {
+            n1.put(
+                BUCKET,
+                key,
+                value(&format!("{key}a{i}"), 600_000),
+                None,
+                Level::One,
+            )
+            .await
+            .expect("n1 side");
+        }
+    }
+    c.pause(1, true);
+    c.pause(2, false);
+    c.wait_status(2, 1, "down").await;
+    c.wait_status(2, 3, "down").await;
+    let n2 = client_for(c, &[2]).await;
+    for &key in keys {
+        for i in 0..per_side {
+            n2.put(
+                BUCKET,
+                key,
+                value(&format!("{key}z{i}"), 600_000),
+                None,
+                Level::One,
+            )
+            .await
+            .expect("n2 side");
+        }
+    }
+    c.pause(1, false);
+    c.pause(3, false);
+    c.wait_all_up(Duration::from_secs(30)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_over_the_cap_by_concurrent_writes_can_be_read_and_resolved() {
-    let mut c = TestCluster::start(3, CAPPED).await;
+    let c = TestCluster::start(3, CAPPED).await;
     let client = c.client().await;
     // Concurrent writes on two sides of a split each stay under the cap, and their merge
     // is over it (and over a frame): n1 takes three values, n2 three others.
-    c.kill(2);
-    c.kill(3);
-    c.wait_status(1, 2, "down").await;
-    let n1 = client_for(&c, &[1]).await;
-    for i in 0..3 {
-        n1.put(
-            BUCKET,
-            "split",
-            value(&format!("a{i}"), 600_000),
-            None,
-            Level::One,
-        )
-        .await
-        .expect("n1 side");
-    }
-    c.kill(1);
-    c.restart(2).await;
-    let n2 = client_for(&c, &[2]).await;
-    for i in 0..3 {
-        n2.put(
-            BUCKET,
-            "split",
-            value(&format!("z{i}"), 600_000),
-            None,
-            Level::One,
-        )
-        .await
-        .expect("n2 side");
-    }
-    c.restart(1).await;
-    c.restart(3).await;
-    c.wait_all_up(Duration::from_secs(30)).await;
+    write_on_both_sides(&c, &["split"], 3).await;
     let r = client
         .get(BUCKET, "split", Level::All)
         .await
@@ -264,7 +280,7 @@ async fn a_key_over_the_cap_by_concurrent_writes_can_be_read_and_resolved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_replicates_keys_over_the_cap_one_per_message() {
-    let mut c = TestCluster::start(
+    let c = TestCluster::start(
         3,
         &[
             "read_repair.enabled=false",
@@ -287,41 +303,7 @@ async fn anti_entropy_replicates_keys_over_the_cap_one_per_message() {
         .take(4)
         .collect();
     let keys: Vec<&str> = names.iter().map(String::as_str).collect();
-    c.kill(2);
-    c.kill(3);
-    c.wait_status(1, 2, "down").await;
-    let n1 = client_for(&c, &[1]).await;
-    for &key in &keys {
-        for i in 0..2 {
-            n1.put(
-                BUCKET,
-                key,
-                value(&format!("{key}a{i}"), 600_000),
-                None,
-                Level::One,
-            )
-            .await
-            .expect("n1 side");
-        }
-    }
-    c.kill(1);
-    c.restart(2).await;
-    let n2 = client_for(&c, &[2]).await;
-    for &key in &keys {
-        for i in 0..2 {
-            n2.put(
-                BUCKET,
-                key,
-                value(&format!("{key}z{i}"), 600_000),
-                None,
-                Level::One,
-            )
-            .await
-            .expect("n2 side");
-        }
-    }
-    c.restart(1).await;
-    c.restart(3).await;
+    write_on_both_sides(&c, &keys, 2).await;
     let started = Instant::now();
     let client = c.client().await;
     poll(

@@ -22,7 +22,7 @@ const QUIET: &[&str] = &[
 
 /// The config that cluster changes (remove) are sent with.
 fn admin_config(c: &TestCluster) -> ClientConfig {
-    ClientConfig::load(&c.dir.join("client.toml")).expect("admin config")
+    ClientConfig::load(&c.dir.join("admin.toml")).expect("admin config")
 }
 
 async fn client_for(c: &TestCluster, nodes: &[usize]) -> Client {
@@ -141,8 +141,16 @@ async fn lost_replica_case(prepare: impl FnOnce(&TestCluster), reason: &str, c: 
             .await;
         assert_recovering_quorum_error(r, "n2");
     }
-    // Status says so, with progress (the CLI's JSON).
-    let n2 = cli_status_of(c, 3, "n2");
+    // Status says so, with progress (the CLI's JSON). Until a peer's record of n2 reaches
+    // it, the reason is still "unconfirmed".
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let n2 = loop {
+        let n2 = cli_status_of(c, 3, "n2");
+        if n2["recovery"]["reason"] == reason || Instant::now() > deadline {
+            break n2;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(n2["status"], "recovering", "{n2}");
     assert_eq!(n2["recovery"]["reason"], reason, "{n2}");
     let total = n2["recovery"]["partitions_total"].as_u64().unwrap_or(0);
