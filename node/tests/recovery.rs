@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chorus_client::proto::NodeStatus;
 use chorus_client::{Client, ClientConfig, Error, Level};
-use common::{poll, TestCluster};
+use common::{copy_dir, poll, TestCluster};
 
 const BUCKET: &str = "recovery";
 
@@ -56,19 +56,6 @@ async fn wait_seen(c: &TestCluster, pairs: &[(usize, usize)], statuses: &[&str])
 fn wipe(dir: &Path) {
     std::fs::remove_dir_all(dir).expect("wipe data dir");
     std::fs::create_dir_all(dir).expect("recreate data dir");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        let dest = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).expect("copy");
-        }
-    }
 }
 
 /// Node `id` as node `via` reports it in `chorus status --json`.

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chorus_client::{CausalContext, Client, Error, Level};
-use common::{poll, TestCluster};
+use common::{copy_dir, poll, TestCluster};
 
 /// A client whose requests all go to node `k`, which then coordinates every write (N = 3
 /// on 3 nodes, so every node is a replica of every key).
@@ -25,19 +24,6 @@ fn sorted(mut values: Vec<Vec<u8>>) -> Vec<String> {
         .into_iter()
         .map(|v| String::from_utf8_lossy(&v).into_owned())
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 fn assert_refused(r: Result<CausalContext, Error>, what: &str) {

@@ -322,3 +322,17 @@ pub async fn exchange(conn: &quinn::Connection, bytes: &[u8]) -> Result<Response
     .map_err(|_| "timeout".to_string())?;
     r.map(|(resp, _)| resp).map_err(|e| e.to_string())
 }
+
+/// Copies a directory tree (a node's data directory, for backup-and-restore tests).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
