@@ -13,7 +13,7 @@ use crate::membership::{ClusterState, MemberState};
 use crate::recovery::{self, Action, Phase, Previous, Recovery};
 use crate::replica::TreeId;
 use crate::server::Node;
-use crate::storage::{Op, Storage, StorageError, Table};
+use crate::storage::{Storage, StorageError, Table};
 
 /// The recovery state of this node and what peers last said of theirs.
 pub(crate) struct Tracker {
@@ -261,25 +261,32 @@ impl Node {
             }
             _ => false,
         };
-        let mut next = (*state).clone();
-        if !set(&mut next) {
-            return;
+        // Written under the persist lock, and gossiped only once on disk: a crash can't
+        // leave the cluster knowing a run the directory doesn't, and no older snapshot can
+        // overwrite it (the next start would take the directory for a restored copy).
+        let members = &self.inner.members;
+        let publish = set.clone();
+        let written = self
+            .inner
+            .persist
+            .write(
+                || {
+                    let mut next = (*self.cluster()).clone();
+                    set(&mut next).then(|| next.encode())
+                },
+                || {
+                    members.update(publish);
+                },
+            )
+            .await;
+        match written {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "could not persist this run's generation; not announcing it");
+                return;
+            }
         }
-        let storage = self.inner.storage.clone();
-        let bytes = next.encode();
-        let written = tokio::task::spawn_blocking(move || {
-            storage.write(vec![Op::Put(
-                Table::Meta,
-                crate::gossip::META_STATE.to_vec(),
-                bytes,
-            )])
-        })
-        .await;
-        if !matches!(written, Ok(Ok(()))) {
-            tracing::error!("could not persist this run's generation; not announcing it");
-            return;
-        }
-        self.inner.members.update(set);
         tracing::info!(incarnation, generation, "announced this run");
     }
 

@@ -13,7 +13,7 @@ use crate::rpc::{PeerRequest, PeerResponse};
 use crate::server::{Node, ServerError};
 use crate::storage::{Op, Storage, StorageError, Table};
 
-pub(crate) const META_STATE: &[u8] = b"cluster-state";
+pub(crate) use crate::persist::META_STATE;
 
 /// How a refusal on identity grounds starts, so the refused side can tell it apart.
 pub(crate) const REFUSED: &str = "refused";
@@ -257,14 +257,13 @@ impl Node {
 
     /// Persists the cluster state, so a restart resumes where the cluster was.
     pub(crate) async fn persist_state(&self) {
-        let bytes = self.cluster().encode();
-        let storage = self.inner.storage.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            storage.write(vec![Op::Put(Table::Meta, META_STATE.to_vec(), bytes)])
-        })
-        .await;
-        if !matches!(r, Ok(Ok(()))) {
-            tracing::error!("could not persist the cluster state");
+        let written = self
+            .inner
+            .persist
+            .write(|| Some(self.cluster().encode()), || {})
+            .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "could not persist the cluster state");
         }
     }
 

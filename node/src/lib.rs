@@ -17,6 +17,7 @@ mod intake;
 pub mod layout;
 pub mod membership;
 pub mod merkle;
+mod persist;
 pub mod recovery;
 pub mod replica;
 pub mod roles;

@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) identity: crate::identity::Conflicts,
     /// Whether this node's data is whole (see [`crate::recovery`]).
     pub(crate) recovery: crate::catch_up::Tracker,
+    /// Writes the cluster state in order (see [`crate::persist`]).
+    pub(crate) persist: crate::persist::StatePersister,
 }
 
 impl Node {
@@ -123,6 +125,7 @@ impl Node {
                 budgets: Budgets::new(&cfg.limits),
                 cfg,
                 replica,
+                persist: crate::persist::StatePersister::new(storage.clone()),
                 storage,
                 transport,
                 members: membership,
