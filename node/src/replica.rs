@@ -715,16 +715,24 @@ impl Writer {
         match change {
             Change::Update { ctx, value } => {
                 let mut obj = current.unwrap_or_default();
+                let (siblings_before, bytes_before) = (obj.sibling_count(), value_bytes(&obj));
                 let dot = obj.update(&ctx, &self.actor, self.counter, value);
                 self.counter = self.counter.max(dot.counter);
+                // A write that shrinks a key already over a limit is always taken: it is how
+                // a key grown past them by concurrent writes (merges aren't refused) is
+                // resolved, possibly in steps when a read could show only part of it.
+                let shrinks =
+                    obj.sibling_count() <= siblings_before && value_bytes(&obj) <= bytes_before;
                 let count = obj.sibling_count();
-                if count > self.max_siblings {
+                if count > self.max_siblings && !shrinks {
                     return Err(ReplicaError::TooManySiblings {
                         count,
                         limit: self.max_siblings,
                     });
                 }
-                check_size(&obj, self.max_object_bytes)?;
+                if !shrinks {
+                    check_size(&obj, self.max_object_bytes)?;
+                }
                 Ok((Some(obj), true))
             }
             Change::Merge(other) => {
@@ -747,14 +755,18 @@ impl Writer {
 
 /// Refuses a version larger than `limit` once encoded. Values are summed first, so the
 /// encoding is only done for versions near the limit.
+/// Bytes of live values.
+fn value_bytes(obj: &Object) -> usize {
+    obj.siblings()
+        .iter()
+        .map(|s| s.value.as_ref().map_or(0, Vec::len))
+        .sum()
+}
+
 fn check_size(obj: &Object, limit: usize) -> Result<(), ReplicaError> {
     // Generous per-sibling and per-actor overheads (ids, epochs, counters, field names).
     const PER_ENTRY: usize = 256;
-    let values: usize = obj
-        .siblings()
-        .iter()
-        .map(|s| s.value.as_ref().map_or(0, Vec::len))
-        .sum();
+    let values = value_bytes(obj);
     let entries = obj.siblings().len() + obj.clock().len();
     if values.saturating_add(entries.saturating_mul(PER_ENTRY)) <= limit {
         return Ok(());
@@ -821,6 +833,41 @@ mod tests {
         // Empty storage: a new epoch.
         let fresh = Replica::open(Arc::new(MemStorage::default()), "n1", opts(4)).expect("fresh");
         assert_ne!(fresh.actor().epoch, epoch);
+    }
+
+    #[tokio::test]
+    async fn a_key_over_the_limits_takes_only_writes_that_shrink_it() {
+        let r = Replica::open(Arc::new(MemStorage::default()), "n1", opts(4)).expect("open");
+        let k = data_key(0, b"b", b"k");
+        // Concurrent writes elsewhere: merging is never refused, so the key grows past 4.
+        let mut grown = crate::version::Object::new();
+        for i in 0..6u64 {
+            let who = crate::version::Actor::new(&format!("w{i}"), 1);
+            grown.update(&Context::default(), &who, 0, Some(vec![b'a' + i as u8; 10]));
+        }
+        r.apply(k.clone(), Change::Merge(grown.clone()))
+            .await
+            .expect("merge");
+        let err = r.apply(k.clone(), put(b"blind")).await;
+        assert!(matches!(err, Err(ReplicaError::TooManySiblings { .. })));
+        // A read that showed two of the six (a cut reply): replacing them shrinks the key,
+        // though it stays over the limit; the four unseen values are kept.
+        let shown = grown.context_showing(|v| v[0] < b'c');
+        let cut = grown.context_showing(|_| false);
+        assert!(cut.vv.is_empty() && cut.dots.is_empty());
+        let out = r
+            .apply(
+                k.clone(),
+                Change::Update {
+                    ctx: shown,
+                    value: Some(b"resolved".to_vec()),
+                },
+            )
+            .await
+            .expect("a shrinking write is taken");
+        assert_eq!(out.sibling_count(), 5);
+        assert!(out.values().contains(&&b"resolved"[..]));
+        assert!(!out.values().iter().any(|v| v[0] < b'c' && v.len() == 10));
     }
 
     #[tokio::test]

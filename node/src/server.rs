@@ -832,11 +832,10 @@ impl Node {
 
     /// What a client sees of a version (or of its absence), with its sealed context. Values
     /// beyond the reply budget are left out and the reply says so (`truncated`): the context
-    /// still covers every sibling, so a write with it replaces them all, even those the
-    /// reader didn't get.
+    /// then covers only the values shown, so a write with it keeps the others as siblings.
     fn value_reply(&self, bucket: &[u8], key: &[u8], obj: Option<&Object>) -> ValueReply {
         let ctx = obj.map(Object::context).unwrap_or_default();
-        let context = self.inner.contexts.seal(bucket, key, &ctx);
+        let mut context = self.inner.contexts.seal(bucket, key, &ctx);
         match obj {
             Some(o) => {
                 let room = self.reply_budget().saturating_sub(context.len());
@@ -851,9 +850,16 @@ impl Node {
                         values.push(serde_bytes::ByteBuf::from(v.to_vec()));
                     }
                 }
+                let truncated = values.len() < total;
+                if truncated {
+                    // The context covers only what the reply shows. Its single dots (a bounded
+                    // few) fit in the room the reply keeps beyond its values.
+                    let shown = o.context_showing(|v| values.iter().any(|s| s.as_slice() == v));
+                    context = self.inner.contexts.seal(bucket, key, &shown);
+                }
                 ValueReply {
                     found: o.is_found(),
-                    truncated: values.len() < total,
+                    truncated,
                     values,
                     context,
                     tombstones: o.siblings().iter().filter(|s| s.is_tombstone()).count() as u32,

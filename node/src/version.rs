@@ -594,6 +594,38 @@ impl Object {
         Context::from(self.clock.clone())
     }
 
+    /// The context for a read that showed only some live values (a reply cut to fit its
+    /// frame): it covers no sibling whose value was left out, so a read-modify-write with it
+    /// keeps those as siblings instead of silently replacing values its writer never saw.
+    /// Per actor the clock is cut below the lowest left-out dot; shown siblings above a cut
+    /// travel as single dots, up to the context's limit (one past it is simply not covered,
+    /// and stays a sibling too).
+    pub fn context_showing(&self, shown: impl Fn(&[u8]) -> bool) -> Context {
+        let mut cut: BTreeMap<&Actor, u64> = BTreeMap::new();
+        for s in &self.siblings {
+            if s.value.as_deref().is_some_and(|v| !shown(v)) {
+                let c = cut.entry(&s.dot.actor).or_insert(u64::MAX);
+                *c = (*c).min(s.dot.counter.saturating_sub(1));
+            }
+        }
+        let mut vv = VersionVector::new();
+        for (actor, &counter) in &self.clock.entries {
+            vv.raise(
+                actor,
+                counter.min(cut.get(actor).copied().unwrap_or(u64::MAX)),
+            );
+        }
+        let mut dots: Vec<Dot> = self
+            .siblings
+            .iter()
+            .filter(|s| s.value.as_deref().is_none_or(&shown) && !vv.covers(&s.dot))
+            .map(|s| s.dot.clone())
+            .collect();
+        dots.sort();
+        dots.truncate(crate::context::MAX_CONTEXT_DOTS);
+        Context { vv, dots }
+    }
+
     /// Number of siblings, tombstones included.
     pub fn sibling_count(&self) -> usize {
         self.siblings.len()
@@ -716,6 +748,34 @@ mod tests {
         assert_eq!(vals(&obj), ["v3"]);
         assert_eq!(dot, Dot::new(a.clone(), 2));
         assert!(obj.clock().descends(&ctx.vv));
+    }
+
+    #[test]
+    fn a_context_for_a_cut_reply_never_covers_a_value_left_out() {
+        let (a, b) = (actor("a"), actor("b"));
+        let mut obj = Object::new();
+        for v in ["a1", "a2", "a3"] {
+            put(&mut obj, &Context::default(), &a, v);
+        }
+        put(&mut obj, &Context::default(), &b, "b1");
+        // The reply showed a1, a3 and b1; a2 (a's second dot) didn't fit.
+        let ctx = obj.context_showing(|v| v != b"a2");
+        assert!(!ctx.covers(&Dot::new(a.clone(), 2)));
+        for d in [
+            Dot::new(a.clone(), 1),
+            Dot::new(a.clone(), 3),
+            Dot::new(b.clone(), 1),
+        ] {
+            assert!(ctx.covers(&d), "{d:?} was shown and must be covered");
+        }
+        put(&mut obj, &ctx, &b, "merged");
+        assert_eq!(vals(&obj), ["a2", "merged"]);
+        // Everything shown: the same as the full context.
+        let mut whole = obj.clone();
+        let full = whole.context_showing(|_| true);
+        assert_eq!(full, whole.context());
+        put(&mut whole, &full, &a, "last");
+        assert_eq!(vals(&whole), ["last"]);
     }
 
     #[test]

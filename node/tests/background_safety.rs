@@ -255,7 +255,32 @@ async fn a_key_over_the_cap_by_concurrent_writes_can_be_read_and_resolved() {
         "{}",
         r.values.len()
     );
-    // The context covers all six: a write with it replaces them.
+    // The reply's context covers only the values shown: a write with it replaces those
+    // and keeps the ones the reader never saw, which the next read shows.
+    let shown = r.values.clone();
+    client
+        .put(
+            BUCKET,
+            "split",
+            b"resolved".to_vec(),
+            Some(&r.context),
+            Level::All,
+        )
+        .await
+        .expect("a write that shrinks a key over the cap is taken");
+    let r = client.get(BUCKET, "split", Level::All).await.expect("get");
+    assert!(!r.truncated);
+    assert_eq!(
+        r.values.len(),
+        6 - shown.len() + 1,
+        "the unseen values stay"
+    );
+    assert!(r.values.contains(&b"resolved".to_vec()));
+    assert!(
+        shown.iter().all(|v| !r.values.contains(v)),
+        "shown values were replaced"
+    );
+    // Now every value was shown: a write with this context replaces them all.
     client
         .put(
             BUCKET,
