@@ -2,9 +2,9 @@
 //! the state machine what gossip and anti-entropy see, drops a restored copy, announces
 //! this run's generation, and runs the exchanges that end a recovery.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chorus_client::proto::RecoveryStatus;
 
@@ -15,10 +15,17 @@ use crate::replica::TreeId;
 use crate::server::Node;
 use crate::storage::{Storage, StorageError, Table};
 
+/// How long the drop of a restored copy waits for every replica to answer a ping.
+const DROP_DECISION_WAIT: Duration = Duration::from_secs(10);
+
 /// The recovery state of this node and what peers last said of theirs.
 pub(crate) struct Tracker {
     machine: Mutex<Recovery>,
     peers: Mutex<BTreeMap<String, RecoveryStatus>>,
+    /// Peers that have answered a ping since this start (their recovery state is known).
+    answered: Mutex<BTreeSet<String>>,
+    /// When a restored copy was recognised, while its drop is pending.
+    drop_since: Mutex<Option<Instant>>,
 }
 
 impl Tracker {
@@ -56,6 +63,8 @@ impl Tracker {
         Ok(Tracker {
             machine: Mutex::new(machine),
             peers: Mutex::new(BTreeMap::new()),
+            answered: Mutex::new(BTreeSet::new()),
+            drop_since: Mutex::new(None),
         })
     }
 
@@ -65,6 +74,14 @@ impl Tracker {
 
     fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RecoveryStatus>> {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn answered(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.answered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn drop_since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.drop_since.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -140,6 +157,7 @@ impl Node {
 
     /// What a peer said of its recovery in its last pong.
     pub(crate) fn observe_peer_recovery(&self, peer: &str, report: Option<RecoveryStatus>) {
+        self.inner.recovery.answered().insert(peer.to_string());
         let mut peers = self.inner.recovery.peers();
         match report {
             Some(r) => {
@@ -204,21 +222,10 @@ impl Node {
         }
         if action == Action::DropData {
             tracing::warn!(
-                "dropping the restored copy's data: it may hold keys deleted and purged since"
+                "this data directory is a restored copy: it may hold keys deleted and purged \
+                 since; dropping it where the other replicas are whole"
             );
-            let mut dropped = 0u64;
-            for p in 0..self.inner.cfg.cluster.partitions {
-                match self.inner.replica.drop_partition(p).await {
-                    Ok(n) => dropped += n,
-                    Err(e) => {
-                        // Stays "dropping": takes and serves nothing until restarted.
-                        tracing::error!(partition = p, error = %e, "could not drop a restored partition");
-                        return;
-                    }
-                }
-            }
-            tracing::info!(keys = dropped, "restored data dropped");
-            self.recovery(|r| r.dropped());
+            *self.inner.recovery.drop_since() = Some(std::time::Instant::now());
         }
         self.announce_run().await;
     }
@@ -312,6 +319,10 @@ impl Node {
             .max(Duration::from_millis(200));
         loop {
             tokio::time::sleep(every).await;
+            if self.recovery(|r| r.dropping()) {
+                self.drop_restored().await;
+                continue;
+            }
             let phase = self.recovery(|r| r.phase());
             if phase == Phase::Whole {
                 continue;
@@ -345,6 +356,75 @@ impl Node {
                 self.store_recovery_reason().await;
             }
         }
+    }
+
+    /// Drops a restored copy, partition by partition, where that loses nothing: where every
+    /// other replica of the partition is up and whole, so everything acknowledged there is
+    /// held elsewhere. A partition with a replica down or itself recovering (wiped, restored)
+    /// is kept: the copy may be the only one left of what it holds. Kept data is served to
+    /// no one until this node has recovered; keys deleted and purged after the copy was
+    /// taken may then come back, the price of never dropping a last copy. Waits (taking no
+    /// writes) until every up replica has answered a ping since this start, at most
+    /// [`DROP_DECISION_WAIT`]; one that hasn't by then counts as not whole.
+    async fn drop_restored(&self) {
+        let since = (*self.inner.recovery.drop_since()).unwrap_or_else(Instant::now);
+        let patience_over = since.elapsed() > DROP_DECISION_WAIT;
+        let state = self.cluster();
+        let Some(ring) = state.ring.as_ref() else {
+            return;
+        };
+        let me = self.inner.cfg.id.as_str();
+        let classes = self.n_classes();
+        let (mut drop, mut keep) = (Vec::new(), Vec::new());
+        for p in 0..ring.partition_count() {
+            let mut others = BTreeSet::new();
+            for n in &classes {
+                others.extend(ring.preference_list(p, *n).into_iter().filter(|o| *o != me));
+            }
+            let mut whole = true;
+            for o in others {
+                if !self.inner.members.is_up(o) {
+                    whole = false;
+                } else if !self.inner.recovery.answered().contains(o) {
+                    if !patience_over {
+                        return;
+                    }
+                    whole = false;
+                } else if self.inner.recovery.peers().contains_key(o) {
+                    whole = false;
+                }
+            }
+            if whole {
+                drop.push(p);
+            } else {
+                keep.push(p);
+            }
+        }
+        let mut dropped = 0u64;
+        for p in &drop {
+            match self.inner.replica.drop_partition(*p).await {
+                Ok(n) => dropped += n,
+                Err(e) => {
+                    // Stays "dropping": takes and serves nothing until restarted.
+                    tracing::error!(partition = p, error = %e, "could not drop a restored partition");
+                    return;
+                }
+            }
+        }
+        if keep.is_empty() {
+            tracing::info!(keys = dropped, "restored data dropped");
+        } else {
+            tracing::warn!(
+                keys = dropped,
+                dropped = drop.len(),
+                kept = keep.len(),
+                "restored data dropped where the other replicas are whole; kept (unserved until \
+                 recovered) where one is down or recovering, as it may be the only copy"
+            );
+        }
+        *self.inner.recovery.drop_since() = None;
+        self.recovery(|r| r.dropped(!keep.is_empty()));
+        self.store_recovery_reason().await;
     }
 
     /// Marks a clean shutdown, so the next start doesn't assume a lost log tail.

@@ -37,11 +37,18 @@
 //! A copy older than the cluster's view may hold keys that were deleted and purged since:
 //! no replica still holds a tombstone to cover them, so merging them anywhere brings them
 //! back. When a restore is recognised while the start is still unconfirmed (nothing has been
-//! written to the directory since it started), the node drops its data and recovers like a
-//! wiped node: what the other replicas hold comes back by exchange, what none holds is not
-//! re-introduced. A restore recognised later (the only peers that knew were down at start)
-//! can't drop data any more, since writes counted toward W have landed since: the node then
-//! recovers without serving its data to anyone; keys purged elsewhere may survive on it.
+//! written to the directory since it started), the node drops the copy, partition by
+//! partition, where that loses nothing: where every other replica of the partition is up and
+//! whole, so everything acknowledged there is held elsewhere. What the other replicas hold
+//! comes back by exchange; what none holds is not re-introduced. A partition with another
+//! replica down or itself recovering is kept: the copy may then be the only one left of
+//! what it holds (two neighbours wiped, then this restore, lost every older write of theirs
+//! when the copy was dropped whole). Kept data is served to no one until the node has
+//! recovered; keys purged after the copy was taken may then come back, the price of never
+//! dropping a last copy. A restore recognised later (the only peers that knew were down at
+//! start) can't drop data any more, since writes counted toward W have landed since: the
+//! node then recovers without serving its data to anyone; keys purged elsewhere may survive
+//! on it.
 //!
 //! # Leaving recovery
 //!
@@ -197,9 +204,17 @@ impl Recovery {
         self.era
     }
 
-    /// The data was dropped after [`Action::DropData`].
-    pub fn dropped(&mut self) {
+    /// The data was dropped after [`Action::DropData`] (all of it, or, with `kept_some`,
+    /// only the partitions whose other replicas were all whole: the rest is kept, unserved,
+    /// as the only copy there may be).
+    pub fn dropped(&mut self, kept_some: bool) {
         self.dropping = false;
+        self.stale |= kept_some;
+    }
+
+    /// [`Action::DropData`] was returned and the drop hasn't happened yet.
+    pub fn dropping(&self) -> bool {
+        self.dropping
     }
 
     pub fn phase(&self) -> Phase {
@@ -566,7 +581,7 @@ mod tests {
         assert_eq!(r.phase(), Phase::Recovering(Reason::Restored));
         assert!(!r.accepts_writes() && !r.serves_data(), "until dropped");
         r.exchanged((1, 3), "b", 0);
-        r.dropped();
+        r.dropped(false);
         assert!(
             r.accepts_writes() && r.serves_data(),
             "emptied: like a wipe"

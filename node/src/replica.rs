@@ -753,8 +753,6 @@ impl Writer {
     }
 }
 
-/// Refuses a version larger than `limit` once encoded. Values are summed first, so the
-/// encoding is only done for versions near the limit.
 /// Bytes of live values.
 fn value_bytes(obj: &Object) -> usize {
     obj.siblings()
@@ -763,6 +761,8 @@ fn value_bytes(obj: &Object) -> usize {
         .sum()
 }
 
+/// Refuses a version larger than `limit` once encoded. Values are summed first, so the
+/// encoding is only done for versions near the limit.
 fn check_size(obj: &Object, limit: usize) -> Result<(), ReplicaError> {
     // Generous per-sibling and per-actor overheads (ids, epochs, counters, field names).
     const PER_ENTRY: usize = 256;

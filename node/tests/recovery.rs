@@ -204,8 +204,74 @@ async fn a_replica_restored_from_an_older_copy_recovers_before_counting() {
     )
     .await;
     assert!(
-        c.log(2).contains("dropping the restored copy"),
+        c.log(2).contains("restored data dropped"),
         "n2 should say it dropped the restored copy"
+    );
+}
+
+/// Case: a node comes back from an older copy of its data directory while the other
+/// replicas of its partitions have lost their disks. The copy is then the only one left of
+/// what it holds: it must be kept (and served once recovered), not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_copy_is_kept_where_the_other_replicas_are_recovering() {
+    let mut c = TestCluster::start(4, QUIET).await;
+    let client = client_for(&c, &[1, 2, 3, 4]).await;
+    let info = client.refresh_ring().await.expect("ring");
+    // A key n4 doesn't replicate: n1, n2 and n3 hold it.
+    let key = (0..10_000)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            let p = chorus_ring::partition_for(
+                info.ring.partition_count(),
+                BUCKET.as_bytes(),
+                k.as_bytes(),
+            );
+            !info.ring.preference_list(p, 3).contains(&"n4")
+        })
+        .expect("a key off n4");
+    client
+        .put(BUCKET, &key, b"only-in-the-copy".to_vec(), None, Level::All)
+        .await
+        .expect("put");
+    // A copy of n1's data directory, taken while it was stopped; n4 then learns of a newer
+    // run of n1, which is what tells the copy apart later.
+    let data = |c: &TestCluster, k: usize| c.node_dir(k).join("data");
+    let backup = c.dir.join("n1-backup");
+    c.kill(1);
+    copy_dir(&data(&c, 1), &backup);
+    let seen_before = c.log(4).matches("peer started a new run").count();
+    c.restart(1).await;
+    poll(
+        Duration::from_secs(30),
+        "n4 learns of n1's new run",
+        || async { c.log(4).matches("peer started a new run").count() > seen_before },
+    )
+    .await;
+    // n2 and n3 lose their disks; n1 is put back to the copy.
+    for k in [1, 2, 3] {
+        c.kill(k);
+    }
+    wipe(&data(&c, 2));
+    wipe(&data(&c, 3));
+    wipe(&data(&c, 1));
+    copy_dir(&backup, &data(&c, 1));
+    c.restart(2).await;
+    c.restart(3).await;
+    c.restart(1).await;
+    poll(
+        Duration::from_secs(90),
+        "the value held only by the restored copy is read back",
+        || async {
+            client
+                .get(BUCKET, &key, Level::All)
+                .await
+                .is_ok_and(|r| r.values == vec![b"only-in-the-copy".to_vec()])
+        },
+    )
+    .await;
+    assert!(
+        c.log(1).contains("kept (unserved until recovered)"),
+        "n1 should say it kept the restored copy"
     );
 }
 
