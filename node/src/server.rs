@@ -177,10 +177,13 @@ impl Node {
     /// Stops the background workers (a step still running after [`WORKERS_STOP_WITHIN`]
     /// is abandoned), then stops accepting work and closes every connection.
     pub async fn shutdown(&self) {
+        let started = Instant::now();
         let aborted = self.inner.workers.shutdown(WORKERS_STOP_WITHIN).await;
         if !aborted.is_empty() {
             tracing::warn!(?aborted, "background workers stopped mid-step");
         }
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(ms, "background workers stopped");
         self.inner.transport.close();
         self.end_run().await;
         let _ = tokio::time::timeout(

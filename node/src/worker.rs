@@ -180,6 +180,8 @@ impl Runner {
                 .is_err()
             {
                 handle.abort();
+                // Resolves once the task is dropped, at its next await point.
+                let _ = handle.await;
                 aborted.push(name);
             }
         }
@@ -333,7 +335,7 @@ mod tests {
                 tokio::time::sleep(self.step_takes).await;
             }
             let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.fail_every > 0 && n % self.fail_every == 0 {
+            if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
                 return Err(format!("step {n} failed").into());
             }
             Ok(match self.done_after {
