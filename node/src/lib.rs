@@ -25,6 +25,7 @@ pub mod rpc;
 pub mod server;
 pub mod stats;
 pub mod storage;
+mod tombstone_gc;
 pub mod transfer;
 pub mod transport;
 pub mod version;

@@ -1,7 +1,8 @@
 //! The running node: accepts connections, serves peers, and coordinates client requests over
 //! each key's preference list with the quorum state machines from [`crate::coordinator`].
 //! Background work runs as workers under one [`crate::worker::Runner`]; each worker lives
-//! in the module of its concept (gossip, probe, transfer, handoff, anti_entropy, catch_up).
+//! in the module of its concept (gossip, probe, transfer, handoff, anti_entropy,
+//! tombstone_gc, catch_up).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -161,7 +162,7 @@ impl Node {
         // These two are listed even when switched off, so status says why they are idle.
         workers.spawn(crate::handoff::HintReplay::new(node.clone()));
         workers.spawn(crate::anti_entropy::AntiEntropy::new(node.clone()));
-        workers.spawn(crate::anti_entropy::TombstoneGc::new(node.clone()));
+        workers.spawn(crate::tombstone_gc::TombstoneGc::new(node.clone()));
         workers.spawn(crate::catch_up::CatchUp::new(node.clone()));
         Ok(node)
     }
