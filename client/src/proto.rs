@@ -287,6 +287,32 @@ pub struct StatusInfo {
     /// settings (N, partition count), each with the reason.
     #[serde(default)]
     pub refused: Vec<String>,
+    /// The answering node's background workers (empty from nodes older than the field).
+    #[serde(default)]
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// One background worker of the answering node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub name: String,
+    /// `busy` (a step is running), `idle` (waiting for work), `done`, or `error` (the last
+    /// step failed; the worker goes on).
+    pub state: String,
+    /// What it did last, in words.
+    #[serde(default)]
+    pub progress: String,
+    /// Steps completed since the node started.
+    #[serde(default)]
+    pub iterations: u64,
+    /// Steps that failed.
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Milliseconds since the last step ended; `None` before the first.
+    #[serde(default)]
+    pub ms_since_step: Option<u64>,
 }
 
 /// A partition on its way to a new owner.

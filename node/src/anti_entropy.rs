@@ -1,6 +1,7 @@
 //! Anti-entropy: replicas of each partition compare their Merkle trees on an interval,
-//! descend only into what differs, and merge the differing keys in both directions. Also
-//! the purging of tombstones that every replica holds.
+//! descend only into what differs, and merge the differing keys in both directions. The
+//! purging of tombstones is in [`crate::tombstone_gc`]; the replica side of a purge
+//! (`Purge`) is served here with the other sync requests.
 //!
 //! A round asks each peer for the roots of every tree the two share in one message, so a
 //! clean round costs one round trip per peer. Only trees whose roots differ are walked
@@ -18,27 +19,75 @@ use crate::rpc::{
 };
 use crate::server::Node;
 use crate::stats::Stats;
-use crate::storage::split_data_key;
 use crate::transport::Priority;
 use crate::version::Object;
+use crate::worker::{Worker, WorkerError, WorkerState};
 
 /// Most keys or segments one anti-entropy message may ask for.
 const MAX_LISTING: usize = 4096;
 
 type Key = (Vec<u8>, Vec<u8>);
 
-impl Node {
-    pub(crate) async fn anti_entropy_loop(self) {
-        let interval = self.inner.cfg.anti_entropy.interval;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = self.inner.repair_now.notified() => {}
-            }
-            self.anti_entropy_round().await;
+/// Anti-entropy rounds as a background worker: one round every `anti_entropy.interval`,
+/// the first one interval after start, or at once on `chorus repair`. Switched off, it is
+/// done at once and says so.
+pub(crate) struct AntiEntropy {
+    node: Node,
+    last: Option<Exchanged>,
+}
+
+impl AntiEntropy {
+    pub(crate) fn new(node: Node) -> AntiEntropy {
+        AntiEntropy { node, last: None }
+    }
+
+    fn enabled(&self) -> bool {
+        self.node.inner.cfg.anti_entropy.enabled
+    }
+}
+
+impl Worker for AntiEntropy {
+    fn name(&self) -> &'static str {
+        "anti-entropy"
+    }
+
+    fn progress(&self) -> String {
+        match &self.last {
+            _ if !self.enabled() => "off (anti_entropy.enabled = false)".into(),
+            None => "no round yet".into(),
+            Some(x) => format!(
+                "last round compared {} trees, repaired {} keys",
+                x.compared, x.repaired
+            ),
         }
     }
 
+    fn waits_first(&self) -> bool {
+        self.enabled()
+    }
+
+    async fn step(&mut self) -> Result<WorkerState, WorkerError> {
+        if !self.enabled() {
+            return Ok(WorkerState::Done);
+        }
+        let (x, failed) = self.node.anti_entropy_round().await;
+        self.last = Some(x);
+        if failed.is_empty() {
+            Ok(WorkerState::Idle)
+        } else {
+            Err(failed.join("; ").into())
+        }
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.node.inner.cfg.anti_entropy.interval) => {}
+            _ = self.node.inner.repair_now.notified() => {}
+        }
+    }
+}
+
+impl Node {
     /// The trees this node shares with each peer: for every N in use and every partition
     /// where both are among the first N. A tree is named by the configured N (replicas
     /// file keys under it), while the peers are the real preference list, which has only
@@ -64,11 +113,13 @@ impl Node {
         out
     }
 
-    /// One full round with every live peer.
-    pub(crate) async fn anti_entropy_round(&self) {
+    /// One full round with every live peer: what was exchanged, and the exchanges that
+    /// failed.
+    pub(crate) async fn anti_entropy_round(&self) -> (Exchanged, Vec<String>) {
         Stats::add(&self.inner.stats.aae_rounds, "chorus_aae_rounds_total", 1);
         let started = std::time::Instant::now();
         let mut total = Exchanged::default();
+        let mut failed = Vec::new();
         for (peer, trees) in self.shared_trees() {
             if !self.inner.members.is_up(&peer) {
                 continue;
@@ -87,7 +138,10 @@ impl Node {
                     }
                     total.absorb(x);
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "anti-entropy exchange failed"),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "anti-entropy exchange failed");
+                    failed.push(format!("exchange with {peer}: {e}"));
+                }
             }
         }
         tracing::debug!(
@@ -97,6 +151,7 @@ impl Node {
             ms = started.elapsed().as_millis() as u64,
             "anti-entropy round"
         );
+        (total, failed)
     }
 
     async fn sync_call(&self, peer: &str, req: &PeerRequest) -> Result<PeerResponse, String> {
@@ -444,97 +499,6 @@ impl Node {
                 short(&other)
             )),
         }
-    }
-
-    /// Purges old tombstones once every replica holds the same one. The first replica of a
-    /// key's preference list decides, so replicas don't race each other; a replica that is
-    /// down, or holds anything else, blocks the purge until repair has made them equal.
-    pub(crate) async fn tombstone_loop(self) {
-        let cfg = &self.inner.cfg.tombstones;
-        let (grace, every) = (cfg.grace, cfg.gc_interval);
-        loop {
-            tokio::time::sleep(every).await;
-            let before = crate::hints::now_ms().saturating_sub(grace.as_millis() as u64);
-            let keys = match self.inner.replica.old_tombstones(before, 1024).await {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::error!(error = %e, "listing tombstones failed");
-                    continue;
-                }
-            };
-            for skey in keys {
-                if let Err(e) = self.try_purge(&skey).await {
-                    tracing::debug!(error = %e, "tombstone not purged yet");
-                }
-            }
-        }
-    }
-
-    async fn try_purge(&self, skey: &[u8]) -> Result<(), String> {
-        let dk = split_data_key(skey).ok_or("malformed key")?;
-        let (bucket, key) = (dk.bucket.to_vec(), dk.key.to_vec());
-        let state = self.cluster();
-        let ring = state.ring.as_ref().ok_or("no ring")?;
-        if state.old_ring_for(dk.partition).is_some() {
-            return Err("partition is moving".into());
-        }
-        // The replicas as the ring has them now: min(N, members) nodes.
-        let n = self.inner.cfg.n_for(&bucket);
-        let pref: Vec<String> = ring
-            .preference_list(dk.partition, n)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        let me = &self.inner.cfg.id;
-        if pref.first() != Some(me) {
-            return Ok(());
-        }
-        if let Some(down) = pref.iter().find(|p| !self.inner.members.is_up(p)) {
-            return Err(format!("replica {down} is down"));
-        }
-        let mine = self
-            .inner
-            .replica
-            .get(skey.to_vec())
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("already gone")?;
-        if !mine.is_tombstone_only() {
-            return Err("no longer a tombstone".into());
-        }
-        let deadline = self.inner.cfg.timeouts.request;
-        for peer in pref.iter().filter(|p| *p != me) {
-            let req = PeerRequest::Read {
-                bucket: bucket.clone(),
-                key: key.clone(),
-            };
-            match self.call_peer(peer, &req, deadline).await {
-                Ok(PeerResponse::Object(Some(b))) if b == mine.encode() => {}
-                _ => return Err(format!("{peer} doesn't hold the same tombstone")),
-            }
-        }
-        let digest = mine.digest();
-        for peer in pref.iter().filter(|p| *p != me) {
-            let req = PeerRequest::Purge {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                digest: digest.to_vec(),
-            };
-            self.call_peer(peer, &req, deadline)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        self.inner
-            .replica
-            .apply(skey.to_vec(), Change::Purge(digest))
-            .await
-            .map_err(|e| e.to_string())?;
-        Stats::add(
-            &self.inner.stats.tombstones_purged,
-            "chorus_tombstones_purged_total",
-            1,
-        );
-        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use crate::recovery::{self, Action, Phase, Previous, Recovery};
 use crate::replica::TreeId;
 use crate::server::Node;
 use crate::storage::{Storage, StorageError, Table};
+use crate::worker::{Worker, WorkerError, WorkerState};
 
 /// How long the drop of a restored copy waits for every replica to answer a ping.
 const DROP_DECISION_WAIT: Duration = Duration::from_secs(10);
@@ -309,53 +310,47 @@ impl Node {
 
     /// While recovering: exchanges with every other replica not yet exchanged with (only
     /// pulling), and leaves recovery once all are done. Runs whether or not periodic
-    /// anti-entropy is on.
-    pub(crate) async fn recovery_loop(self) {
-        let every = self
-            .inner
-            .cfg
-            .gossip
-            .interval
-            .max(Duration::from_millis(200));
-        loop {
-            tokio::time::sleep(every).await;
-            if self.recovery(|r| r.dropping()) {
-                self.drop_restored().await;
-                continue;
-            }
-            let phase = self.recovery(|r| r.phase());
-            if phase == Phase::Whole {
-                continue;
-            }
-            if phase != Phase::Unconfirmed {
-                let pending = {
-                    let obligations = self.shared_trees();
-                    self.recovery(|r| r.pending(&obligations))
-                };
-                for (peer, trees) in pending {
-                    if !self.inner.members.is_up(&peer) {
-                        continue;
-                    }
-                    if let Err(e) = self.exchange_with(&peer, &trees).await {
-                        tracing::debug!(%peer, error = %e, "recovery exchange failed");
-                    }
+    /// anti-entropy is on. Returns the exchanges that failed.
+    async fn recovery_pass(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        if self.recovery(|r| r.dropping()) {
+            self.drop_restored().await;
+            return failed;
+        }
+        let phase = self.recovery(|r| r.phase());
+        if phase == Phase::Whole {
+            return failed;
+        }
+        if phase != Phase::Unconfirmed {
+            let pending = {
+                let obligations = self.shared_trees();
+                self.recovery(|r| r.pending(&obligations))
+            };
+            for (peer, trees) in pending {
+                if !self.inner.members.is_up(&peer) {
+                    continue;
+                }
+                if let Err(e) = self.exchange_with(&peer, &trees).await {
+                    tracing::debug!(%peer, error = %e, "recovery exchange failed");
+                    failed.push(format!("exchange with {peer}: {e}"));
                 }
             }
-            let obligations = self.shared_trees();
-            let has_peers = self
-                .cluster()
-                .members
-                .values()
-                .any(|m| m.id != self.inner.cfg.id && m.state != MemberState::Left);
-            if self.recovery(|r| r.settle(&obligations, has_peers)) {
-                let partitions = self.recovery(|r| r.progress(&obligations).partitions_total);
-                tracing::info!(
-                    partitions,
-                    "recovered: exchanged with every other replica of each partition; counting toward R again"
-                );
-                self.store_recovery_reason().await;
-            }
         }
+        let obligations = self.shared_trees();
+        let has_peers = self
+            .cluster()
+            .members
+            .values()
+            .any(|m| m.id != self.inner.cfg.id && m.state != MemberState::Left);
+        if self.recovery(|r| r.settle(&obligations, has_peers)) {
+            let partitions = self.recovery(|r| r.progress(&obligations).partitions_total);
+            tracing::info!(
+                partitions,
+                "recovered: exchanged with every other replica of each partition; counting toward R again"
+            );
+            self.store_recovery_reason().await;
+        }
+        failed
     }
 
     /// Drops a restored copy, partition by partition, where that loses nothing: where every
@@ -431,5 +426,59 @@ impl Node {
     pub(crate) async fn end_run(&self) {
         let storage = self.inner.storage.clone();
         let _ = tokio::task::spawn_blocking(move || recovery::end_run(&*storage)).await;
+    }
+}
+
+/// Recovery as a background worker: a pass every gossip interval (at least 200 ms), the
+/// first one an interval after start. A whole node's pass does nothing, but the worker
+/// keeps running: gossip can find later that the data directory is behind.
+pub(crate) struct CatchUp {
+    node: Node,
+}
+
+impl CatchUp {
+    pub(crate) fn new(node: Node) -> CatchUp {
+        CatchUp { node }
+    }
+}
+
+impl Worker for CatchUp {
+    fn name(&self) -> &'static str {
+        "recovery"
+    }
+
+    fn progress(&self) -> String {
+        match self.node.recovery_report() {
+            None if self.node.is_removed() => "removed from the cluster".into(),
+            None => "whole".into(),
+            Some(r) => format!(
+                "{}: exchanged {} of {} partitions",
+                r.reason, r.partitions_exchanged, r.partitions_total
+            ),
+        }
+    }
+
+    fn waits_first(&self) -> bool {
+        true
+    }
+
+    async fn step(&mut self) -> Result<WorkerState, WorkerError> {
+        let failed = self.node.recovery_pass().await;
+        if failed.is_empty() {
+            Ok(WorkerState::Idle)
+        } else {
+            Err(failed.join("; ").into())
+        }
+    }
+
+    async fn wait_for_work(&mut self) {
+        let every = self
+            .node
+            .inner
+            .cfg
+            .gossip
+            .interval
+            .max(Duration::from_millis(200));
+        tokio::time::sleep(every).await;
     }
 }

@@ -322,6 +322,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     .iter()
                     .map(|t| json!({"partition": t.partition, "node": t.node}))
                     .collect();
+                let workers: Vec<_> = st
+                    .workers
+                    .iter()
+                    .map(|w| {
+                        json!({
+                            "name": w.name,
+                            "state": w.state,
+                            "progress": w.progress,
+                            "iterations": w.iterations,
+                            "errors": w.errors,
+                            "last_error": w.last_error,
+                            "ms_since_step": w.ms_since_step,
+                        })
+                    })
+                    .collect();
                 let out = json!({
                     "node": st.node,
                     "ring_version": st.ring_version,
@@ -330,6 +345,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "transfers_pending": st.transfers_pending,
                     "transfers": transfers,
                     "refused": st.refused,
+                    "workers": workers,
                     "read_repairs": c.read_repairs,
                     "hints_replayed": c.hints_replayed,
                     "hints_expired": c.hints_expired,
@@ -389,9 +405,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         println!("{n} partitions not yet checked clean since this node started")
                     }
                 }
+                print_workers(&st.workers);
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// One line with every worker's state, then a line per worker whose last step failed.
+fn print_workers(workers: &[chorus_client::proto::WorkerInfo]) {
+    if workers.is_empty() {
+        return;
+    }
+    let states: Vec<String> = workers
+        .iter()
+        .map(|w| format!("{} {}", w.name, w.state))
+        .collect();
+    println!("workers: {}", states.join(", "));
+    for w in workers.iter().filter(|w| w.state == "error") {
+        let why = w.last_error.as_deref().unwrap_or("unknown");
+        println!("worker {} failed its last step: {why}", w.name);
     }
 }
 

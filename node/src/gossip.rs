@@ -2,8 +2,6 @@
 //! merges what comes back; the claimant turns member changes into ring changes. Also the
 //! start-up state of a node and the `leave`/`remove` requests.
 
-use std::collections::HashSet;
-
 use chorus_client::proto::{ErrorKind, Response};
 use chorus_ring::{Member, Ring};
 
@@ -12,6 +10,7 @@ use crate::membership::{ClusterState, MemberInfo, MemberState};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::server::{Node, ServerError};
 use crate::storage::{Op, Storage, StorageError, Table};
+use crate::worker::{Worker, WorkerError, WorkerState};
 
 pub(crate) use crate::persist::META_STATE;
 
@@ -131,47 +130,81 @@ fn next_random(seed: &mut u64) -> u64 {
     *seed
 }
 
-impl Node {
-    pub(crate) async fn gossip_loop(self) {
-        let interval = self.inner.cfg.gossip.interval;
-        let mut seed = crate::hints::now_ms() | 1;
-        let mut probed: HashSet<String> = HashSet::new();
-        loop {
-            for peer in self.inner.members.peers() {
-                if probed.insert(peer.clone()) {
-                    tokio::spawn(self.clone().probe_loop(peer));
-                }
-            }
-            // A member that left and is gone needs no more news.
-            let state = self.cluster();
-            let mut peers: Vec<String> = self
-                .inner
-                .members
-                .peers()
-                .into_iter()
-                .filter(|p| {
-                    self.inner.members.is_up(p)
-                        || state
-                            .members
-                            .get(p)
-                            .is_some_and(|m| m.state != MemberState::Left)
-                })
-                .collect();
-            // Live peers first; a few at random each round spreads changes in O(log n) rounds.
-            peers.sort_by_key(|p| (!self.inner.members.is_up(p), next_random(&mut seed)));
-            let partners: Vec<String> = peers.into_iter().take(3).collect();
-            let knows_a_ring = self.cluster().ring.is_some();
-            for p in &partners {
-                self.gossip_with(p).await;
-            }
-            if !knows_a_ring || partners.is_empty() {
-                for s in self.inner.cfg.cluster.seeds.clone() {
-                    self.gossip_with_seed(&s).await;
-                }
-            }
-            self.plan_if_claimant().await;
-            tokio::time::sleep(interval).await;
+/// Gossip as a background worker: a round every `gossip.interval`.
+pub(crate) struct Gossip {
+    node: Node,
+    seed: u64,
+    /// Partners of the last round, and whether it went to the seeds.
+    partners: usize,
+    seeds: bool,
+}
+
+impl Gossip {
+    pub(crate) fn new(node: Node) -> Gossip {
+        Gossip {
+            node,
+            seed: crate::hints::now_ms() | 1,
+            partners: 0,
+            seeds: false,
         }
+    }
+}
+
+impl Worker for Gossip {
+    fn name(&self) -> &'static str {
+        "gossip"
+    }
+
+    fn progress(&self) -> String {
+        let seeds = if self.seeds { " and the seeds" } else { "" };
+        format!("last round: {} peers{seeds}", self.partners)
+    }
+
+    async fn step(&mut self) -> Result<WorkerState, WorkerError> {
+        (self.partners, self.seeds) = self.node.gossip_round(&mut self.seed).await;
+        Ok(WorkerState::Idle)
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep(self.node.inner.cfg.gossip.interval).await;
+    }
+}
+
+impl Node {
+    /// Swaps state with up to three peers (and the seeds while this node knows no ring or
+    /// no peer), then lets the claimant plan. Returns the partners and whether the seeds
+    /// were asked.
+    async fn gossip_round(&self, seed: &mut u64) -> (usize, bool) {
+        // A member that left and is gone needs no more news.
+        let state = self.cluster();
+        let mut peers: Vec<String> = self
+            .inner
+            .members
+            .peers()
+            .into_iter()
+            .filter(|p| {
+                self.inner.members.is_up(p)
+                    || state
+                        .members
+                        .get(p)
+                        .is_some_and(|m| m.state != MemberState::Left)
+            })
+            .collect();
+        // Live peers first; a few at random each round spreads changes in O(log n) rounds.
+        peers.sort_by_key(|p| (!self.inner.members.is_up(p), next_random(seed)));
+        let partners: Vec<String> = peers.into_iter().take(3).collect();
+        let knows_a_ring = self.cluster().ring.is_some();
+        for p in &partners {
+            self.gossip_with(p).await;
+        }
+        let seeds = !knows_a_ring || partners.is_empty();
+        if seeds {
+            for s in self.inner.cfg.cluster.seeds.clone() {
+                self.gossip_with_seed(&s).await;
+            }
+        }
+        self.plan_if_claimant().await;
+        (partners.len(), seeds)
     }
 
     async fn gossip_with(&self, peer: &str) {

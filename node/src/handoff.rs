@@ -7,30 +7,89 @@ use crate::rpc::{Item, PeerRequest, PeerResponse};
 use crate::server::Node;
 use crate::stats::Stats;
 use crate::transport::{Priority, TransportError};
+use crate::worker::{Worker, WorkerError, WorkerState};
+use tokio::sync::watch;
 
-impl Node {
-    pub(crate) async fn handoff_loop(self) {
-        let retry = self.inner.cfg.hinted_handoff.retry;
-        let mut changes = self.inner.members.subscribe();
-        loop {
-            for (target, count) in self.inner.hints.pending() {
-                if count > 0 && self.inner.members.is_up(&target) {
-                    self.replay(&target).await;
-                }
-                metrics::gauge!("chorus_hints_pending", "target" => target.clone())
-                    .set(self.inner.hints.pending_for(&target) as f64);
+/// Hint replay as a background worker: a pass over every live target with hints, then a
+/// wait for a member to come up, a new hint, or the retry period. Switched off, it is done
+/// at once and says so.
+pub(crate) struct HintReplay {
+    node: Node,
+    changes: watch::Receiver<u64>,
+    /// Hints delivered by the last pass, and those still held for any target.
+    delivered: u64,
+    held: u64,
+    targets: usize,
+}
+
+impl HintReplay {
+    pub(crate) fn new(node: Node) -> HintReplay {
+        let changes = node.inner.members.subscribe();
+        HintReplay {
+            node,
+            changes,
+            delivered: 0,
+            held: 0,
+            targets: 0,
+        }
+    }
+}
+
+impl Worker for HintReplay {
+    fn name(&self) -> &'static str {
+        "hint-replay"
+    }
+
+    fn progress(&self) -> String {
+        if !self.node.inner.cfg.hinted_handoff.enabled {
+            return "off (hinted_handoff.enabled = false)".into();
+        }
+        format!(
+            "{} hints held for {} nodes; last pass delivered {}",
+            self.held, self.targets, self.delivered
+        )
+    }
+
+    async fn step(&mut self) -> Result<WorkerState, WorkerError> {
+        let node = &self.node;
+        if !node.inner.cfg.hinted_handoff.enabled {
+            return Ok(WorkerState::Done);
+        }
+        self.delivered = 0;
+        let mut errors = Vec::new();
+        for (target, count) in node.inner.hints.pending() {
+            if count > 0 && node.inner.members.is_up(&target) {
+                let sent = node.replay(&target).await;
+                self.delivered += sent.hints;
+                errors.extend(sent.error);
             }
-            // A peer coming up, a new hint, or (for hints a live peer didn't take) a retry.
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = self.inner.handoff_kick.notified() => {}
-                _ = tokio::time::sleep(retry) => {}
-            }
+            metrics::gauge!("chorus_hints_pending", "target" => target.clone())
+                .set(node.inner.hints.pending_for(&target) as f64);
+        }
+        let pending = node.inner.hints.pending();
+        self.held = pending.values().sum();
+        self.targets = pending.values().filter(|c| **c > 0).count();
+        // A target that is down is not a failure: the hints wait for it.
+        if errors.is_empty() {
+            Ok(WorkerState::Idle)
+        } else {
+            Err(errors.join("; ").into())
         }
     }
 
+    async fn wait_for_work(&mut self) {
+        // A peer coming up, a new hint, or (for hints a live peer didn't take) a retry.
+        tokio::select! {
+            _ = self.changes.changed() => {}
+            _ = self.node.inner.handoff_kick.notified() => {}
+            _ = tokio::time::sleep(self.node.inner.cfg.hinted_handoff.retry) => {}
+        }
+    }
+}
+
+impl Node {
     /// Sends `target` its hints until none are left or it stops acknowledging.
-    async fn replay(&self, target: &str) {
+    async fn replay(&self, target: &str) -> Sent {
         let started = std::time::Instant::now();
         let mut sent = Sent::default();
         self.replay_batches(target, &mut sent).await;
@@ -45,6 +104,7 @@ impl Node {
                 "hint replay"
             );
         }
+        sent
     }
 
     async fn replay_batches(&self, target: &str, sent: &mut Sent) {
@@ -61,9 +121,13 @@ impl Node {
                     Ok(Ok(b)) => b,
                     Ok(Err(e)) => {
                         tracing::error!(%target, error = %e, "reading hints failed");
+                        sent.error = Some(format!("reading hints for {target}: {e}"));
                         return;
                     }
-                    Err(_) => return,
+                    Err(e) => {
+                        sent.error = Some(format!("reading hints for {target}: {e}"));
+                        return;
+                    }
                 };
             let (batch, expired) = batch;
             if expired > 0 {
@@ -103,6 +167,7 @@ impl Node {
                     let removed = tokio::task::spawn_blocking(move || hints.remove(&t, keys)).await;
                     if !matches!(removed, Ok(Ok(()))) {
                         tracing::error!(%target, "could not delete delivered hints; they will be sent again");
+                        sent.error = Some(format!("could not delete hints delivered to {target}"));
                         return;
                     }
                     Stats::add(
@@ -116,6 +181,10 @@ impl Node {
                 }
                 Ok((other, _)) => {
                     tracing::warn!(%target, hints = n, bytes, ?other, "hint replay refused; will retry");
+                    sent.error = Some(match other {
+                        PeerResponse::Error(e) => format!("{target} refused hints: {e}"),
+                        other => format!("{target} answered hints with {}", other.kind()),
+                    });
                     return;
                 }
                 // Unreachable or slow: the failure detector and the retry take care of it.
@@ -130,6 +199,7 @@ impl Node {
                 // The peer took the connection but not the message (too large, malformed).
                 Err(e) => {
                     tracing::warn!(%target, hints = n, bytes, error = %e, "hint replay refused; will retry");
+                    sent.error = Some(format!("{target} refused hints: {e}"));
                     return;
                 }
             }
@@ -137,10 +207,11 @@ impl Node {
     }
 }
 
-/// What one replay delivered.
+/// What one replay delivered, and why it stopped early if it failed.
 #[derive(Default)]
 struct Sent {
     hints: u64,
     bytes: u64,
     batches: u64,
+    error: Option<String>,
 }

@@ -842,7 +842,7 @@ mod tests {
         // Concurrent writes elsewhere: merging is never refused, so the key grows past 4.
         let mut grown = crate::version::Object::new();
         for i in 0..6u64 {
-            let who = crate::version::Actor::new(&format!("w{i}"), 1);
+            let who = crate::version::Actor::new(format!("w{i}"), 1);
             grown.update(&Context::default(), &who, 0, Some(vec![b'a' + i as u8; 10]));
         }
         r.apply(k.clone(), Change::Merge(grown.clone()))

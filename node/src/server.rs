@@ -1,7 +1,8 @@
 //! The running node: accepts connections, serves peers, and coordinates client requests over
 //! each key's preference list with the quorum state machines from [`crate::coordinator`].
-//! Background work (hint replay, anti-entropy, tombstone purging) lives in
-//! [`crate::handoff`] and [`crate::anti_entropy`].
+//! Background work runs as workers under one [`crate::worker::Runner`]; each worker lives
+//! in the module of its concept (gossip, probe, transfer, handoff, anti_entropy,
+//! tombstone_gc, catch_up).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chorus_client::proto::{
     ErrorKind, ErrorReply, Level, NodeStatus, Request, Response, RingInfo, StatusInfo,
-    TransferStatus, ValueReply,
+    TransferStatus, ValueReply, WorkerInfo,
 };
 use chorus_ring::Ring;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -27,6 +28,7 @@ use crate::stats::Stats;
 use crate::storage::{data_key, MemStorage, RocksStorage, Storage, StorageError};
 use crate::transport::{self, codes, Priority, Role, Transport, TransportError};
 use crate::version::{Dot, Object};
+use crate::worker::Runner;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -45,6 +47,9 @@ pub enum ServerError {
     #[error("{0}")]
     Identity(String),
 }
+
+/// How long shutdown waits for background workers to finish their current step.
+pub const WORKERS_STOP_WITHIN: Duration = Duration::from_secs(3);
 
 /// Reads coordinated by this process, for `read_repair.chance`.
 static READS: AtomicU64 = AtomicU64::new(0);
@@ -77,6 +82,8 @@ pub(crate) struct Inner {
     pub(crate) recovery: crate::catch_up::Tracker,
     /// Writes the cluster state in order (see [`crate::persist`]).
     pub(crate) persist: crate::persist::StatePersister,
+    /// The background workers.
+    pub(crate) workers: Runner,
 }
 
 impl Node {
@@ -135,6 +142,7 @@ impl Node {
                 repair_now: Notify::new(),
                 identity: Default::default(),
                 recovery,
+                workers: Runner::new(),
             }),
         };
         node.check_removed();
@@ -150,16 +158,15 @@ impl Node {
             "serving"
         );
         tokio::spawn(node.clone().accept_loop());
-        tokio::spawn(node.clone().gossip_loop());
-        tokio::spawn(node.clone().transfer_loop());
-        if cfg.hinted_handoff.enabled {
-            tokio::spawn(node.clone().handoff_loop());
-        }
-        if cfg.anti_entropy.enabled {
-            tokio::spawn(node.clone().anti_entropy_loop());
-        }
-        tokio::spawn(node.clone().tombstone_loop());
-        tokio::spawn(node.clone().recovery_loop());
+        let workers = &node.inner.workers;
+        workers.spawn(crate::gossip::Gossip::new(node.clone()));
+        workers.spawn(crate::probe::FailureDetector::new(node.clone()));
+        workers.spawn(crate::transfer::Transfers::new(node.clone()));
+        // These two are listed even when switched off, so status says why they are idle.
+        workers.spawn(crate::handoff::HintReplay::new(node.clone()));
+        workers.spawn(crate::anti_entropy::AntiEntropy::new(node.clone()));
+        workers.spawn(crate::tombstone_gc::TombstoneGc::new(node.clone()));
+        workers.spawn(crate::catch_up::CatchUp::new(node.clone()));
         Ok(node)
     }
 
@@ -171,8 +178,16 @@ impl Node {
             .unwrap_or(self.inner.cfg.listen)
     }
 
-    /// Stops accepting work and closes every connection.
+    /// Stops the background workers (a step still running after [`WORKERS_STOP_WITHIN`]
+    /// is abandoned), then stops accepting work and closes every connection.
     pub async fn shutdown(&self) {
+        let started = Instant::now();
+        let aborted = self.inner.workers.shutdown(WORKERS_STOP_WITHIN).await;
+        if !aborted.is_empty() {
+            tracing::warn!(?aborted, "background workers stopped mid-step");
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(ms, "background workers stopped");
         self.inner.transport.close();
         self.end_run().await;
         let _ = tokio::time::timeout(
@@ -1208,46 +1223,6 @@ impl Node {
             .await
     }
 
-    /// Pings one peer forever, feeding the failure detector.
-    pub(crate) async fn probe_loop(self, peer: String) {
-        let fd = self.inner.cfg.failure_detector.clone();
-        let timeout = fd
-            .interval
-            .max(Duration::from_millis(200))
-            .min(fd.down_after)
-            * 2;
-        let ping = PeerRequest::Ping {
-            from: self.inner.cfg.id.clone(),
-            cluster: self.inner.cfg.cluster.id.clone(),
-            settings: crate::identity::settings(&self.inner.cfg),
-        };
-        loop {
-            let started = Instant::now();
-            // The epoch changes on every start; a peer that lost data says so itself.
-            let answer = match self.call_peer(&peer, &ping, timeout).await {
-                Ok(PeerResponse::Pong { recovering, .. }) => {
-                    self.inner.identity.agree(&peer);
-                    Some(recovering)
-                }
-                Ok(PeerResponse::Error(e)) if e.starts_with(crate::gossip::REFUSED) => {
-                    self.inner.identity.refuse(&peer, &e, true);
-                    None
-                }
-                _ => None,
-            };
-            if answer.is_none() {
-                self.inner.transport.evict(&peer);
-            }
-            self.inner
-                .members
-                .observe(&peer, answer.is_some(), Instant::now(), fd.down_after);
-            if let Some(recovering) = answer {
-                self.observe_peer_recovery(&peer, recovering);
-            }
-            tokio::time::sleep(fd.interval.saturating_sub(started.elapsed())).await;
-        }
-    }
-
     fn ring_info(&self) -> Option<RingInfo> {
         let cfg = &self.inner.cfg;
         let view = self.inner.members.view();
@@ -1331,6 +1306,21 @@ impl Node {
                 .collect(),
             convergence: self.inner.stats.convergence(&self.shared_partitions()),
             refused: self.inner.identity.recent(),
+            workers: self
+                .inner
+                .workers
+                .statuses()
+                .into_iter()
+                .map(|w| WorkerInfo {
+                    name: w.name.to_string(),
+                    state: w.state_name().to_string(),
+                    progress: w.progress,
+                    iterations: w.iterations,
+                    errors: w.errors,
+                    last_error: w.last_error,
+                    ms_since_step: w.last_step.map(|t| t.elapsed().as_millis() as u64),
+                })
+                .collect(),
         }
     }
 }

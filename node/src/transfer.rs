@@ -14,6 +14,8 @@ use crate::rpc::{Item, PeerRequest, PeerResponse};
 use crate::server::Node;
 use crate::storage::{Op, StorageError, Table};
 use crate::transport::Priority;
+use crate::worker::{Worker, WorkerError, WorkerState};
+use tokio::sync::watch;
 
 /// Largest page a scan answers with.
 const MAX_PAGE: u32 = 4096;
@@ -34,38 +36,99 @@ fn partition_range(p: u32) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
-impl Node {
-    pub(crate) async fn transfer_loop(self) {
-        let mut changes = self.inner.members.subscribe();
-        loop {
-            let state = self.cluster();
-            let me = self.inner.cfg.id.clone();
-            let version = state.ring.as_ref().map(|r| r.version()).unwrap_or(0);
-            for (p, _) in state.pending().into_iter().filter(|(_, g)| *g == me) {
-                match self.pull_partition(p, version).await {
-                    Ok(keys) => {
-                        let confirmed = self.inner.members.update(|s| {
-                            s.ring.as_ref().map(|r| r.version()) == Some(version)
-                                && s.done.insert((p, me.clone()))
-                        });
-                        if confirmed {
-                            tracing::info!(partition = p, keys, "partition received");
-                            self.persist_state().await;
-                        }
-                    }
-                    Err(e) => tracing::debug!(partition = p, error = %e, "transfer not finished"),
-                }
-            }
-            if state.prev.is_none() {
-                self.drop_unowned().await;
-            }
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+/// Transfers as a background worker: a pass that pulls every partition this node gains
+/// and drops those it gave away, then a wait for a cluster change or a second.
+pub(crate) struct Transfers {
+    node: Node,
+    changes: watch::Receiver<u64>,
+    /// Partitions to pull in the last pass, and those received.
+    wanted: usize,
+    received: usize,
+}
+
+impl Transfers {
+    pub(crate) fn new(node: Node) -> Transfers {
+        let changes = node.inner.members.subscribe();
+        Transfers {
+            node,
+            changes,
+            wanted: 0,
+            received: 0,
+        }
+    }
+}
+
+impl Worker for Transfers {
+    fn name(&self) -> &'static str {
+        "transfers"
+    }
+
+    fn progress(&self) -> String {
+        if self.wanted == 0 {
+            "no partitions to receive".into()
+        } else {
+            format!(
+                "received {} of {} partitions in the last pass",
+                self.received, self.wanted
+            )
         }
     }
 
+    async fn step(&mut self) -> Result<WorkerState, WorkerError> {
+        let node = &self.node;
+        let state = node.cluster();
+        let me = node.inner.cfg.id.clone();
+        let version = state.ring.as_ref().map(|r| r.version()).unwrap_or(0);
+        let mine: Vec<u32> = state
+            .pending()
+            .into_iter()
+            .filter(|(_, g)| *g == me)
+            .map(|(p, _)| p)
+            .collect();
+        (self.wanted, self.received) = (mine.len(), 0);
+        let mut unfinished = Vec::new();
+        for p in mine {
+            match node.pull_partition(p, version).await {
+                Ok(keys) => {
+                    self.received += 1;
+                    let confirmed = node.inner.members.update(|s| {
+                        s.ring.as_ref().map(|r| r.version()) == Some(version)
+                            && s.done.insert((p, me.clone()))
+                    });
+                    if confirmed {
+                        tracing::info!(partition = p, keys, "partition received");
+                        node.persist_state().await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(partition = p, error = %e, "transfer not finished");
+                    unfinished.push(format!("partition {p}: {e}"));
+                }
+            }
+        }
+        if state.prev.is_none() {
+            node.drop_unowned().await;
+        }
+        // Status keeps one line: the count and the first reason.
+        match unfinished.first() {
+            None => Ok(WorkerState::Idle),
+            Some(first) => Err(format!(
+                "{} transfers not finished, retried; {first}",
+                unfinished.len()
+            )
+            .into()),
+        }
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::select! {
+            _ = self.changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+impl Node {
     /// Every N in use: the default and each bucket's, as configured. Trees are named by
     /// these whatever the member count; only the replica sets shrink with the ring.
     pub(crate) fn n_classes(&self) -> Vec<usize> {
