@@ -27,6 +27,10 @@ pub(crate) struct Tracker {
     answered: Mutex<BTreeSet<String>>,
     /// When a restored copy was recognised, while its drop is pending.
     drop_since: Mutex<Option<Instant>>,
+    /// When the directory was last marked alive before this start (the age of a copy).
+    copy_alive: Option<u64>,
+    /// When this run last marked it alive.
+    marked: Mutex<Instant>,
 }
 
 impl Tracker {
@@ -61,7 +65,11 @@ impl Tracker {
             );
         }
         recovery::store_reason(storage, machine.persisted_reason())?;
+        let copy_alive = recovery::last_alive(storage)?;
+        recovery::mark_alive(storage, crate::hints::now_ms())?;
         Ok(Tracker {
+            copy_alive,
+            marked: Mutex::new(Instant::now()),
             machine: Mutex::new(machine),
             peers: Mutex::new(BTreeMap::new()),
             answered: Mutex::new(BTreeSet::new()),
@@ -313,6 +321,7 @@ impl Node {
     /// anti-entropy is on. Returns the exchanges that failed.
     async fn recovery_pass(&self) -> Vec<String> {
         let mut failed = Vec::new();
+        self.mark_alive().await;
         if self.recovery(|r| r.dropping()) {
             self.drop_restored().await;
             return failed;
@@ -362,6 +371,24 @@ impl Node {
     /// writes) until every up replica has answered a ping since this start, at most
     /// [`DROP_DECISION_WAIT`]; one that hasn't by then counts as not whole.
     async fn drop_restored(&self) {
+        let age = self
+            .inner
+            .recovery
+            .copy_alive
+            .map(|t| crate::hints::now_ms().saturating_sub(t));
+        let grace = self.inner.cfg.tombstones.grace.as_millis() as u64;
+        if recovery::copy_predates_no_purge(age, grace) {
+            tracing::warn!(
+                age_ms = age.unwrap_or_default(),
+                grace_ms = grace,
+                "the restored copy is younger than half the tombstone grace: nothing in it can \
+                 have been purged since, so it is kept (unserved until recovered)"
+            );
+            *self.inner.recovery.drop_since() = None;
+            self.recovery(|r| r.dropped(true));
+            self.store_recovery_reason().await;
+            return;
+        }
         let since = (*self.inner.recovery.drop_since()).unwrap_or_else(Instant::now);
         let patience_over = since.elapsed() > DROP_DECISION_WAIT;
         let state = self.cluster();
@@ -425,7 +452,30 @@ impl Node {
     /// Marks a clean shutdown, so the next start doesn't assume a lost log tail.
     pub(crate) async fn end_run(&self) {
         let storage = self.inner.storage.clone();
-        let _ = tokio::task::spawn_blocking(move || recovery::end_run(&*storage)).await;
+        let now = crate::hints::now_ms();
+        let _ = tokio::task::spawn_blocking(move || recovery::end_run(&*storage, now)).await;
+    }
+
+    /// Marks the directory alive about once a second, so a copy of it knows its age.
+    async fn mark_alive(&self) {
+        {
+            let mut marked = self
+                .inner
+                .recovery
+                .marked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if marked.elapsed() < Duration::from_secs(1) {
+                return;
+            }
+            *marked = Instant::now();
+        }
+        let storage = self.inner.storage.clone();
+        let now = crate::hints::now_ms();
+        let r = tokio::task::spawn_blocking(move || recovery::mark_alive(&*storage, now)).await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::warn!("could not mark the data directory alive");
+        }
     }
 }
 

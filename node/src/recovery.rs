@@ -431,6 +431,33 @@ impl Recovery {
 
 const META_RUN: &[u8] = b"recovery-run";
 const META_REASON: &[u8] = b"recovery-reason";
+const META_ALIVE: &[u8] = b"recovery-alive";
+
+/// When (ms since the epoch, node clock) a run last marked this directory alive: the age of
+/// a copy of it. Blocking.
+pub fn last_alive(storage: &dyn Storage) -> Result<Option<u64>, StorageError> {
+    Ok(storage
+        .get(Table::Meta, META_ALIVE)?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes))
+}
+
+/// Marks the directory alive now. Blocking.
+pub fn mark_alive(storage: &dyn Storage, now_ms: u64) -> Result<(), StorageError> {
+    storage.write(vec![Op::Put(
+        Table::Meta,
+        META_ALIVE.to_vec(),
+        now_ms.to_be_bytes().to_vec(),
+    )])
+}
+
+/// Whether a restored copy, last alive `age_ms` ago, can hold nothing purged since: a key
+/// live in it must be deleted after the copy was taken, then wait out the grace, before any
+/// replica purges it. Half the grace leaves room for the clocks of the node that purges and
+/// of this one to disagree.
+pub fn copy_predates_no_purge(age_ms: Option<u64>, grace_ms: u64) -> bool {
+    age_ms.is_some_and(|a| a < grace_ms / 2)
+}
 
 /// Written at start, removed at a clean shutdown.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -495,8 +522,15 @@ pub fn store_reason(storage: &dyn Storage, reason: Option<Reason>) -> Result<(),
 }
 
 /// Marks a clean shutdown. Blocking.
-pub fn end_run(storage: &dyn Storage) -> Result<(), StorageError> {
-    storage.write(vec![Op::Delete(Table::Meta, META_RUN.to_vec())])
+pub fn end_run(storage: &dyn Storage, now_ms: u64) -> Result<(), StorageError> {
+    storage.write(vec![
+        Op::Delete(Table::Meta, META_RUN.to_vec()),
+        Op::Put(
+            Table::Meta,
+            META_ALIVE.to_vec(),
+            now_ms.to_be_bytes().to_vec(),
+        ),
+    ])
 }
 
 /// A random generation, never 0 (0 means "none announced").
@@ -600,6 +634,17 @@ mod tests {
         assert_eq!(r.persisted_reason(), None);
         // Re-announce above the view that beat ours.
         assert_eq!(r.announce(&entry(5, 12)), Some(6));
+    }
+
+    #[test]
+    fn only_a_copy_younger_than_half_the_grace_is_known_to_hold_nothing_purged() {
+        let grace = 12_000;
+        assert!(copy_predates_no_purge(Some(2_500), grace));
+        assert!(!copy_predates_no_purge(Some(6_000), grace));
+        assert!(
+            !copy_predates_no_purge(None, grace),
+            "unknown age: assume old"
+        );
     }
 
     #[test]
