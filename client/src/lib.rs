@@ -10,9 +10,11 @@
 
 pub mod client;
 mod dial;
-pub mod proto;
 pub mod tls;
 pub mod wire;
+
+/// The protocol types, from `chorus-proto`.
+pub use chorus_proto as proto;
 
 pub use client::{CausalContext, Client, ClientConfig, Error, GetResult, WriteOptions};
 pub use proto::{Level, LevelError};

@@ -1,85 +1,11 @@
-//! Framing shared by clients and nodes: a `u32` big-endian length, then a msgpack body.
-//!
-//! The body is an [`Envelope`] that carries the protocol version next to the message, so a
-//! peer speaking a version we don't know is refused with a clear error instead of a
-//! misparse. One request and one response travel per QUIC bidirectional stream.
+//! Frames on a stream: [`write_frame`] and [`read_frame`] move one frame of the
+//! [`chorus_proto::wire`] format (re-exported here) over any async byte stream.
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
-
-/// Default cap on one frame. A value may be 8 MiB by default, and a read can return several
-/// siblings, so responses get more room than the value limit.
-pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
-
-#[derive(Serialize, Deserialize)]
-struct Envelope<T> {
-    v: u16,
-    /// Trace id, carried across nodes so one request's spans can be joined.
-    #[serde(default)]
-    trace: u64,
-    body: T,
-}
-
-#[derive(Deserialize)]
-struct VersionOnly {
-    v: u16,
-}
-
-/// Why a frame could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum WireError {
-    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
-    #[error("peer speaks protocol version {0}, this build speaks {PROTOCOL_VERSION}")]
-    Version(u16),
-    #[error("malformed frame: {0}")]
-    Decode(String),
-    #[error("could not encode frame: {0}")]
-    Encode(String),
-    #[error("stream closed before a complete frame arrived")]
-    Truncated,
-    #[error("i/o error on stream: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Encodes one message as a complete frame (length prefix included).
-pub fn encode<T: Serialize>(msg: &T, trace: u64) -> Result<Vec<u8>, WireError> {
-    let env = Envelope {
-        v: PROTOCOL_VERSION,
-        trace,
-        body: msg,
-    };
-    let mut buf = vec![0u8; 4];
-    rmp_serde::encode::write_named(&mut buf, &env).map_err(|e| WireError::Encode(e.to_string()))?;
-    let len = buf.len() - 4;
-    let len32 = u32::try_from(len).map_err(|_| WireError::TooLarge {
-        size: len,
-        limit: u32::MAX as usize,
-    })?;
-    buf[..4].copy_from_slice(&len32.to_be_bytes());
-    Ok(buf)
-}
-
-/// Decodes a frame body (without the length prefix). Returns the message and trace id.
-pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<(T, u64), WireError> {
-    match rmp_serde::from_slice::<Envelope<T>>(body) {
-        Ok(env) if env.v == PROTOCOL_VERSION => Ok((env.body, env.trace)),
-        Ok(env) => Err(WireError::Version(env.v)),
-        Err(e) => {
-            // Tell a version mismatch apart from garbage: the body may be a newer shape.
-            if let Ok(v) = rmp_serde::from_slice::<VersionOnly>(body) {
-                if v.v != PROTOCOL_VERSION {
-                    return Err(WireError::Version(v.v));
-                }
-            }
-            Err(WireError::Decode(e.to_string()))
-        }
-    }
-}
+pub use chorus_proto::wire::*;
 
 /// Writes one frame.
 pub async fn write_frame<W, T>(w: &mut W, msg: &T, trace: u64) -> Result<(), WireError>
@@ -168,17 +94,5 @@ mod tests {
         let mut rd = &garbage[..];
         let err = read_frame::<_, Request>(&mut rd, 1024).await.unwrap_err();
         assert!(matches!(err, WireError::Decode(_)), "{err}");
-    }
-
-    #[tokio::test]
-    async fn other_version_is_named() {
-        let env = Envelope {
-            v: 99,
-            trace: 0,
-            body: "x",
-        };
-        let body = rmp_serde::to_vec_named(&env).expect("encode");
-        let err = decode::<Request>(&body).unwrap_err();
-        assert!(matches!(err, WireError::Version(99)), "{err}");
     }
 }

@@ -3,11 +3,11 @@
 //!
 //! `cargo bench --release -p chorus-node --bench hot_paths`
 
-use chorus_client::proto::{Level, Request, Response, ValueReply};
 use chorus_client::wire;
 use chorus_node::context::{ClusterSecret, Context, ContextKey};
 use chorus_node::merkle::Tree;
 use chorus_node::version::{Actor, Object};
+use chorus_proto::{Level, Request, Response, ValueReply};
 use chorus_ring::{Member, Ring};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 

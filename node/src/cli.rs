@@ -119,7 +119,7 @@ enum Command {
     },
     /// Run a YCSB workload against the cluster (or, for comparison, Redis or etcd) and
     /// report throughput and latency.
-    Bench(crate::bench::BenchArgs),
+    Bench(chorus_tools::bench::BenchArgs),
     /// Create a cluster CA and issue node, client and admin certificates.
     Certs {
         #[command(subcommand)]
@@ -258,7 +258,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
-            crate::bench::main(args, cli.config.as_deref()).await?;
+            chorus_tools::bench::main(args, connect(cli.config.as_deref())).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Repair => {
@@ -517,7 +517,7 @@ fn print_get(res: &chorus_client::GetResult, json: bool) {
     eprintln!("context: {}", res.context);
 }
 
-fn print_ring(info: &chorus_client::proto::RingInfo, key: Option<&str>, bucket: &str, json: bool) {
+fn print_ring(info: &chorus_proto::RingInfo, key: Option<&str>, bucket: &str, json: bool) {
     let ring = &info.ring;
     if let Some(key) = key {
         let n = info.n_for(bucket.as_bytes());

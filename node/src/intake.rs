@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use chorus_client::proto::{ErrorKind, Request, Response};
 use chorus_client::wire::{self, WireError};
+use chorus_proto::{ErrorKind, Request, Response};
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 

@@ -5,7 +5,6 @@
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod bench;
 mod cli;
 mod dev;
 

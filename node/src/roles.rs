@@ -2,7 +2,7 @@
 //! cluster changes (leave, remove, repair) need an admin certificate, one that names
 //! [`crate::certs::ADMIN_NAME`].
 
-use chorus_client::proto::{ErrorKind, Request, Response};
+use chorus_proto::{ErrorKind, Request, Response};
 
 use crate::certs::ADMIN_NAME;
 

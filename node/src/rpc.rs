@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use chorus_client::proto::{Request, Response};
+use chorus_proto::{Request, Response};
 
 use crate::merkle::Hash;
 
@@ -98,7 +98,7 @@ pub enum PeerResponse {
         epoch: u64,
         /// Set while the node is recovering (lost or restored data), with its progress.
         #[serde(default)]
-        recovering: Option<chorus_client::proto::RecoveryStatus>,
+        recovering: Option<chorus_proto::RecoveryStatus>,
     },
     /// The replica's version (encoded), or nothing stored.
     Object(#[serde(with = "serde_bytes")] Option<Vec<u8>>),

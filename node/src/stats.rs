@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use chorus_client::proto::{Convergence, PartitionSync};
+use chorus_proto::{Convergence, PartitionSync};
 
 /// Per-partition anti-entropy state.
 #[derive(Clone, Debug, Default)]

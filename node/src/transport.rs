@@ -11,9 +11,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus_client::proto::{ALPN_CLIENT, ALPN_PEER};
 use chorus_client::tls::{self, TlsError};
 use chorus_client::wire::{self, WireError};
+use chorus_proto::{ALPN_CLIENT, ALPN_PEER};
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::NodeConfig;

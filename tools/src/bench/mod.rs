@@ -14,15 +14,15 @@ mod etcd_driver;
 mod redis_driver;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use bytes::Bytes;
-use chorus_client::Level;
+use chorus_client::{Client, Level};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -345,12 +345,13 @@ impl<D: Driver> Shared<D> {
 }
 
 /// `chorus bench`: checks the arguments, connects the chosen driver and runs the workload.
-/// `config` is the Chorus client config; the redis and etcd drivers don't use it.
-pub async fn main(args: BenchArgs, config: Option<&Path>) -> Result<()> {
+/// `connect` opens the Chorus client from the command line's config; it is awaited only for
+/// the Chorus driver, so the redis and etcd drivers need no config.
+pub async fn main(args: BenchArgs, connect: impl Future<Output = Result<Client>>) -> Result<()> {
     args.validate()?;
     match args.driver {
         DriverKind::Chorus => {
-            let client = crate::cli::connect(config).await?;
+            let client = connect.await?;
             let driver = chorus_driver::ChorusDriver::new(client, &args);
             run(driver, args).await
         }
