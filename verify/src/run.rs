@@ -45,6 +45,11 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whether the fault destroys or rolls back a node's data directory.
+    pub fn loses_a_disk(self) -> bool {
+        matches!(self, Fault::Wipe | Fault::Restore | Fault::WipeWhileDown)
+    }
+
     pub const ALL: [Fault; 14] = [
         Fault::Kill,
         Fault::Pause,
@@ -277,6 +282,34 @@ async fn heal(c: &mut Cluster, fault: Fault, switches: &Switches) -> Result<(), 
     Ok(())
 }
 
+/// Waits until no node reports itself recovering (as every running node sees it).
+async fn all_whole(c: &Cluster, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut whole = true;
+        for i in 0..c.initial {
+            let st = match c.client_config_for(i) {
+                Ok(cfg) => match Client::connect(cfg).await {
+                    Ok(cl) => cl.status().await.ok(),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            if st.is_none_or(|st| st.nodes.iter().any(|n| n.status == "recovering")) {
+                whole = false;
+                break;
+            }
+        }
+        if whole {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Waits until every replica of every key holds the same version, after asking every node
 /// for an anti-entropy round. Returns how long that took.
 async fn converge(c: &Cluster, keys: &[String], within: Duration) -> Option<Duration> {
@@ -470,6 +503,18 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             cfg.faults[rng.below(cfg.faults.len())]
         };
         round += 1;
+        // The promise covers one lost disk at a time: a disk fault waits until every node
+        // has recovered from the last one (N=3, W=2 can't survive losing the last copies
+        // before they are re-replicated); if recovery takes too long, it's skipped.
+        if fault.loses_a_disk() && !all_whole(&cluster, Duration::from_secs(60)).await {
+            log_fault(
+                &mut faults_log,
+                history.start,
+                "skip a disk fault: a node is still recovering",
+                Value::Null,
+            );
+            continue;
+        }
         let detail = inject(&mut cluster, fault, &mut rng, &switches, cfg.fault_time).await?;
         let name = serde_json::to_value(fault)?
             .as_str()
