@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{poll, TestCluster, PORT};
+use common::{poll, single_node_config, TestCluster, PORT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chorus");
 
@@ -34,21 +34,6 @@ fn status_via(c: &TestCluster, k: usize) -> Option<serde_json::Value> {
     let cfg = single_node_config(c, "client.toml", k);
     let (ok, out, _) = chorus(&cfg, &["status", "--json"]);
     ok.then(|| serde_json::from_str(out.trim()).ok()).flatten()
-}
-
-/// A copy of `DIR/<base>` that talks to node `k` only.
-fn single_node_config(c: &TestCluster, base: &str, k: usize) -> PathBuf {
-    let mut t: toml::Table = std::fs::read_to_string(c.dir.join(base))
-        .expect("client config")
-        .parse()
-        .expect("toml");
-    t.insert(
-        "addresses".into(),
-        toml::Value::Array(vec![toml::Value::String(c.address(k))]),
-    );
-    let path = c.dir.join(format!("n{k}-{base}"));
-    std::fs::write(&path, toml::to_string(&t).expect("toml")).expect("write config");
-    path
 }
 
 fn member_status(st: &serde_json::Value, id: &str) -> Option<String> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{poll, TestCluster};
+use common::{poll, single_node_config, TestCluster};
 
 const WORKERS: [&str; 7] = [
     "gossip",
@@ -20,19 +20,6 @@ const WORKERS: [&str; 7] = [
     "tombstone-gc",
     "recovery",
 ];
-
-/// A client config that talks to node `k` only, so that node answers `status`.
-fn client_toml_for(c: &TestCluster, k: usize) -> PathBuf {
-    let text = std::fs::read_to_string(c.dir.join("client.toml")).expect("client.toml");
-    let mut cfg: toml::Table = text.parse().expect("client.toml parses");
-    cfg.insert(
-        "addresses".into(),
-        toml::Value::Array(vec![toml::Value::String(c.address(k))]),
-    );
-    let path = c.dir.join(format!("client-n{k}.toml"));
-    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write config");
-    path
-}
 
 fn chorus(cfg: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
@@ -83,7 +70,9 @@ async fn status_lists_the_seven_workers_and_their_iterations_grow() {
         &["anti_entropy.interval=1s", "tombstones.gc_interval=1s"],
     )
     .await;
-    let configs: Vec<PathBuf> = (1..=3).map(|k| client_toml_for(&c, k)).collect();
+    let configs: Vec<PathBuf> = (1..=3)
+        .map(|k| single_node_config(&c, "client.toml", k))
+        .collect();
 
     let mut first = Vec::new();
     for (i, cfg) in configs.iter().enumerate() {

@@ -336,3 +336,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A copy of `DIR/<base>` that talks to node `k` only.
+pub fn single_node_config(c: &TestCluster, base: &str, k: usize) -> PathBuf {
+    let mut t: toml::Table = std::fs::read_to_string(c.dir.join(base))
+        .expect("client config")
+        .parse()
+        .expect("toml");
+    t.insert(
+        "addresses".into(),
+        toml::Value::Array(vec![toml::Value::String(c.address(k))]),
+    );
+    let path = c.dir.join(format!("n{k}-{base}"));
+    std::fs::write(&path, toml::to_string(&t).expect("toml")).expect("write config");
+    path
+}
