@@ -51,7 +51,7 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let ca = Ca::create()?;
     ca.write(dir)?;
-    let secret = crate::context::ClusterSecret::generate().map_err(LayoutError::Invalid)?;
+    let secret = crate::entropy::cluster_secret().map_err(LayoutError::Invalid)?;
     ca.issue_client("dev", dir, "client")?;
     ca.issue_admin("dev", dir, "admin")?;
     let cluster_id = crate::config::new_cluster_id();

@@ -1,14 +1,16 @@
 //! The Chorus storage node: configuration, storage, versions, replication and the command
 //! line. The `chorus` binary adds the command line on top.
 
+// The protocol core, re-exported under the paths the node has always used.
+pub use chorus_core::{context, coordinator, merkle, version};
+
 pub mod anti_entropy;
 pub mod batch;
 pub mod budget;
 mod catch_up;
 pub mod certs;
 pub mod config;
-pub mod context;
-pub mod coordinator;
+pub mod entropy;
 pub mod gossip;
 pub mod handoff;
 pub mod hints;
@@ -16,7 +18,6 @@ pub mod identity;
 mod intake;
 pub mod layout;
 pub mod membership;
-pub mod merkle;
 mod persist;
 mod probe;
 pub mod recovery;
@@ -29,5 +30,4 @@ pub mod storage;
 mod tombstone_gc;
 pub mod transfer;
 pub mod transport;
-pub mod version;
 pub mod worker;

@@ -460,7 +460,7 @@ fn read_object(storage: &dyn Storage, key: &[u8]) -> Result<Option<Object>, Repl
 /// still make a repeat very unlikely.
 fn fresh_epoch(node_id: &str) -> u64 {
     let mut random = [0u8; 32];
-    if let Err(e) = crate::context::random_bytes(&mut random) {
+    if let Err(e) = crate::entropy::random_bytes(&mut random) {
         tracing::warn!(error = %e, "no system randomness for the actor epoch; using the clock");
     }
     let now = std::time::SystemTime::now()
