@@ -6,5 +6,9 @@
 
 pub mod context;
 pub mod coordinator;
+pub mod get;
 pub mod merkle;
+pub mod plan;
+pub mod put;
+pub mod quorum;
 pub mod version;
