@@ -5,7 +5,6 @@
 //! drives the same code over a simulated network and in-memory disks.
 
 pub mod context;
-pub mod coordinator;
 pub mod get;
 pub mod merkle;
 pub mod plan;
