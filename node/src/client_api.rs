@@ -19,6 +19,7 @@ use crate::rpc::PeerRequest;
 use crate::version::Object;
 
 impl Node {
+    /// Serves a client request. `forwarded` is set when another node handed it over, so it
     /// is never forwarded again.
     pub async fn handle_client(&self, req: Request, forwarded: bool) -> Response {
         let started = Instant::now();
@@ -157,7 +158,6 @@ impl Node {
         Ok(())
     }
 
-    /// The key's partition, N and preference list, and the level resolved against N.
     /// The key's partition, N and preference list, and the level resolved against N.
     /// While the partition moves to new owners, `pref` is the old replica set (which holds
     /// all of its data) and `also` the new one.
