@@ -5,6 +5,9 @@
 //! drives the same code over a simulated network and in-memory disks.
 
 pub mod context;
-pub mod coordinator;
+pub mod get;
 pub mod merkle;
+pub mod plan;
+pub mod put;
+pub mod quorum;
 pub mod version;
