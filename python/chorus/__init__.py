@@ -13,7 +13,8 @@ context back with the next write to replace what was read. ``AsyncClient`` offer
 calls for asyncio. Errors are subclasses of :class:`ChorusError`.
 """
 
-from ._chorus import AsyncClient, Client, GetResult, __version__
+from ._async_client import AsyncClient
+from ._chorus import Client, GetResult, __version__
 from .errors import (
     ChorusError,
     ChorusTimeout,

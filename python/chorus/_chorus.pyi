@@ -76,13 +76,11 @@ class Client:
     ) -> bool: ...
 
 class AsyncClient:
-    """An asyncio client for a Chorus cluster."""
+    """The native asyncio client; ``chorus.AsyncClient`` wraps it in coroutines."""
 
     @staticmethod
-    def connect(config_path: Union[str, os.PathLike[str]]) -> Awaitable["AsyncClient"]:
-        """Connects to the cluster described by a ``client.toml`` and learns its ring."""
-    def get(self, bucket: Blob, key: Blob, r: Level = "quorum") -> Awaitable[GetResult]:
-        """Reads a key with read consistency ``r``."""
+    def connect(config_path: Union[str, os.PathLike[str]]) -> Awaitable["AsyncClient"]: ...
+    def get(self, bucket: Blob, key: Blob, r: Level = "quorum") -> Awaitable[GetResult]: ...
     def put(
         self,
         bucket: Blob,
@@ -91,28 +89,13 @@ class AsyncClient:
         context: Optional[bytes] = None,
         w: Level = "quorum",
         ttl: None = None,
-    ) -> Awaitable[bytes]:
-        """Writes a value; gives the new causal context. ``ttl`` must be None for now."""
+    ) -> Awaitable[bytes]: ...
     def delete(
         self, bucket: Blob, key: Blob, context: Optional[bytes], w: Level = "quorum"
-    ) -> Awaitable[bytes]:
-        """Deletes what ``context`` saw; gives the causal context of the delete."""
-    def status(self) -> Awaitable[Report]:
-        """The cluster as one node sees it, shaped like ``chorus status --json``."""
-    def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Awaitable[Report]:
-        """The ring (or where ``key`` lives), shaped like ``chorus ring --json``."""
-    def leave(self, node: str, force: bool = False) -> Awaitable[None]:
-        """Moves ``node``'s partitions to the other nodes (admin only)."""
-    def remove(self, node: str, force: bool = False) -> Awaitable[None]:
-        """Takes a dead ``node`` out of the ring (admin only)."""
-    def repair(self) -> Awaitable[None]:
-        """Starts an anti-entropy round (admin only)."""
-    def close(self) -> None:
-        """Lets go of the connections; later calls raise ChorusError."""
-    async def __aenter__(self) -> "AsyncClient": ...
-    async def __aexit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> bool: ...
+    ) -> Awaitable[bytes]: ...
+    def status(self) -> Awaitable[Report]: ...
+    def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Awaitable[Report]: ...
+    def leave(self, node: str, force: bool = False) -> Awaitable[None]: ...
+    def remove(self, node: str, force: bool = False) -> Awaitable[None]: ...
+    def repair(self) -> Awaitable[None]: ...
+    def close(self) -> None: ...

@@ -1,5 +1,6 @@
-//! `chorus.AsyncClient`: the asyncio client. Each call returns an awaitable; requests run
-//! on the shared tokio runtime, so many can be in flight from one event loop.
+//! `chorus._chorus.AsyncClient`, which `chorus.AsyncClient` wraps in coroutines: each call
+//! returns an asyncio future; requests run on the shared tokio runtime, so many can be in
+//! flight from one event loop.
 
 use std::path::PathBuf;
 
@@ -9,11 +10,11 @@ use crate::args;
 use crate::ops::{self, Handle};
 use crate::runtime::spawn;
 
-/// An asyncio client for a Chorus cluster.
+/// The native asyncio client, wrapped in coroutines by ``chorus.AsyncClient``.
 ///
-/// Connect with ``await AsyncClient.connect(path)``. The methods mirror :class:`Client`
-/// and return awaitables; cancelling one drops its request (a write may still have been
-/// applied).
+/// The methods mirror :class:`Client` and return asyncio futures, so they must be called
+/// with an event loop running; cancelling one drops its request (a write may still have
+/// been applied).
 #[pyclass(module = "chorus", name = "AsyncClient", frozen)]
 pub struct AsyncClient {
     handle: Handle,
@@ -154,19 +155,5 @@ impl AsyncClient {
     /// finish first.
     fn close(&self) {
         self.handle.close();
-    }
-
-    fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(slf) })
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(
-        &self,
-        py: Python<'py>,
-        _exc: &Bound<'py, pyo3::types::PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.handle.close();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(false) })
     }
 }

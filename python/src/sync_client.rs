@@ -152,6 +152,35 @@ impl SyncClient {
         wait(py, ops::repair(c))
     }
 
+    /// Diagnostic for ``python/bench/overhead.py``, not part of the API: reads ``keys`` one
+    /// after another from a loop in Rust, on this client's connections, and returns each
+    /// read's latency in nanoseconds: the baseline the Python calls are compared with.
+    #[pyo3(signature = (bucket, keys, r = None))]
+    fn _rust_get_latencies(
+        &self,
+        py: Python<'_>,
+        bucket: &Bound<'_, PyAny>,
+        keys: Vec<Bound<'_, PyAny>>,
+        r: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<u64>> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        let keys = keys
+            .iter()
+            .map(|k| args::blob("key", k))
+            .collect::<PyResult<Vec<_>>>()?;
+        let r = args::optional_level(py, "r", r)?;
+        wait(py, async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in &keys {
+                let t = std::time::Instant::now();
+                c.get(&bucket, k, r).await?;
+                out.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            }
+            Ok(out)
+        })
+    }
+
     /// Lets go of the connections; later calls raise ``ChorusError``. Requests in flight
     /// in other threads finish first.
     fn close(&self) {

@@ -73,3 +73,17 @@ def test_a_missing_config_is_not_found() -> None:
             await chorus.AsyncClient.connect("does/not/exist.toml")
 
     asyncio.run(main())
+
+
+def test_calls_are_coroutines_made_before_a_loop_runs(cluster: DevCluster) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        connecting = chorus.AsyncClient.connect(cluster.client_toml)
+        assert asyncio.iscoroutine(connecting)
+        c = loop.run_until_complete(connecting)
+        reading = c.get(B, uuid.uuid4().hex)
+        assert asyncio.iscoroutine(reading)
+        assert loop.run_until_complete(reading).found is False
+        c.close()
+    finally:
+        loop.close()

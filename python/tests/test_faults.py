@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -84,3 +85,28 @@ def test_a_stopped_node_times_out_the_request_with_the_gil_released(
     # Once the node runs again, so does the client.
     assert c.get(B, "k").values == [b"v"]
     c.close()
+
+
+def test_a_cancelled_async_call_leaves_the_client_usable(
+    start_cluster: Callable[..., DevCluster],
+) -> None:
+    cluster = start_cluster(3)
+    cfg = cluster.config(
+        "n1-only.toml",
+        addresses=f'["127.0.0.1:{cluster.base_port}"]',
+        token_aware="false",
+        idle_timeout='"30s"',
+    )
+
+    async def main() -> None:
+        async with await chorus.AsyncClient.connect(cfg) as c:
+            await c.put(B, "k", b"v")
+            cluster.signal(1, signal.SIGSTOP)
+            try:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(c.get(B, "k"), 0.3)
+            finally:
+                cluster.signal(1, signal.SIGCONT)
+            assert (await c.get(B, "k")).values == [b"v"]
+
+    asyncio.run(main())
