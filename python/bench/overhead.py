@@ -17,6 +17,7 @@ import asyncio
 import json
 import statistics
 import time
+from typing import List
 
 import chorus
 
@@ -41,7 +42,7 @@ def main() -> None:
     order = [keys[(i * 7919) % len(keys)] for i in range(args.ops)]
     client._rust_get_latencies(BUCKET, order[: args.batch], r=args.r)  # warm-up
 
-    async def timed_async(aclient: chorus.AsyncClient, batch: list, out: list) -> None:
+    async def timed_async(aclient: chorus.AsyncClient, batch: List[bytes], out: List[int]) -> None:
         for k in batch:
             t = time.perf_counter_ns()
             await aclient.get(BUCKET, k, r=args.r)
@@ -51,9 +52,9 @@ def main() -> None:
     aclient = loop.run_until_complete(chorus.AsyncClient.connect(args.config))
     loop.run_until_complete(timed_async(aclient, order[: args.batch], []))  # warm-up
 
-    py_ns: list = []
-    async_ns: list = []
-    rust_ns: list = []
+    py_ns: List[int] = []
+    async_ns: List[int] = []
+    rust_ns: List[int] = []
     for start in range(0, args.ops, args.batch):
         batch = order[start : start + args.batch]
         for k in batch:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import Any, Dict, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
 
 from . import _chorus
-from ._chorus import GetResult
 
-Blob = Union[bytes, bytearray, str]
-Level = Union[str, int]
+if TYPE_CHECKING:
+    from ._chorus import Blob, GetResult, Level
 
 
 class AsyncClient:

@@ -2,7 +2,7 @@
 
 import os
 from types import TracebackType
-from typing import Any, Awaitable, Dict, List, Literal, Optional, Type, Union
+from typing import Any, Awaitable, Dict, List, Literal, Optional, Sequence, Type, Union
 
 __version__: str
 
@@ -67,6 +67,10 @@ class Client:
         """Starts an anti-entropy round (admin only)."""
     def close(self) -> None:
         """Lets go of the connections; later calls raise ChorusError."""
+    def _rust_get_latencies(
+        self, bucket: Blob, keys: Sequence[Blob], r: Level = "quorum"
+    ) -> List[int]:
+        """Diagnostic for the overhead benchmark: nanoseconds per read from a Rust loop."""
     def __enter__(self) -> "Client": ...
     def __exit__(
         self,
