@@ -1,0 +1,105 @@
+"""Type stubs for the native module ``chorus._chorus`` (re-exported by ``chorus``)."""
+
+import os
+from types import TracebackType
+from typing import Any, Awaitable, Dict, List, Literal, Optional, Sequence, Type, Union
+
+__version__: str
+
+#: A bucket, key or value: bytes, or str (encoded as UTF-8).
+Blob = Union[bytes, bytearray, str]
+#: A consistency level: "one", "quorum", "all", or a replica count from 1 to N.
+Level = Union[Literal["one", "quorum", "all"], int]
+#: A dict shaped like the JSON the ``chorus`` CLI prints.
+Report = Dict[str, Any]
+
+class GetResult:
+    """The result of a read."""
+
+    @property
+    def found(self) -> bool:
+        """Whether the key has any live value."""
+    @property
+    def values(self) -> List[bytes]:
+        """The values, one per sibling."""
+    @property
+    def context(self) -> bytes:
+        """The causal context of this read: pass it to the next put or delete."""
+    @property
+    def tombstones(self) -> int:
+        """Deletes (tombstones) still held for the key."""
+    @property
+    def truncated(self) -> bool:
+        """Some values were left out (too large together); ``context`` covers them."""
+    @property
+    def siblings(self) -> int:
+        """The number of values."""
+
+class Client:
+    """A blocking client for a Chorus cluster; safe to share between threads."""
+
+    @staticmethod
+    def connect(config_path: Union[str, os.PathLike[str]]) -> "Client":
+        """Connects to the cluster described by a ``client.toml`` and learns its ring."""
+    def get(self, bucket: Blob, key: Blob, r: Level = "quorum") -> GetResult:
+        """Reads a key with read consistency ``r``."""
+    def put(
+        self,
+        bucket: Blob,
+        key: Blob,
+        value: Blob,
+        context: Optional[bytes] = None,
+        w: Level = "quorum",
+        ttl: None = None,
+    ) -> bytes:
+        """Writes a value; returns the new causal context. ``ttl`` must be None for now."""
+    def delete(self, bucket: Blob, key: Blob, context: Optional[bytes], w: Level = "quorum") -> bytes:
+        """Deletes what ``context`` saw; returns the causal context of the delete."""
+    def status(self) -> Report:
+        """The cluster as one node sees it, shaped like ``chorus status --json``."""
+    def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Report:
+        """The ring (or where ``key`` lives), shaped like ``chorus ring --json``."""
+    def leave(self, node: str, force: bool = False) -> None:
+        """Moves ``node``'s partitions to the other nodes (admin only)."""
+    def remove(self, node: str, force: bool = False) -> None:
+        """Takes a dead ``node`` out of the ring (admin only)."""
+    def repair(self) -> None:
+        """Starts an anti-entropy round (admin only)."""
+    def close(self) -> None:
+        """Lets go of the connections; later calls raise ChorusError."""
+    def _rust_get_latencies(
+        self, bucket: Blob, keys: Sequence[Blob], r: Level = "quorum"
+    ) -> List[int]:
+        """Diagnostic for the overhead benchmark: nanoseconds per read from a Rust loop."""
+    def __enter__(self) -> "Client": ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+
+class AsyncClient:
+    """The native asyncio client; ``chorus.AsyncClient`` wraps it in coroutines."""
+
+    @staticmethod
+    def connect(config_path: Union[str, os.PathLike[str]]) -> Awaitable["AsyncClient"]: ...
+    def get(self, bucket: Blob, key: Blob, r: Level = "quorum") -> Awaitable[GetResult]: ...
+    def put(
+        self,
+        bucket: Blob,
+        key: Blob,
+        value: Blob,
+        context: Optional[bytes] = None,
+        w: Level = "quorum",
+        ttl: None = None,
+    ) -> Awaitable[bytes]: ...
+    def delete(
+        self, bucket: Blob, key: Blob, context: Optional[bytes], w: Level = "quorum"
+    ) -> Awaitable[bytes]: ...
+    def status(self) -> Awaitable[Report]: ...
+    def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Awaitable[Report]: ...
+    def leave(self, node: str, force: bool = False) -> Awaitable[None]: ...
+    def remove(self, node: str, force: bool = False) -> Awaitable[None]: ...
+    def repair(self) -> Awaitable[None]: ...
+    def close(self) -> None: ...
