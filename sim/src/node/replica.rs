@@ -1,0 +1,110 @@
+//! The local replica: how a node applies a coordinated write (`Object::update` with its
+//! actor and counter floor), merges a replicated object (`Object::merge`), answers reads
+//! (recovering replicas say so), purges a tombstone, and indexes when a key became
+//! tombstones only. The counter-restart, drop-siblings and wiped-counts controls hook in here.
+
+use chorus_core::context::Context;
+use chorus_core::version::{Dot, Object};
+
+use super::{Env, Node};
+use crate::config::{Bug, SimConfig};
+use crate::disk::Stored;
+use crate::msg::ReadAnswer;
+
+/// Stores `object` as the key's new state, keeping the tombstone index up to date.
+fn store(node: &mut Node, env: &Env, key: &str, object: Object) {
+    let since = if object.is_tombstone_only() {
+        let old = node
+            .disk
+            .view()
+            .data
+            .get(key)
+            .and_then(|s| s.tombstone_since);
+        Some(old.unwrap_or_else(|| node.local_now(env.now)))
+    } else {
+        None
+    };
+    let digest = object.digest();
+    node.disk.put(
+        key,
+        Stored {
+            object,
+            digest,
+            tombstone_since: since,
+        },
+    );
+}
+
+/// The local copy of `key`, if any.
+pub fn local(node: &Node, key: &str) -> Option<Object> {
+    node.disk.view().data.get(key).map(|s| s.object.clone())
+}
+
+/// A write coordinated here: returns the new state and the write's dot.
+pub fn update(
+    node: &mut Node,
+    env: &Env,
+    key: &str,
+    ctx: &Context,
+    value: Option<Vec<u8>>,
+) -> Option<(Object, Dot)> {
+    let mut obj = local(node, key).unwrap_or_default();
+    let proc = node.proc.as_mut()?;
+    // The bug: no node-wide floor, so the key's own clock is all that orders its dots.
+    let floor = if env.cfg.has(Bug::CounterRestart) {
+        0
+    } else {
+        proc.floor
+    };
+    let dot = obj.update(ctx, &proc.actor, floor, value);
+    proc.floor = proc.floor.max(dot.counter);
+    store(node, env, key, obj.clone());
+    Some((obj, dot))
+}
+
+/// Merges a replicated object into the local copy.
+pub fn merge(node: &mut Node, env: &Env, key: &str, incoming: &Object) {
+    let mut obj = local(node, key).unwrap_or_default();
+    if !obj.merge_changes(incoming) {
+        return;
+    }
+    obj.merge(incoming);
+    if env.cfg.has(Bug::DropSiblings) {
+        obj = keep_one_sibling(obj);
+    }
+    store(node, env, key, obj);
+}
+
+/// The drop-siblings control: last writer (highest dot) wins.
+fn keep_one_sibling(obj: Object) -> Object {
+    if obj.sibling_count() <= 1 {
+        return obj;
+    }
+    let last = obj
+        .siblings()
+        .iter()
+        .max_by(|a, b| a.dot.cmp(&b.dot))
+        .cloned();
+    Object::from_parts(obj.clock().clone(), last.into_iter().collect()).unwrap_or(obj)
+}
+
+/// The answer to a replica read: recovering replicas don't hand out data.
+pub fn read_answer(node: &Node, cfg: &SimConfig, key: &str) -> ReadAnswer {
+    if !node.is_whole() && !cfg.has(Bug::WipedCounts) {
+        return ReadAnswer::Recovering;
+    }
+    ReadAnswer::Found(local(node, key))
+}
+
+/// Purges `key` if it still holds exactly the tombstone every replica agreed on.
+pub fn purge(node: &mut Node, key: &str, digest: [u8; 32]) {
+    let same = node
+        .disk
+        .view()
+        .data
+        .get(key)
+        .is_some_and(|s| s.digest == digest && s.object.is_tombstone_only());
+    if same {
+        node.disk.delete(key);
+    }
+}
