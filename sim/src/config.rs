@@ -19,15 +19,21 @@ pub enum Bug {
     DropSiblings,
     /// Reads and writes ask one replica (R = W = 1).
     R1W1,
+    /// The tombstone index keeps the time a key *first* became tombstones only when a newer
+    /// tombstone replaces an older one, as `chorus-node`'s replica writer does today: the
+    /// newer delete can then be purged before its grace, while hints older than it are
+    /// still live (seed 429 resurrects a deleted key this way).
+    TombstoneAgeKept,
 }
 
 impl Bug {
     /// Every negative control.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::CounterRestart,
         Bug::WipedCounts,
         Bug::DropSiblings,
         Bug::R1W1,
+        Bug::TombstoneAgeKept,
     ];
 
     /// The name used on the command line.
@@ -37,6 +43,7 @@ impl Bug {
             Bug::WipedCounts => "wiped-counts",
             Bug::DropSiblings => "drop-siblings",
             Bug::R1W1 => "r1w1",
+            Bug::TombstoneAgeKept => "tombstone-age-kept",
         }
     }
 }
@@ -49,7 +56,7 @@ impl fmt::Display for Bug {
 
 /// A name that is not one of [`Bug::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown bug {0:?}; known: counter-restart, wiped-counts, drop-siblings, r1w1")]
+#[error("unknown bug {0:?}; known: counter-restart, wiped-counts, drop-siblings, r1w1, tombstone-age-kept")]
 pub struct UnknownBug(String);
 
 impl FromStr for Bug {
@@ -96,6 +103,9 @@ pub struct SimConfig {
     pub client_timeout: Time,
     /// The negative control switched on, if any.
     pub bug: Option<Bug>,
+    /// Print every message, fault and replica change touching this key (for debugging a
+    /// failing seed; doesn't change the run).
+    pub watch: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -116,6 +126,7 @@ impl Default for SimConfig {
             request_timeout: SEC,
             client_timeout: 2 * SEC,
             bug: None,
+            watch: None,
         }
     }
 }

@@ -24,6 +24,9 @@ struct Args {
     /// Switch on a negative control: counter-restart, wiped-counts, drop-siblings, r1w1.
     #[arg(long)]
     bug: Option<Bug>,
+    /// With --seed: print everything that touches this key.
+    #[arg(long)]
+    watch: Option<String>,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -31,7 +34,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = SimConfig::default().with_bug(args.bug);
+    let mut cfg = SimConfig::default().with_bug(args.bug);
+    cfg.watch = args.watch.clone();
     if let Some(seed) = args.seed {
         let r = run(&cfg, seed);
         print!("{r}");

@@ -113,7 +113,21 @@ impl World {
         let Some(node) = self.nodes.get_mut(i) else {
             return;
         };
+        let watched = |n: &Node, k: &Option<String>| {
+            k.as_ref()
+                .and_then(|k| n.disk.view().data.get(k))
+                .map(|s| format!("since {:?} {:?}", s.tombstone_since, s.object))
+        };
+        let before = watched(node, &env.cfg.watch);
         f(node, &mut env);
+        let after = watched(node, &env.cfg.watch);
+        if before != after {
+            println!(
+                "{:>9} n{i} stores {}",
+                env.now,
+                after.as_deref().unwrap_or("nothing")
+            );
+        }
         let (sends, timers) = (env.sends, env.timers);
         let inc = node.proc.as_ref().map(|p| p.inc);
         for (to, msg) in sends {
@@ -163,6 +177,17 @@ impl World {
                 e.key.as_bytes(),
                 e.value.to_string().as_bytes(),
             ]);
+        }
+        if let Some(k) = &self.cfg.watch {
+            for e in io.history.iter().filter(|e| &e.key == k) {
+                println!(
+                    "{:>9} history {:?} {} {}",
+                    self.q.now(),
+                    e.kind,
+                    e.f,
+                    e.value
+                );
+            }
         }
         self.history.extend(io.history);
         for (to, msg) in io.sends {
@@ -219,6 +244,9 @@ impl World {
         };
         *self.faults.entry(name).or_insert(0) += 1;
         self.trace.note(&[b"fault", format!("{f:?}").as_bytes()]);
+        if self.cfg.watch.is_some() {
+            println!("{:>9} fault {f:?}", self.q.now());
+        }
         match f {
             Fault::Kill(n) => {
                 self.nodes[n].crash();
@@ -272,6 +300,10 @@ impl World {
         match ev {
             Ev::Deliver { from, to, msg } => {
                 let (tag, key) = msg.tag();
+                if self.cfg.watch.as_deref() == Some(key) {
+                    let up = matches!(to, Addr::Node(i) if self.nodes[i].is_up());
+                    println!("{:>9} {from:?} -> {to:?} {tag} (to up: {up})", self.q.now());
+                }
                 self.trace.note(&[
                     format!("{from:?}>{to:?}").as_bytes(),
                     tag.as_bytes(),

@@ -11,7 +11,10 @@ use crate::config::{Bug, SimConfig};
 use crate::disk::Stored;
 use crate::msg::ReadAnswer;
 
-/// Stores `object` as the key's new state, keeping the tombstone index up to date.
+/// Stores `object` as the key's new state (callers store only changes), keeping the
+/// tombstone index up to date: a tombstone's age counts from its last change, so a newer
+/// delete that replaces an older tombstone gets its own full grace. (Counting from the first
+/// tombstone, as `chorus-node` does today, is the tombstone-age-kept control.)
 fn store(node: &mut Node, env: &Env, key: &str, object: Object) {
     let since = if object.is_tombstone_only() {
         let old = node
@@ -20,7 +23,8 @@ fn store(node: &mut Node, env: &Env, key: &str, object: Object) {
             .data
             .get(key)
             .and_then(|s| s.tombstone_since);
-        Some(old.unwrap_or_else(|| node.local_now(env.now)))
+        let keep = old.filter(|_| env.cfg.has(Bug::TombstoneAgeKept));
+        Some(keep.unwrap_or_else(|| node.local_now(env.now)))
     } else {
         None
     };
