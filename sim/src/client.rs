@@ -21,7 +21,7 @@ use crate::placement::Placement;
 const SET_GENERATION: Time = 10 * SEC;
 const SET_KEYS: usize = 4;
 /// Register keys, one writer each.
-pub const REGISTER_KEYS: usize = 2;
+pub const REGISTER_KEYS: usize = 4;
 const DELETE_SLOTS: usize = 20;
 
 /// What a client does.

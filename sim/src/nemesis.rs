@@ -59,7 +59,7 @@ pub fn next(rng: &mut SimRng, v: &View) -> (Fault, Vec<(Time, Fault)>) {
     let down = rng.random_range(500 * MS..5 * SEC);
     let all_up = v.up.iter().all(|u| *u);
     loop {
-        match rng.random_range(0..13) {
+        match rng.random_range(0..14) {
             0 | 1 if v.up[node] => return (Fault::Kill(node), vec![(down, Fault::Restart(node))]),
             2 if v.up[node] && !v.disk_fault => {
                 return (Fault::PowerLoss(node), vec![(down, Fault::Restart(node))])
@@ -102,6 +102,22 @@ pub fn next(rng: &mut SimRng, v: &View) -> (Fault, Vec<(Time, Fault)>) {
                 return (Fault::Skew(node, skew), vec![(back, Fault::Skew(node, 0))]);
             }
             12 if v.up[node] => return (Fault::Snapshot(node), Vec::new()),
+            // Wipe-while-down: a replica misses writes while down, another loses its disk,
+            // and the two come back together, so the only up-to-date copies are on the
+            // third replica and in its hints.
+            13 if all_up && !v.disk_fault => {
+                let other = (node + rng.random_range(1..v.nodes)) % v.nodes;
+                let wipe_at = rng.random_range(SEC..3 * SEC);
+                let back = wipe_at + rng.random_range(100 * MS..500 * MS);
+                return (
+                    Fault::Kill(node),
+                    vec![
+                        (wipe_at, Fault::Wipe(other)),
+                        (back, Fault::Restart(other)),
+                        (back + rng.random_range(0..300 * MS), Fault::Restart(node)),
+                    ],
+                );
+            }
             _ => continue,
         }
     }

@@ -54,6 +54,8 @@ pub(crate) struct World {
     pub final_failures: u64,
     pub converged_after: Option<Time>,
     heal_at: Time,
+    /// A disk fault is scheduled until then.
+    disk_fault_until: Time,
     done: bool,
 }
 
@@ -63,7 +65,7 @@ impl World {
         let place = Placement::new(&names, cfg.partitions, cfg.n)?;
         let mut roles = vec![Role::Set, Role::Set, Role::Set];
         roles.extend((0..REGISTER_KEYS).map(|k| Role::RegisterWriter(format!("reg{k}"))));
-        roles.extend([Role::RegisterReader, Role::RegisterReader]);
+        roles.extend(std::iter::repeat_n(Role::RegisterReader, 3));
         roles.extend([
             Role::Deleter,
             Role::Recreator,
@@ -95,6 +97,7 @@ impl World {
             final_objects: BTreeMap::new(),
             final_failures: 0,
             converged_after: None,
+            disk_fault_until: 0,
             done: false,
         })
     }
@@ -219,10 +222,11 @@ impl World {
 
     /// Some node lost its disk and hasn't recovered yet.
     fn disk_fault(&self) -> bool {
-        self.nodes.iter().enumerate().any(|(i, n)| match &n.proc {
-            Some(p) => p.recovery.is_some(),
-            None => self.restart_as[i] == Start::Recovering,
-        })
+        self.q.now() < self.disk_fault_until
+            || self.nodes.iter().enumerate().any(|(i, n)| match &n.proc {
+                Some(p) => p.recovery.is_some(),
+                None => self.restart_as[i] == Start::Recovering,
+            })
     }
 
     fn apply(&mut self, f: Fault) {
@@ -351,6 +355,13 @@ impl World {
                     let view = self.view();
                     let (fault, undo) = nemesis::next(&mut self.rng, &view);
                     self.apply(fault);
+                    for (after, f) in &undo {
+                        if matches!(f, Fault::Wipe(_) | Fault::Restart(_)) {
+                            // A disk fault still to come counts as one under way.
+                            let until = self.q.now() + after + SEC;
+                            self.disk_fault_until = self.disk_fault_until.max(until);
+                        }
+                    }
                     for (after, f) in undo {
                         self.q.after(after, Ev::Fault(f));
                     }
