@@ -22,7 +22,7 @@ pub enum Bug {
     /// The tombstone index keeps the time a key *first* became tombstones only when a newer
     /// tombstone replaces an older one, as `chorus-node`'s replica writer does today: the
     /// newer delete can then be purged before its grace, while hints older than it are
-    /// still live (seed 429 resurrects a deleted key this way).
+    /// still live (seed 397 resurrects a deleted key this way).
     TombstoneAgeKept,
 }
 
