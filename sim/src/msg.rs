@@ -79,6 +79,9 @@ pub enum Msg {
     AeOffer {
         xid: u64,
         partition: u32,
+        /// The root of the sender's Merkle tree of the partition: equal roots end the
+        /// exchange at once.
+        root: [u8; 32],
         digests: Vec<(String, [u8; 32])>,
         pull_only: bool,
     },

@@ -135,6 +135,7 @@ fn offer(
     digests: Vec<(String, [u8; 32])>,
 ) {
     let pull_only = !node.is_whole();
+    let root = replica::root(node, partition);
     let xid = env.id();
     let Some(proc) = node.proc.as_mut() else {
         return;
@@ -145,6 +146,7 @@ fn offer(
         Msg::AeOffer {
             xid,
             partition,
+            root,
             digests,
             pull_only,
         },
@@ -213,10 +215,22 @@ pub fn on_offer(
     env: &mut Env,
     from: Addr,
     xid: u64,
-    partition: u32,
+    (partition, root): (u32, [u8; 32]),
     digests: Vec<(String, [u8; 32])>,
     pull_only: bool,
 ) {
+    if node.is_whole() && replica::root(node, partition) == root {
+        // Identical trees: nothing to exchange (and the exchange counts as completed).
+        let in_sync = Msg::AeAnswer {
+            xid,
+            partition,
+            objects: Vec::new(),
+            want: Vec::new(),
+            refused: false,
+        };
+        env.send(from, in_sync);
+        return;
+    }
     if !node.is_whole() {
         let refused = Msg::AeAnswer {
             xid,
@@ -388,7 +402,7 @@ pub fn on_purge_answer(
     };
     for &n in env.place.pref_of(&p.key) {
         if n == node.index {
-            replica::purge(node, &p.key, p.digest);
+            replica::purge(node, env.place, &p.key, p.digest);
         } else {
             env.send(
                 Addr::Node(n),

@@ -10,6 +10,7 @@ pub mod replica;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chorus_core::merkle::Tree;
 use chorus_core::version::Actor;
 use rand::Rng;
 
@@ -98,6 +99,9 @@ pub struct Proc {
     pub(crate) exchanges: BTreeMap<u64, (u32, usize)>,
     /// Hint replays in flight: request id -> hint id.
     pub(crate) hint_sends: BTreeMap<u64, u64>,
+    /// Core's Merkle tree of each partition's key digests, kept in memory and rebuilt from
+    /// the disk at every start.
+    pub(crate) trees: BTreeMap<u32, Tree>,
 }
 
 /// A peer silent for this long is taken as down.
@@ -173,6 +177,7 @@ impl Node {
             purges: BTreeMap::new(),
             exchanges: BTreeMap::new(),
             hint_sends: BTreeMap::new(),
+            trees: replica::build_trees(&self.disk, env.place),
         });
         let cfg = env.cfg;
         for (after, t) in [
@@ -227,9 +232,10 @@ impl Node {
             Msg::AeOffer {
                 xid,
                 partition,
+                root,
                 digests,
                 pull_only,
-            } => background::on_offer(self, env, from, xid, partition, digests, pull_only),
+            } => background::on_offer(self, env, from, xid, (partition, root), digests, pull_only),
             Msg::AeAnswer {
                 xid,
                 partition,
@@ -249,7 +255,7 @@ impl Node {
             Msg::PurgeAnswer { req, digest } => {
                 background::on_purge_answer(self, env, from, req, digest)
             }
-            Msg::Purge { key, digest } => replica::purge(self, &key, digest),
+            Msg::Purge { key, digest } => replica::purge(self, env.place, &key, digest),
             Msg::Ping => env.send(from, Msg::Pong),
             Msg::Pong => {}
             Msg::GetReply { .. } | Msg::PutReply { .. } => {}

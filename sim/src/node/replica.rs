@@ -3,13 +3,17 @@
 //! (recovering replicas say so), purges a tombstone, and indexes when a key became
 //! tombstones only. The counter-restart, drop-siblings and wiped-counts controls hook in here.
 
+use std::collections::BTreeMap;
+
 use chorus_core::context::Context;
+use chorus_core::merkle::Tree;
 use chorus_core::version::{Dot, Object};
 
 use super::{Env, Node};
 use crate::config::{Bug, SimConfig};
-use crate::disk::Stored;
+use crate::disk::{Disk, Stored};
 use crate::msg::ReadAnswer;
+use crate::placement::Placement;
 
 /// Stores `object` as the key's new state (callers store only changes), keeping the
 /// tombstone index up to date: a tombstone's age counts from its last change, so a newer
@@ -29,6 +33,8 @@ fn store(node: &mut Node, env: &Env, key: &str, object: Object) {
         None
     };
     let digest = object.digest();
+    let old = node.disk.view().data.get(key).map(|s| s.digest);
+    tree_update(node, env.place, key, old, Some(digest));
     node.disk.put(
         key,
         Stored {
@@ -101,7 +107,7 @@ pub fn read_answer(node: &Node, cfg: &SimConfig, key: &str) -> ReadAnswer {
 }
 
 /// Purges `key` if it still holds exactly the tombstone every replica agreed on.
-pub fn purge(node: &mut Node, key: &str, digest: [u8; 32]) {
+pub fn purge(node: &mut Node, place: &Placement, key: &str, digest: [u8; 32]) {
     let same = node
         .disk
         .view()
@@ -110,5 +116,41 @@ pub fn purge(node: &mut Node, key: &str, digest: [u8; 32]) {
         .is_some_and(|s| s.digest == digest && s.object.is_tombstone_only());
     if same {
         node.disk.delete(key);
+        tree_update(node, place, key, Some(digest), None);
     }
+}
+
+/// Keeps the partition's Merkle tree in step with a change of one key's digest.
+fn tree_update(
+    node: &mut Node,
+    place: &Placement,
+    key: &str,
+    old: Option<[u8; 32]>,
+    new: Option<[u8; 32]>,
+) {
+    if old == new {
+        return;
+    }
+    if let Some(p) = node.proc.as_mut() {
+        let tree = p.trees.entry(place.partition(key)).or_default();
+        tree.update(crate::BUCKET, key.as_bytes(), old.as_ref(), new.as_ref());
+    }
+}
+
+/// The Merkle trees of what a disk holds, by partition.
+pub fn build_trees(disk: &Disk, place: &Placement) -> BTreeMap<u32, Tree> {
+    let mut trees: BTreeMap<u32, Tree> = BTreeMap::new();
+    for (k, s) in &disk.view().data {
+        let tree = trees.entry(place.partition(k)).or_default();
+        tree.update(crate::BUCKET, k.as_bytes(), None, Some(&s.digest));
+    }
+    trees
+}
+
+/// The root of a partition's tree (an empty partition has the empty tree's root).
+pub fn root(node: &Node, partition: u32) -> [u8; 32] {
+    node.proc
+        .as_ref()
+        .and_then(|p| p.trees.get(&partition))
+        .map_or_else(|| Tree::new().root(), Tree::root)
 }
