@@ -1,0 +1,416 @@
+//! What a node does on its own: hinted handoff (durable hints, replayed to live targets,
+//! dropped after their expiry), anti-entropy (a full key-digest exchange per shared
+//! partition; recovering nodes only pull), recovery (one completed exchange with every
+//! other replica of each partition before the node counts toward R), the restored-copy
+//! rule, and tombstone purging (the first replica purges a tombstone past the grace once
+//! every replica is up and holds the identical one).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_core::version::Object;
+
+use super::{replica, Env, Node, Timer};
+use crate::disk::Hint;
+use crate::msg::{Msg, Push};
+use crate::net::Addr;
+use crate::placement::Placement;
+
+/// Most tombstones one purge pass starts on.
+const PURGES_PER_ROUND: usize = 64;
+
+pub(crate) struct PurgeReq {
+    key: String,
+    digest: [u8; 32],
+    waiting: BTreeSet<usize>,
+}
+
+/// The exchanges a recovering node owes: every other replica of each of its partitions.
+pub fn recovery_obligations(me: usize, place: &Placement) -> BTreeSet<(u32, usize)> {
+    let mut out = BTreeSet::new();
+    for p in 0..place.partitions() {
+        let pref = place.pref(p);
+        if pref.contains(&me) {
+            out.extend(pref.iter().filter(|&&n| n != me).map(|&n| (p, n)));
+        }
+    }
+    out
+}
+
+/// A restored copy is emptied, partition by partition, where every other replica is up and
+/// whole (so it holds everything acknowledged there); elsewhere it may be the last copy
+/// and is kept (served to no one until recovered).
+pub fn drop_restored_partitions(node: &mut Node, place: &Placement, whole: &[bool]) {
+    let me = node.index;
+    let droppable: BTreeSet<u32> = (0..place.partitions())
+        .filter(|&p| {
+            place
+                .pref(p)
+                .iter()
+                .all(|&n| n == me || whole.get(n).copied().unwrap_or(false))
+        })
+        .collect();
+    node.disk
+        .drop_keys(|k| droppable.contains(&place.partition(k)));
+}
+
+/// Keeps a write for a replica that missed it, durably.
+pub fn store_hint(node: &mut Node, env: &mut Env, target: usize, key: &str, object: &Object) {
+    if node.proc.is_none() {
+        return;
+    }
+    let id = env.id();
+    let expires = node.local_now(env.now) + env.cfg.hint_expiry;
+    node.disk.put_hint(
+        id,
+        Hint {
+            target,
+            key: key.to_string(),
+            object: object.clone(),
+            expires,
+        },
+    );
+}
+
+/// Drops expired hints and sends the others to targets that are up.
+pub fn replay_hints(node: &mut Node, env: &mut Env) {
+    let local = node.local_now(env.now);
+    let mut expired = Vec::new();
+    let mut send = Vec::new();
+    for (&id, h) in &node.disk.view().hints {
+        if h.expires <= local {
+            expired.push(id);
+        } else if node.sees_up(h.target, env.now) {
+            send.push((id, h.target, h.key.clone(), h.object.clone()));
+        }
+    }
+    for id in expired {
+        node.disk.delete_hint(id);
+    }
+    let Some(proc) = node.proc.as_mut() else {
+        return;
+    };
+    // Acks of an earlier round that are still out are forgotten: the hint goes again.
+    proc.hint_sends.clear();
+    for (id, target, key, object) in send {
+        let req = env.id();
+        proc.hint_sends.insert(req, id);
+        env.send(
+            Addr::Node(target),
+            Msg::Replicate {
+                req,
+                key,
+                object,
+                why: Push::Hint,
+            },
+        );
+    }
+}
+
+/// A hint's target acknowledged: the hint is delivered.
+pub fn on_hint_ack(node: &mut Node, req: u64, ok: bool) {
+    let Some(id) = node.proc.as_mut().and_then(|p| p.hint_sends.remove(&req)) else {
+        return;
+    };
+    if ok {
+        node.disk.delete_hint(id);
+    }
+}
+
+/// The node's keys and digests, by partition.
+fn by_partition(node: &Node, place: &Placement) -> BTreeMap<u32, Vec<(String, [u8; 32])>> {
+    let mut out: BTreeMap<u32, Vec<(String, [u8; 32])>> = BTreeMap::new();
+    for (k, s) in &node.disk.view().data {
+        out.entry(place.partition(k))
+            .or_default()
+            .push((k.clone(), s.digest));
+    }
+    out
+}
+
+fn offer(
+    node: &mut Node,
+    env: &mut Env,
+    peer: usize,
+    partition: u32,
+    digests: Vec<(String, [u8; 32])>,
+) {
+    let pull_only = !node.is_whole();
+    let root = replica::root(node, partition);
+    let xid = env.id();
+    let Some(proc) = node.proc.as_mut() else {
+        return;
+    };
+    proc.exchanges.insert(xid, (partition, peer));
+    env.send(
+        Addr::Node(peer),
+        Msg::AeOffer {
+            xid,
+            partition,
+            root,
+            digests,
+            pull_only,
+        },
+    );
+}
+
+/// One anti-entropy round of a whole node: an exchange with every live peer for every
+/// partition they share.
+pub fn anti_entropy_round(node: &mut Node, env: &mut Env) {
+    if !node.is_whole() {
+        return;
+    }
+    let mut keys = by_partition(node, env.place);
+    for p in 0..env.place.partitions() {
+        let pref = env.place.pref(p).to_vec();
+        if !pref.contains(&node.index) {
+            continue;
+        }
+        let digests = keys.remove(&p).unwrap_or_default();
+        let me = node.index;
+        for &peer in pref.iter().filter(|&&n| n != me) {
+            if node.sees_up(peer, env.now) {
+                offer(node, env, peer, p, digests.clone());
+            }
+        }
+    }
+}
+
+/// One recovery step: pull from every replica still owed an exchange that is up and has
+/// none open. Returns whether to keep going.
+pub fn recovery_round(node: &mut Node, env: &mut Env) -> bool {
+    let Some(proc) = node.proc.as_mut() else {
+        return false;
+    };
+    let Some(pending) = &proc.recovery else {
+        return false;
+    };
+    if pending.is_empty() {
+        proc.recovery = None;
+        return false;
+    }
+    let open: BTreeSet<(u32, usize)> = proc.exchanges.values().copied().collect();
+    let todo: Vec<(u32, usize)> = pending
+        .iter()
+        .filter(|x| !open.contains(x))
+        .copied()
+        .collect();
+    let mut keys = by_partition(node, env.place);
+    for (p, peer) in todo {
+        if node.sees_up(peer, env.now) {
+            let digests = keys.get(&p).cloned().unwrap_or_default();
+            offer(node, env, peer, p, digests);
+        }
+    }
+    keys.clear();
+    // Open exchanges whose answer was lost are forgotten at the next step.
+    if let Some(proc) = node.proc.as_mut() {
+        proc.exchanges.retain(|_, x| !open.contains(x));
+    }
+    true
+}
+
+/// A peer offers an exchange. A recovering node serves no data.
+pub fn on_offer(
+    node: &mut Node,
+    env: &mut Env,
+    from: Addr,
+    xid: u64,
+    (partition, root): (u32, [u8; 32]),
+    digests: Vec<(String, [u8; 32])>,
+    pull_only: bool,
+) {
+    if node.is_whole() && replica::root(node, partition) == root {
+        // Identical trees: nothing to exchange (and the exchange counts as completed).
+        let in_sync = Msg::AeAnswer {
+            xid,
+            partition,
+            objects: Vec::new(),
+            want: Vec::new(),
+            refused: false,
+        };
+        env.send(from, in_sync);
+        return;
+    }
+    if !node.is_whole() {
+        let refused = Msg::AeAnswer {
+            xid,
+            partition,
+            objects: Vec::new(),
+            want: Vec::new(),
+            refused: true,
+        };
+        env.send(from, refused);
+        return;
+    }
+    let theirs: BTreeMap<&str, [u8; 32]> = digests.iter().map(|(k, d)| (k.as_str(), *d)).collect();
+    let mut objects = Vec::new();
+    let mut mine = BTreeSet::new();
+    for (k, s) in &node.disk.view().data {
+        if env.place.partition(k) != partition {
+            continue;
+        }
+        mine.insert(k.as_str());
+        if theirs.get(k.as_str()) != Some(&s.digest) {
+            objects.push((k.clone(), s.object.clone()));
+        }
+    }
+    let want = if pull_only {
+        Vec::new()
+    } else {
+        let data = &node.disk.view().data;
+        theirs
+            .iter()
+            .filter(|(k, d)| data.get(**k).is_none_or(|s| s.digest != **d))
+            .map(|(k, _)| k.to_string())
+            .collect()
+    };
+    env.send(
+        from,
+        Msg::AeAnswer {
+            xid,
+            partition,
+            objects,
+            want,
+            refused: false,
+        },
+    );
+}
+
+/// The answer to an exchange this node started.
+#[allow(clippy::too_many_arguments)]
+pub fn on_answer(
+    node: &mut Node,
+    env: &mut Env,
+    from: Addr,
+    xid: u64,
+    partition: u32,
+    objects: Vec<(String, Object)>,
+    want: Vec<String>,
+    refused: bool,
+) {
+    let Some(proc) = node.proc.as_mut() else {
+        return;
+    };
+    let Some((p, peer)) = proc.exchanges.remove(&xid) else {
+        return;
+    };
+    if refused || p != partition || Addr::Node(peer) != from {
+        return;
+    }
+    for (key, object) in &objects {
+        replica::merge(node, env, key, object);
+    }
+    if node.is_whole() {
+        let data = &node.disk.view().data;
+        let push: Vec<(String, Object)> = want
+            .into_iter()
+            .filter_map(|k| data.get(&k).map(|s| (k.clone(), s.object.clone())))
+            .collect();
+        if !push.is_empty() {
+            env.send(from, Msg::AePush { objects: push });
+        }
+    } else if let Some(pending) = node.proc.as_mut().and_then(|p| p.recovery.as_mut()) {
+        pending.remove(&(partition, peer));
+        if pending.is_empty() {
+            if let Some(p) = node.proc.as_mut() {
+                p.recovery = None;
+            }
+        }
+    }
+}
+
+/// One purge pass: start agreement on tombstones past the grace that this node is first
+/// replica of, when every replica is up.
+pub fn purge_round(node: &mut Node, env: &mut Env) {
+    if !node.is_whole() {
+        return;
+    }
+    let local = node.local_now(env.now);
+    let grace = env.cfg.tombstone_grace;
+    let candidates: Vec<(String, [u8; 32])> = node
+        .disk
+        .view()
+        .data
+        .iter()
+        .filter(|(_, s)| s.tombstone_since.is_some_and(|t| t + grace <= local))
+        .filter(|(k, _)| env.place.pref_of(k).first() == Some(&node.index))
+        .take(PURGES_PER_ROUND)
+        .map(|(k, s)| (k.clone(), s.digest))
+        .collect();
+    for (key, digest) in candidates {
+        let others: BTreeSet<usize> = env
+            .place
+            .pref_of(&key)
+            .iter()
+            .copied()
+            .filter(|&n| n != node.index)
+            .collect();
+        if !others.iter().all(|&n| node.sees_up(n, env.now)) {
+            continue;
+        }
+        let req = env.id();
+        for &n in &others {
+            env.send(
+                Addr::Node(n),
+                Msg::PurgeQuery {
+                    req,
+                    key: key.clone(),
+                },
+            );
+        }
+        if let Some(proc) = node.proc.as_mut() {
+            proc.purges.insert(
+                req,
+                PurgeReq {
+                    key,
+                    digest,
+                    waiting: others,
+                },
+            );
+        }
+        env.timer(env.cfg.request_timeout, Timer::PurgeDeadline(req));
+    }
+}
+
+/// A replica's digest for a purge candidate: all identical means purge everywhere.
+pub fn on_purge_answer(
+    node: &mut Node,
+    env: &mut Env,
+    from: Addr,
+    req: u64,
+    digest: Option<[u8; 32]>,
+) {
+    let Addr::Node(from) = from else {
+        return;
+    };
+    let Some(proc) = node.proc.as_mut() else {
+        return;
+    };
+    let Some(p) = proc.purges.get_mut(&req) else {
+        return;
+    };
+    if digest != Some(p.digest) {
+        proc.purges.remove(&req);
+        return;
+    }
+    p.waiting.remove(&from);
+    if !p.waiting.is_empty() {
+        return;
+    }
+    let Some(p) = proc.purges.remove(&req) else {
+        return;
+    };
+    for &n in env.place.pref_of(&p.key) {
+        if n == node.index {
+            replica::purge(node, env.place, &p.key, p.digest);
+        } else {
+            env.send(
+                Addr::Node(n),
+                Msg::Purge {
+                    key: p.key.clone(),
+                    digest: p.digest,
+                },
+            );
+        }
+    }
+}
