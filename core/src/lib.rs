@@ -7,4 +7,5 @@
 pub mod context;
 pub mod coordinator;
 pub mod merkle;
+pub mod replica;
 pub mod version;
