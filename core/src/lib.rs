@@ -6,6 +6,9 @@
 
 pub mod context;
 pub mod coordinator;
+pub mod failure_detector;
+pub mod membership;
 pub mod merkle;
+pub mod recovery;
 pub mod replica;
 pub mod version;

@@ -35,6 +35,10 @@ pub use tree::Tree;
 /// A 32-byte blake3 hash.
 pub type Hash = [u8; 32];
 
+/// Identifies one anti-entropy tree: a partition and the N of the buckets it covers, since
+/// replicas of a partition share only the keys of buckets whose N includes them both.
+pub type TreeId = (u32, u8);
+
 /// Number of branches under the root.
 pub const BRANCHES: usize = 32;
 /// Number of leaf segments under each branch.

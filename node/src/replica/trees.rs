@@ -10,9 +10,7 @@ use crate::merkle::{Hash, Tree};
 use crate::storage::{split_data_key, Op, Storage, Table};
 use crate::version::Object;
 
-/// Identifies one anti-entropy tree: a partition and the N of the buckets it covers, since
-/// replicas of a partition share only the keys of buckets whose N includes them both.
-pub type TreeId = (u32, u8);
+pub use crate::merkle::TreeId;
 
 /// The node's anti-entropy trees, kept in memory and persisted leaf by leaf.
 #[derive(Default)]
