@@ -128,16 +128,14 @@ impl Node {
     /// for a partition it replicates in the current ring (a stale ring, or a partition it
     /// gave away, never directs a push).
     pub(crate) fn may_push(&self, bucket: &[u8], key: &[u8]) -> bool {
-        if !self.recovery(|r| r.may_push()) {
-            return false;
-        }
+        let whole = self.recovery(|r| r.may_push());
         let state = self.cluster();
         let Some(ring) = state.ring.as_ref() else {
             return false;
         };
         let n = self.inner.cfg.n_for(bucket).min(ring.members().len());
-        ring.preference_list(self.partition_of(bucket, key), n)
-            .contains(&self.inner.cfg.id.as_str())
+        let replicas = ring.preference_list(self.partition_of(bucket, key), n);
+        chorus_core::anti_entropy::may_push(whole, &replicas, &self.inner.cfg.id)
     }
 
     pub(crate) fn recovery_era(&self) -> u64 {
