@@ -436,6 +436,46 @@ pub fn copy_predates_no_purge(age_ms: Option<u64>, grace_ms: u64) -> bool {
     age_ms.is_some_and(|a| a < grace_ms / 2)
 }
 
+/// What this node knows of another replica, for deciding where a restored copy may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtherReplica {
+    Down,
+    /// Up, but hasn't said (in a pong) whether it is recovering.
+    Unanswered,
+    Recovering,
+    Whole,
+}
+
+/// Where a restored copy recognised while unconfirmed is dropped and where it is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoredSplit {
+    /// Every other replica is up and whole: everything acknowledged there is held elsewhere.
+    pub drop: Vec<u32>,
+    /// Some other replica is down or recovering: the copy may be the last one.
+    pub keep: Vec<u32>,
+}
+
+/// Splits a restored copy's partitions, given each partition's other replicas (of every N
+/// class). A replica that hasn't answered yet makes the decision wait, until `patience_over`
+/// (then it counts as not whole); `None` means wait.
+pub fn split_restored(
+    partitions: impl IntoIterator<Item = (u32, Vec<OtherReplica>)>,
+    patience_over: bool,
+) -> Option<RestoredSplit> {
+    let mut out = RestoredSplit::default();
+    for (p, others) in partitions {
+        if !patience_over && others.contains(&OtherReplica::Unanswered) {
+            return None;
+        }
+        if others.iter().all(|r| *r == OtherReplica::Whole) {
+            out.drop.push(p);
+        } else {
+            out.keep.push(p);
+        }
+    }
+    Some(out)
+}
+
 /// Written at start, removed at a clean shutdown.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunMarker {
@@ -510,6 +550,27 @@ mod tests {
         // Our own announcement coming back is no news.
         r.observe(Some(&entry(5, 99)), Some(&entry(5, 99)));
         assert_eq!(r.phase(), Phase::Whole);
+    }
+
+    #[test]
+    fn a_restored_copy_is_dropped_only_where_every_other_replica_is_whole() {
+        use OtherReplica::*;
+        let parts = || {
+            vec![
+                (0, vec![Whole, Whole]),
+                (1, vec![Whole, Recovering]),
+                (2, vec![Down, Whole]),
+                (3, vec![]),
+            ]
+        };
+        let split = split_restored(parts(), false).expect("decided");
+        assert_eq!(split.drop, vec![0, 3]);
+        assert_eq!(split.keep, vec![1, 2]);
+        // A replica that hasn't answered makes it wait, then counts as not whole.
+        let waiting = vec![(0, vec![Whole, Whole]), (1, vec![Unanswered, Whole])];
+        assert_eq!(split_restored(waiting.clone(), false), None);
+        let split = split_restored(waiting, true).expect("patience over");
+        assert_eq!((split.drop, split.keep), (vec![0], vec![1]));
     }
 
     #[test]

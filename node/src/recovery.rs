@@ -6,8 +6,8 @@
 use serde::Serialize;
 
 pub use chorus_core::recovery::{
-    copy_predates_no_purge, power_loss, Action, Phase, Previous, Progress, Reason, Recovery,
-    RunMarker, Verdict,
+    copy_predates_no_purge, power_loss, split_restored, Action, OtherReplica, Phase, Previous,
+    Progress, Reason, Recovery, RestoredSplit, RunMarker, Verdict,
 };
 
 use crate::storage::{Op, Storage, StorageError, Table};
