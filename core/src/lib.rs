@@ -6,11 +6,14 @@
 
 pub mod anti_entropy;
 pub mod context;
-pub mod coordinator;
 pub mod failure_detector;
+pub mod get;
 pub mod hints;
 pub mod membership;
 pub mod merkle;
+pub mod plan;
+pub mod put;
+pub mod quorum;
 pub mod recovery;
 pub mod replica;
 pub mod tombstone;
