@@ -4,10 +4,18 @@
 //! node (`chorus-node`) drives these over QUIC and RocksDB; the simulator (`chorus-sim`)
 //! drives the same code over a simulated network and in-memory disks.
 
+pub mod anti_entropy;
 pub mod context;
+pub mod failure_detector;
 pub mod get;
+pub mod hints;
+pub mod membership;
 pub mod merkle;
 pub mod plan;
 pub mod put;
 pub mod quorum;
+pub mod recovery;
+pub mod replica;
+pub mod tombstone;
+pub mod transfer;
 pub mod version;

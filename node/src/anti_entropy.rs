@@ -7,9 +7,12 @@
 //! clean round costs one round trip per peer. Only trees whose roots differ are walked
 //! (branches, then leaves, then key listings of the differing segments), as the sans-I/O
 //! [`crate::merkle::Exchange`] directs. Rounds pause between trees and use low-priority
-//! streams, so client traffic keeps priority.
+//! streams, so client traffic keeps priority. What a differing key's repair does (who sends
+//! what) is `chorus_core::anti_entropy`.
 
 use std::collections::BTreeMap;
+
+use chorus_core::anti_entropy::repair;
 
 use crate::batch::{item_bytes, Budget, ITEM_OVERHEAD};
 use crate::merkle::{Exchange, Hash, Need, BRANCHES};
@@ -300,7 +303,8 @@ impl Node {
     }
 
     /// Merges each key both ways between this node and `peer`, except that a node pushes
-    /// only what [`Node::may_push`] allows (a recovering node only pulls). Returns how many
+    /// only what [`Node::may_push`] allows (a recovering node only pulls; see
+    /// `chorus_core::anti_entropy`). Returns how many
     /// keys changed on either side. Reads and pushes are cut by count and by bytes: the peer
     /// answers as many of the keys asked for as fit its byte budget, and the rest are asked
     /// again.
@@ -341,23 +345,19 @@ impl Node {
                     .get(skey.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                let mut merged = mine.clone().unwrap_or_default();
-                if let Some(t) = &theirs {
-                    merged.merge(t);
+                let may_push = mine.is_some() && self.may_push(bucket, key);
+                let plan = repair(mine.as_ref(), theirs, may_push);
+                if plan.changes_anything() {
+                    repaired += 1;
                 }
-                let mut changed = false;
-                if mine.as_ref() != Some(&merged) {
-                    if let Some(t) = theirs.clone() {
-                        self.inner
-                            .replica
-                            .apply(skey, Change::Merge(t))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        changed = true;
-                    }
+                if let Some(t) = plan.take {
+                    self.inner
+                        .replica
+                        .apply(skey, Change::Merge(t))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
-                if theirs.as_ref() != Some(&merged) && mine.is_some() && self.may_push(bucket, key)
-                {
+                if let Some(merged) = plan.push {
                     let item = Item {
                         bucket: bucket.clone(),
                         key: key.clone(),
@@ -370,10 +370,6 @@ impl Node {
                     }
                     push_budget.add(size);
                     push.push(item);
-                    changed = true;
-                }
-                if changed {
-                    repaired += 1;
                 }
             }
         }

@@ -10,7 +10,9 @@ use chorus_client::proto::RecoveryStatus;
 
 use crate::config::NodeConfig;
 use crate::membership::{ClusterState, MemberState};
-use crate::recovery::{self, Action, Phase, Previous, Recovery};
+use crate::recovery::{
+    self, split_restored, Action, OtherReplica, Phase, Previous, Recovery, RestoredSplit,
+};
 use crate::replica::TreeId;
 use crate::server::Node;
 use crate::storage::{Storage, StorageError, Table};
@@ -128,16 +130,14 @@ impl Node {
     /// for a partition it replicates in the current ring (a stale ring, or a partition it
     /// gave away, never directs a push).
     pub(crate) fn may_push(&self, bucket: &[u8], key: &[u8]) -> bool {
-        if !self.recovery(|r| r.may_push()) {
-            return false;
-        }
+        let whole = self.recovery(|r| r.may_push());
         let state = self.cluster();
         let Some(ring) = state.ring.as_ref() else {
             return false;
         };
         let n = self.inner.cfg.n_for(bucket).min(ring.members().len());
-        ring.preference_list(self.partition_of(bucket, key), n)
-            .contains(&self.inner.cfg.id.as_str())
+        let replicas = ring.preference_list(self.partition_of(bucket, key), n);
+        chorus_core::anti_entropy::may_push(whole, &replicas, &self.inner.cfg.id)
     }
 
     pub(crate) fn recovery_era(&self) -> u64 {
@@ -397,31 +397,31 @@ impl Node {
         };
         let me = self.inner.cfg.id.as_str();
         let classes = self.n_classes();
-        let (mut drop, mut keep) = (Vec::new(), Vec::new());
-        for p in 0..ring.partition_count() {
+        let recovery = &self.inner.recovery;
+        let partitions = (0..ring.partition_count()).map(|p| {
             let mut others = BTreeSet::new();
             for n in &classes {
                 others.extend(ring.preference_list(p, *n).into_iter().filter(|o| *o != me));
             }
-            let mut whole = true;
-            for o in others {
-                if !self.inner.members.is_up(o) {
-                    whole = false;
-                } else if !self.inner.recovery.answered().contains(o) {
-                    if !patience_over {
-                        return;
+            let others = others
+                .into_iter()
+                .map(|o| {
+                    if !self.inner.members.is_up(o) {
+                        OtherReplica::Down
+                    } else if !recovery.answered().contains(o) {
+                        OtherReplica::Unanswered
+                    } else if recovery.peers().contains_key(o) {
+                        OtherReplica::Recovering
+                    } else {
+                        OtherReplica::Whole
                     }
-                    whole = false;
-                } else if self.inner.recovery.peers().contains_key(o) {
-                    whole = false;
-                }
-            }
-            if whole {
-                drop.push(p);
-            } else {
-                keep.push(p);
-            }
-        }
+                })
+                .collect();
+            (p, others)
+        });
+        let Some(RestoredSplit { drop, keep }) = split_restored(partitions, patience_over) else {
+            return;
+        };
         let mut dropped = 0u64;
         for p in &drop {
             match self.inner.replica.drop_partition(*p).await {

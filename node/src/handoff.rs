@@ -57,14 +57,19 @@ impl Worker for HintReplay {
         }
         self.delivered = 0;
         let mut errors = Vec::new();
-        for (target, count) in node.inner.hints.pending() {
-            if count > 0 && node.inner.members.is_up(&target) {
-                let sent = node.replay(&target).await;
-                self.delivered += sent.hints;
-                errors.extend(sent.error);
-            }
+        let pending = node.inner.hints.pending();
+        let members = &node.inner.members;
+        let due = chorus_core::hints::due(pending.iter().map(|(t, c)| (t.as_str(), *c)), |t| {
+            members.is_up(t)
+        });
+        for target in due {
+            let sent = node.replay(target).await;
+            self.delivered += sent.hints;
+            errors.extend(sent.error);
+        }
+        for target in pending.keys() {
             metrics::gauge!("chorus_hints_pending", "target" => target.clone())
-                .set(node.inner.hints.pending_for(&target) as f64);
+                .set(node.inner.hints.pending_for(target) as f64);
         }
         let pending = node.inner.hints.pending();
         self.held = pending.values().sum();

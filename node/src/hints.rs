@@ -5,12 +5,14 @@
 //! ordered range. Replay reads a batch, sends it, and deletes the hints only after the
 //! target acknowledged them: a crash or restart replays them again (merging is idempotent),
 //! never loses them. Hints older than the expiry are dropped; anti-entropy covers the rest.
+//! Which hints are due and which expired is `chorus_core::hints`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chorus_core::hints::expired;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Budget, ITEM_OVERHEAD};
@@ -156,7 +158,7 @@ impl Hints {
     ) -> Result<(Vec<(Vec<u8>, Hint)>, u64), StorageError> {
         let p = prefix(target);
         let end = prefix_end(&p);
-        let cutoff = now_ms().saturating_sub(self.expiry.as_millis() as u64);
+        let now = Duration::from_millis(now_ms());
         let mut budget = Budget::new(max, max_bytes);
         let mut live = Vec::new();
         let mut dead = Vec::new();
@@ -173,7 +175,7 @@ impl Hints {
             next.push(0);
             for (k, v) in entries {
                 match decode(&v) {
-                    Some(h) if h.created_ms >= cutoff => {
+                    Some(h) if !expired(Duration::from_millis(h.created_ms), now, self.expiry) => {
                         let size = h.bucket.len() + h.key.len() + h.object.len() + ITEM_OVERHEAD;
                         if !budget.take(size) {
                             break 'scan;

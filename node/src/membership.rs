@@ -1,264 +1,17 @@
 //! Cluster membership: the member list and ring that nodes gossip, the planner that moves
 //! the ring forward when members join or leave, and each node's view of who is alive.
 //!
-//! The member list is keyed by node id (not address), and each entry carries an
-//! incarnation: a node that comes back on a new address bumps it, so its new address wins.
-//! Merging two states is a join: per member the higher incarnation wins, and at equal
-//! incarnation the later state (joining < up < leaving < left). Rings carry a version; the
-//! higher one wins, and two different rings of the same version (two claimants acting at
-//! once) are ordered by digest, so every node settles on the same one.
-//!
-//! One node at a time, the claimant (the lowest id among live members in the ring), turns
-//! member changes into a new ring with [`ClusterState::plan`]: it rebalances with minimal
-//! movement and keeps the previous ring until every node that gained a partition has
-//! confirmed its transfer. Until then, writes go to both replica sets and reads to the old
-//! one. The planner is pure, so its rules are unit-tested without a network.
+//! The state itself and its planner are `chorus_core::membership`; the failure detector's
+//! rule is `chorus_core::failure_detector`. This holds them for the node's tasks and signals
+//! changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use chorus_ring::{Member, Ring};
-use serde::{Deserialize, Serialize};
+use chorus_core::failure_detector::Liveness;
+pub use chorus_core::membership::{ClusterState, MemberInfo, MemberState};
 use tokio::sync::watch;
-
-/// Where a member is in its life. Ordered: a later state wins a merge at equal incarnation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MemberState {
-    /// Announced, not yet owning its share (transfers in flight).
-    Joining,
-    Up,
-    /// Asked to leave; its partitions are moving away.
-    Leaving,
-    /// Out of the ring.
-    Left,
-}
-
-impl MemberState {
-    pub fn name(self) -> &'static str {
-        match self {
-            MemberState::Joining => "joining",
-            MemberState::Up => "up",
-            MemberState::Leaving => "leaving",
-            MemberState::Left => "left",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberInfo {
-    pub id: String,
-    pub address: String,
-    pub zone: Option<String>,
-    pub state: MemberState,
-    pub incarnation: u64,
-    /// The random generation of the member's current run (0: none announced), so a
-    /// restored data directory can tell that the cluster saw a later run of it.
-    #[serde(default)]
-    pub generation: u64,
-}
-
-/// What nodes gossip: members, the ring, and the transition in progress.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterState {
-    pub members: BTreeMap<String, MemberInfo>,
-    pub ring: Option<Ring>,
-    /// The ring before `ring`, kept while partitions move to their new owners.
-    pub prev: Option<Ring>,
-    /// Transfers into `ring` that the gaining node confirmed: (partition, node).
-    pub done: BTreeSet<(u32, String)>,
-    /// The cluster's id and settings (see `identity`): fixed, never merged. Gossip from a
-    /// state with other ones is refused.
-    #[serde(default)]
-    pub cluster_id: String,
-    #[serde(default)]
-    pub settings: String,
-}
-
-const STATE_FORMAT: u8 = 1;
-
-fn ring_digest(r: &Ring) -> [u8; 32] {
-    let bytes = rmp_serde::to_vec(r).unwrap_or_default();
-    *blake3::hash(&bytes).as_bytes()
-}
-
-impl ClusterState {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![STATE_FORMAT];
-        // Encoding plain data into a Vec can't fail; an empty state is the safe fallback.
-        out.extend(rmp_serde::to_vec_named(self).unwrap_or_default());
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<ClusterState> {
-        match bytes.split_first() {
-            Some((&STATE_FORMAT, rest)) => rmp_serde::from_slice(rest).ok(),
-            _ => None,
-        }
-    }
-
-    /// Joins another node's state into this one; true if anything changed.
-    pub fn merge(&mut self, other: &ClusterState) -> bool {
-        let before = self.clone();
-        for (id, theirs) in &other.members {
-            match self.members.get_mut(id) {
-                None => {
-                    self.members.insert(id.clone(), theirs.clone());
-                }
-                Some(mine) => {
-                    if (theirs.incarnation, theirs.state) > (mine.incarnation, mine.state) {
-                        *mine = theirs.clone();
-                    }
-                }
-            }
-        }
-        match (&self.ring, &other.ring) {
-            (_, None) => {}
-            (None, Some(_)) => self.adopt_ring(other),
-            (Some(a), Some(b)) => {
-                if b.version() > a.version()
-                    || (b.version() == a.version() && a != b && ring_digest(b) > ring_digest(a))
-                {
-                    self.adopt_ring(other);
-                } else if a == b {
-                    // Same ring: confirmations add up.
-                    self.done.extend(other.done.iter().cloned());
-                }
-            }
-        }
-        *self != before
-    }
-
-    fn adopt_ring(&mut self, other: &ClusterState) {
-        self.ring = other.ring.clone();
-        self.prev = other.prev.clone();
-        self.done = other.done.clone();
-    }
-
-    /// Every (partition, node) that gains a replica slot from `prev` to `ring`.
-    pub fn transfers(&self) -> Vec<(u32, String)> {
-        let (Some(ring), Some(prev)) = (&self.ring, &self.prev) else {
-            return Vec::new();
-        };
-        let n = ring.replicas();
-        prev.diff(ring, n)
-            .into_iter()
-            .flat_map(|m| m.gained.into_iter().map(move |g| (m.partition, g)))
-            .collect()
-    }
-
-    fn pending_with(&self, done: &BTreeSet<(u32, String)>) -> Vec<(u32, String)> {
-        self.transfers()
-            .into_iter()
-            .filter(|t| !done.contains(t) && !self.done.contains(t))
-            .collect()
-    }
-
-    /// Transfers not yet confirmed.
-    pub fn pending(&self) -> Vec<(u32, String)> {
-        self.pending_with(&BTreeSet::new())
-    }
-
-    /// The ring that still holds a partition's complete data while it moves: `prev` while
-    /// any gainer of the partition hasn't confirmed.
-    pub fn old_ring_for(&self, partition: u32) -> Option<&Ring> {
-        let prev = self.prev.as_ref()?;
-        self.pending()
-            .iter()
-            .any(|(p, _)| *p == partition)
-            .then_some(prev)
-    }
-
-    /// Members that should own partitions: joining or up.
-    pub fn active(&self) -> Vec<Member> {
-        self.members
-            .values()
-            .filter(|m| matches!(m.state, MemberState::Joining | MemberState::Up))
-            .map(|m| Member {
-                id: m.id.clone(),
-                zone: m.zone.clone(),
-            })
-            .collect()
-    }
-
-    /// The node that plans ring changes: the lowest id among live members in the ring.
-    pub fn claimant(&self, is_up: impl Fn(&str) -> bool) -> Option<String> {
-        let ring = self.ring.as_ref()?;
-        self.members
-            .values()
-            .filter(|m| matches!(m.state, MemberState::Up | MemberState::Joining))
-            .filter(|m| ring.contains(&m.id) && is_up(&m.id))
-            .map(|m| m.id.clone())
-            .next()
-    }
-
-    /// The next state, if a change is due: finish a transition whose transfers are all
-    /// confirmed, start one when the active members differ from the ring's, and move
-    /// members along (joining → up once they own their share, leaving → left once out).
-    pub fn plan(&self) -> Result<Option<ClusterState>, chorus_ring::RingError> {
-        let Some(ring) = &self.ring else {
-            return Ok(None);
-        };
-        let mut next = self.clone();
-        let pending = self.pending();
-        if next.prev.is_some() && pending.is_empty() {
-            // Finishing is a new ring version (same placement), so every node adopts it.
-            next.ring = Some(ring.rebalance(ring.members().to_vec())?);
-            next.prev = None;
-            next.done.clear();
-        }
-        let active = self.active();
-        let active_ids: BTreeSet<&str> = active.iter().map(|m| m.id.as_str()).collect();
-        let ring_ids: BTreeSet<&str> = ring.members().iter().map(|m| m.id.as_str()).collect();
-        // A gainer removed mid-transfer voids the transition: plan again from the same old
-        // ring, which still describes where the data is.
-        let gainer_gone = pending
-            .iter()
-            .any(|(_, g)| !active_ids.contains(g.as_str()));
-        if (next.prev.is_none() && active_ids != ring_ids && !active.is_empty()) || gainer_gone {
-            let base = next.prev.clone().unwrap_or_else(|| ring.clone());
-            let mut new_ring = base.rebalance(active)?;
-            // Versions only grow, even when planning again from the old ring.
-            while new_ring.version() <= ring.version() {
-                new_ring = new_ring.rebalance(new_ring.members().to_vec())?;
-            }
-            next.prev = Some(base);
-            next.ring = Some(new_ring);
-            next.done.clear();
-        }
-        let still_pending: BTreeSet<String> = next.pending().into_iter().map(|(_, g)| g).collect();
-        let in_ring = |id: &str| next.ring.as_ref().is_some_and(|r| r.contains(id));
-        let in_prev = |id: &str| next.prev.as_ref().is_some_and(|r| r.contains(id));
-        let updates: Vec<(String, MemberState)> = next
-            .members
-            .values()
-            .filter_map(|m| match m.state {
-                MemberState::Joining if in_ring(&m.id) && !still_pending.contains(&m.id) => {
-                    Some((m.id.clone(), MemberState::Up))
-                }
-                MemberState::Leaving if !in_ring(&m.id) && !in_prev(&m.id) => {
-                    Some((m.id.clone(), MemberState::Left))
-                }
-                _ => None,
-            })
-            .collect();
-        for (id, st) in updates {
-            if let Some(m) = next.members.get_mut(&id) {
-                m.state = st;
-            }
-        }
-        Ok((next != *self).then_some(next))
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-struct Liveness {
-    up: bool,
-    last_ok: Option<Instant>,
-    /// The peer's actor epoch, from its last answer.
-    epoch: Option<u64>,
-}
 
 /// One member, for status output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -290,6 +43,8 @@ pub struct Membership {
     me: String,
     state: Arc<RwLock<Arc<ClusterState>>>,
     live: Arc<RwLock<BTreeMap<String, Liveness>>>,
+    /// What the failure detector's times are measured from.
+    origin: Instant,
     /// Bumped on every liveness or state change.
     changes: Arc<watch::Sender<u64>>,
 }
@@ -300,6 +55,7 @@ impl Membership {
             me: me.to_string(),
             state: Arc::new(RwLock::new(Arc::new(state))),
             live: Arc::new(RwLock::new(BTreeMap::new())),
+            origin: Instant::now(),
             changes: Arc::new(watch::channel(0).0),
         }
     }
@@ -331,7 +87,7 @@ impl Membership {
     }
 
     pub fn is_up(&self, id: &str) -> bool {
-        id == self.me || self.read_live().get(id).map(|p| p.up).unwrap_or(false)
+        id == self.me || self.read_live().get(id).is_some_and(Liveness::is_up)
     }
 
     pub fn address(&self, id: &str) -> Option<String> {
@@ -358,7 +114,7 @@ impl Membership {
                 address: m.address.clone(),
                 zone: m.zone.clone(),
                 state: m.state,
-                up: m.id == self.me || live.get(&m.id).is_some_and(|l| l.up),
+                up: m.id == self.me || live.get(&m.id).is_some_and(Liveness::is_up),
             })
             .collect()
     }
@@ -370,20 +126,12 @@ impl Membership {
 
     /// Records a probe result; returns whether the member's liveness flipped.
     pub fn observe(&self, id: &str, ok: bool, now: Instant, down_after: Duration) -> bool {
+        let now = now.saturating_duration_since(self.origin);
         let flipped = {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-            let p = live.entry(id.to_string()).or_default();
-            let was = p.up;
-            if ok {
-                p.last_ok = Some(now);
-                p.up = true;
-            } else {
-                let silent_for = p.last_ok.map(|t| now.saturating_duration_since(t));
-                if silent_for.is_none_or(|d| d >= down_after) {
-                    p.up = false;
-                }
-            }
-            was != p.up
+            live.entry(id.to_string())
+                .or_default()
+                .observe(ok, now, down_after)
         };
         if flipped {
             self.changes.send_modify(|c| *c += 1);
@@ -397,10 +145,7 @@ impl Membership {
     /// i.e. the peer came back with a new or empty data directory.
     pub fn observe_epoch(&self, id: &str, epoch: u64) -> bool {
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        let p = live.entry(id.to_string()).or_default();
-        let changed = p.epoch.is_some_and(|e| e != epoch);
-        p.epoch = Some(epoch);
-        changed
+        live.entry(id.to_string()).or_default().observe_epoch(epoch)
     }
 
     fn read_live(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Liveness>> {
@@ -411,45 +156,33 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn member(id: &str, state: MemberState, incarnation: u64) -> MemberInfo {
-        MemberInfo {
-            id: id.into(),
-            address: format!("{id}:1"),
-            zone: None,
-            state,
-            incarnation,
-            generation: 0,
-        }
-    }
+    use chorus_ring::{Member, Ring};
 
     fn cluster(ids: &[&str]) -> ClusterState {
         let members: BTreeMap<String, MemberInfo> = ids
             .iter()
-            .map(|id| (id.to_string(), member(id, MemberState::Up, 0)))
+            .map(|id| {
+                let m = MemberInfo {
+                    id: id.to_string(),
+                    address: format!("{id}:1"),
+                    zone: None,
+                    state: MemberState::Up,
+                    incarnation: 0,
+                    generation: 0,
+                };
+                (id.to_string(), m)
+            })
             .collect();
         let ring = Ring::new(
             64,
             3,
-            members
-                .values()
-                .map(|m| Member::new(m.id.clone()))
-                .collect(),
+            members.keys().map(|id| Member::new(id.clone())).collect(),
         )
         .expect("ring");
         ClusterState {
             members,
             ring: Some(ring),
-            prev: None,
-            done: BTreeSet::new(),
             ..Default::default()
-        }
-    }
-
-    /// Confirms every pending transfer, as the gainers would.
-    fn confirm_all(s: &mut ClusterState) {
-        for t in s.pending() {
-            s.done.insert(t);
         }
     }
 
@@ -473,222 +206,5 @@ mod tests {
         assert!(!m.observe_epoch("b", 7), "first sighting");
         assert!(!m.observe_epoch("b", 7));
         assert!(m.observe_epoch("b", 8), "new epoch: data lost");
-    }
-
-    #[test]
-    fn merge_prefers_higher_incarnation_then_later_state_and_is_commutative() {
-        let mut a = cluster(&["a", "b", "c"]);
-        let mut b = a.clone();
-        b.members
-            .insert("b".into(), member("b", MemberState::Leaving, 0));
-        a.members
-            .insert("c".into(), member("c", MemberState::Up, 2));
-        let mut ab = a.clone();
-        ab.merge(&b);
-        let mut ba = b.clone();
-        ba.merge(&a);
-        assert_eq!(ab, ba);
-        assert_eq!(ab.members["b"].state, MemberState::Leaving);
-        assert_eq!(ab.members["c"].incarnation, 2);
-        assert!(!ab.clone().merge(&ab), "idempotent");
-        // A newer incarnation beats a later state: a left node may rejoin.
-        let mut c = ab.clone();
-        c.members
-            .insert("b".into(), member("b", MemberState::Joining, 1));
-        ab.merge(&c);
-        assert_eq!(ab.members["b"].state, MemberState::Joining);
-    }
-
-    #[test]
-    fn join_plans_a_transition_and_finishes_when_transfers_are_confirmed() {
-        let mut s = cluster(&["a", "b", "c"]);
-        s.members
-            .insert("d".into(), member("d", MemberState::Joining, 1));
-        let mut s = s.plan().expect("plan").expect("a change is due");
-        let ring = s.ring.clone().expect("ring");
-        assert!(ring.contains("d"));
-        assert_eq!(ring.version(), 2);
-        let pending = s.pending();
-        assert!(!pending.is_empty());
-        assert!(
-            pending.iter().all(|(_, g)| g == "d"),
-            "only the new node gains"
-        );
-        // During the transition the old ring holds each moving partition.
-        let (p, _) = pending[0].clone();
-        assert!(s.old_ring_for(p).is_some());
-        assert_eq!(s.members["d"].state, MemberState::Joining);
-        // Nothing more to do until transfers are confirmed.
-        assert_eq!(s.plan().expect("plan"), None);
-        confirm_all(&mut s);
-        let done = s.plan().expect("plan").expect("finish");
-        assert!(done.prev.is_none());
-        assert_eq!(done.members["d"].state, MemberState::Up);
-        let finished = done.ring.clone().expect("ring");
-        assert!(
-            finished.version() > ring.version(),
-            "finishing is a new version"
-        );
-        assert!(
-            ring.diff(&finished, 3).is_empty(),
-            "finishing moves nothing"
-        );
-        // A node that missed the finish adopts it by version.
-        let mut lagging = s.clone();
-        assert!(lagging.merge(&done));
-        assert_eq!(lagging, done);
-        let s = done;
-        assert_eq!(s.plan().expect("plan"), None, "stable");
-    }
-
-    #[test]
-    fn leave_moves_partitions_away_then_marks_the_node_left() {
-        let mut s = cluster(&["a", "b", "c", "d"]);
-        s.members.get_mut("d").expect("d").state = MemberState::Leaving;
-        let mut s = s.plan().expect("plan").expect("change");
-        assert!(!s.ring.as_ref().expect("ring").contains("d"));
-        assert_eq!(
-            s.members["d"].state,
-            MemberState::Leaving,
-            "left only after transfers"
-        );
-        confirm_all(&mut s);
-        let s = s.plan().expect("plan").expect("finish");
-        assert_eq!(s.members["d"].state, MemberState::Left);
-        assert_eq!(s.ring.as_ref().expect("ring").members().len(), 3);
-    }
-
-    #[test]
-    fn removing_a_joining_node_mid_transfer_replans_from_the_old_ring() {
-        let mut s = cluster(&["a", "b", "c"]);
-        s.members
-            .insert("d".into(), member("d", MemberState::Joining, 1));
-        let mut s = s.plan().expect("plan").expect("join");
-        let old = s.prev.clone().expect("prev");
-        s.members.get_mut("d").expect("d").state = MemberState::Left;
-        let s = s.plan().expect("plan").expect("replan");
-        assert_eq!(
-            s.prev.as_ref(),
-            Some(&old),
-            "data is still where the old ring says"
-        );
-        assert!(!s.ring.as_ref().expect("ring").contains("d"));
-        assert!(s.ring.as_ref().expect("ring").version() > 2);
-    }
-
-    #[test]
-    fn concurrent_rings_of_one_version_settle_on_the_same_one() {
-        let base = cluster(&["a", "b", "c"]);
-        let mut x = base.clone();
-        x.members
-            .insert("d".into(), member("d", MemberState::Joining, 1));
-        let mut y = base.clone();
-        y.members
-            .insert("e".into(), member("e", MemberState::Joining, 1));
-        let x = x.plan().expect("plan").expect("x");
-        let y = y.plan().expect("plan").expect("y");
-        let mut xy = x.clone();
-        xy.merge(&y);
-        let mut yx = y.clone();
-        yx.merge(&x);
-        assert_eq!(xy.ring, yx.ring);
-        assert_eq!(xy, yx);
-    }
-
-    mod laws {
-        use super::*;
-        use proptest::prelude::*;
-
-        /// States built the way nodes build them: a shared history of rings and member
-        /// updates, each node having seen some prefix and some updates.
-        fn arb_state() -> impl Strategy<Value = ClusterState> {
-            let rings: Vec<Ring> = {
-                let base = cluster(&["a", "b", "c"]).ring.expect("ring");
-                let v2 = base
-                    .rebalance(
-                        ["a", "b", "c", "d"]
-                            .iter()
-                            .map(|i| Member::new(*i))
-                            .collect(),
-                    )
-                    .expect("v2");
-                let v2b = base
-                    .rebalance(
-                        ["a", "b", "c", "e"]
-                            .iter()
-                            .map(|i| Member::new(*i))
-                            .collect(),
-                    )
-                    .expect("v2b");
-                let v3 = v2.rebalance(v2.members().to_vec()).expect("v3");
-                vec![base, v2, v2b, v3]
-            };
-            let states = [
-                MemberState::Joining,
-                MemberState::Up,
-                MemberState::Leaving,
-                MemberState::Left,
-            ];
-            (
-                proptest::collection::vec((0usize..5, 0usize..4, 0u64..3), 0..8),
-                0usize..4,
-                proptest::collection::btree_set((0u32..8, 0usize..5), 0..6),
-            )
-                .prop_map(move |(updates, ring, done)| {
-                    let ids = ["a", "b", "c", "d", "e"];
-                    let mut s = ClusterState::default();
-                    for (id, st, inc) in updates {
-                        let m = member(ids[id], states[st], inc);
-                        let mut single = ClusterState::default();
-                        single.members.insert(m.id.clone(), m);
-                        s.merge(&single);
-                    }
-                    s.ring = Some(rings[ring].clone());
-                    s.prev = (ring > 0).then(|| rings[0].clone());
-                    s.done = done
-                        .into_iter()
-                        .map(|(p, i)| (p, ids[i].to_string()))
-                        .collect();
-                    s
-                })
-        }
-
-        fn merged(a: &ClusterState, b: &ClusterState) -> ClusterState {
-            let mut x = a.clone();
-            x.merge(b);
-            x
-        }
-
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(128))]
-            #[test]
-            fn merge_is_commutative_associative_idempotent(
-                a in arb_state(), b in arb_state(), c in arb_state()
-            ) {
-                prop_assert_eq!(merged(&a, &b).members, merged(&b, &a).members);
-                prop_assert_eq!(merged(&a, &b).ring, merged(&b, &a).ring);
-                prop_assert_eq!(
-                    merged(&merged(&a, &b), &c).ring,
-                    merged(&a, &merged(&b, &c)).ring
-                );
-                prop_assert_eq!(
-                    merged(&merged(&a, &b), &c).members,
-                    merged(&a, &merged(&b, &c)).members
-                );
-                prop_assert_eq!(merged(&a, &a), a.clone());
-                // Gossip in any order ends in one state.
-                let abc = merged(&merged(&a, &b), &c);
-                let cba = merged(&merged(&c, &b), &a);
-                prop_assert_eq!(abc, cba);
-            }
-        }
-    }
-
-    #[test]
-    fn state_round_trips_and_garbage_is_refused() {
-        let s = cluster(&["a", "b"]);
-        assert_eq!(ClusterState::decode(&s.encode()), Some(s));
-        assert_eq!(ClusterState::decode(b"\x09junk"), None);
-        assert_eq!(ClusterState::decode(b""), None);
     }
 }

@@ -2,10 +2,13 @@
 //! `failure_detector.interval`, and feeds the answers to the membership's view of who is
 //! up (a peer silent for `failure_detector.down_after` is down; the first answer brings it
 //! back). Each peer's ping runs on its own, so a peer that doesn't answer never delays the
-//! pings of the others.
+//! pings of the others. The schedule and the up/down rule are
+//! `chorus_core::failure_detector`; this runs the pings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
+
+use chorus_core::failure_detector::{ping_timeout, Schedule};
 
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
@@ -19,13 +22,13 @@ pub(crate) struct FailureDetector {
     ping: PeerRequest,
     interval: Duration,
     timeout: Duration,
-    /// Every peer ever seen and when its next ping is due; `None` while one is in flight.
-    /// A member that left stays: it still learns that it left from the answers it gets.
-    due: BTreeMap<String, Option<Instant>>,
+    /// The schedule's times are measured from here.
+    origin: Instant,
+    schedule: Schedule,
     /// Pings in flight.
     pings: JoinSet<()>,
-    /// The peer and start of each ping in flight.
-    started: HashMap<Id, (String, Instant)>,
+    /// The peer of each ping in flight.
+    started: HashMap<Id, String>,
     /// Pings that ended while waiting (and whether they panicked), for the next step.
     ended: Vec<(Id, bool)>,
 }
@@ -39,29 +42,29 @@ impl FailureDetector {
             cluster: cfg.cluster.id.clone(),
             settings: crate::identity::settings(cfg),
         };
-        let timeout = fd
-            .interval
-            .max(Duration::from_millis(200))
-            .min(fd.down_after)
-            * 2;
+        let (interval, timeout) = (fd.interval, ping_timeout(fd.interval, fd.down_after));
         FailureDetector {
-            interval: fd.interval,
+            interval,
             timeout,
             ping,
             node,
-            due: BTreeMap::new(),
+            origin: Instant::now(),
+            schedule: Schedule::new(interval),
             pings: JoinSet::new(),
             started: HashMap::new(),
             ended: Vec::new(),
         }
     }
 
-    /// A ping ended: the next one is due an interval after this one started, or at once
-    /// if it took longer than that. Returns the peer.
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.origin)
+    }
+
+    /// A ping ended; returns its peer.
     fn finished(&mut self, id: Id) -> Option<String> {
-        let (peer, started) = self.started.remove(&id)?;
-        let next = (started + self.interval).max(Instant::now());
-        self.due.insert(peer.clone(), Some(next));
+        let peer = self.started.remove(&id)?;
+        let now = self.now();
+        self.schedule.finished(&peer, now);
         Some(peer)
     }
 }
@@ -73,15 +76,15 @@ impl Worker for FailureDetector {
 
     fn progress(&self) -> String {
         let members = &self.node.inner.members;
-        let down = self.due.keys().filter(|p| !members.is_up(p)).count();
-        format!("pinging {} peers, {down} down", self.due.len())
+        let peers: Vec<&str> = self.schedule.peers().collect();
+        let down = peers.iter().filter(|p| !members.is_up(p)).count();
+        format!("pinging {} peers, {down} down", peers.len())
     }
 
     async fn step(&mut self) -> Result<WorkerState, WorkerError> {
-        let now = Instant::now();
-        for peer in self.node.inner.members.peers() {
-            self.due.entry(peer).or_insert(Some(now));
-        }
+        let peers = self.node.inner.members.peers();
+        let now = self.now();
+        self.schedule.track(peers.iter().map(String::as_str), now);
         let mut ended = std::mem::take(&mut self.ended);
         while let Some(done) = self.pings.try_join_next_with_id() {
             ended.push(joined(done));
@@ -94,20 +97,17 @@ impl Worker for FailureDetector {
                 lost.extend(peer);
             }
         }
-        for (peer, due) in self.due.iter_mut() {
-            if due.is_some_and(|t| t <= now) {
-                *due = None;
-                let (node, ping, timeout, p) = (
-                    self.node.clone(),
-                    self.ping.clone(),
-                    self.timeout,
-                    peer.clone(),
-                );
-                let task = self
-                    .pings
-                    .spawn(async move { node.probe(&p, &ping, timeout).await });
-                self.started.insert(task.id(), (peer.clone(), now));
-            }
+        for peer in self.schedule.start_due(now) {
+            let (node, ping, timeout, p) = (
+                self.node.clone(),
+                self.ping.clone(),
+                self.timeout,
+                peer.clone(),
+            );
+            let task = self
+                .pings
+                .spawn(async move { node.probe(&p, &ping, timeout).await });
+            self.started.insert(task.id(), peer);
         }
         if lost.is_empty() {
             Ok(WorkerState::Idle)
@@ -119,7 +119,7 @@ impl Worker for FailureDetector {
     async fn wait_for_work(&mut self) {
         // At most an interval, so that new members are pinged soon after gossip brings them.
         let latest = Instant::now() + self.interval;
-        let next = self.due.values().flatten().copied().min();
+        let next = self.schedule.next_due().map(|t| self.origin + t);
         let next = next.map_or(latest, |t| t.min(latest));
         tokio::select! {
             Some(done) = self.pings.join_next_with_id(), if !self.pings.is_empty() => {

@@ -1,7 +1,12 @@
 //! Tombstone purging. A key whose version is only tombstones is indexed with the time it
 //! became so; once that is older than `tombstones.grace`, the first replica of the key's
 //! preference list purges it, but only when every replica is up and holds the identical
-//! tombstone (a replica that missed the delete would otherwise bring the value back).
+//! tombstone (a replica that missed the delete would otherwise bring the value back). The
+//! rules are `chorus_core::tombstone`; this lists candidates, asks the replicas and purges.
+
+use std::time::Duration;
+
+use chorus_core::tombstone::{cutoff, whose_turn, Agreement, Turn};
 
 use crate::replica::Change;
 use crate::rpc::{PeerRequest, PeerResponse};
@@ -59,7 +64,8 @@ impl Node {
     /// Returns the tombstones past the grace period looked at and how many were purged.
     async fn purge_tombstones(&self) -> Result<(usize, u64), String> {
         let grace = self.inner.cfg.tombstones.grace;
-        let before = crate::hints::now_ms().saturating_sub(grace.as_millis() as u64);
+        let now = Duration::from_millis(crate::hints::now_ms());
+        let before = cutoff(now, grace).as_millis() as u64;
         let keys = match self.inner.replica.old_tombstones(before, 1024).await {
             Ok(k) => k,
             Err(e) => {
@@ -85,9 +91,6 @@ impl Node {
         let (bucket, key) = (dk.bucket.to_vec(), dk.key.to_vec());
         let state = self.cluster();
         let ring = state.ring.as_ref().ok_or("no ring")?;
-        if state.old_ring_for(dk.partition).is_some() {
-            return Err("partition is moving".into());
-        }
         // The replicas as the ring has them now: min(N, members) nodes.
         let n = self.inner.cfg.n_for(&bucket);
         let pref: Vec<String> = ring
@@ -96,12 +99,13 @@ impl Node {
             .map(str::to_string)
             .collect();
         let me = &self.inner.cfg.id;
-        if pref.first() != Some(me) {
-            return Ok(false);
-        }
-        if let Some(down) = pref.iter().find(|p| !self.inner.members.is_up(p)) {
-            return Err(format!("replica {down} is down"));
-        }
+        let moving = state.old_ring_for(dk.partition).is_some();
+        let members = &self.inner.members;
+        let peers = match whose_turn(me, &pref, moving, |p| members.is_up(p)) {
+            Ok(Turn::Mine { peers }) => peers,
+            Ok(Turn::Theirs) => return Ok(false),
+            Err(blocked) => return Err(blocked.to_string()),
+        };
         let mine = self
             .inner
             .replica
@@ -109,22 +113,23 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("already gone")?;
-        if !mine.is_tombstone_only() {
-            return Err("no longer a tombstone".into());
-        }
+        let mut agreement = Agreement::new(&mine, &peers).map_err(|e| e.to_string())?;
         let deadline = self.inner.cfg.timeouts.request;
-        for peer in pref.iter().filter(|p| *p != me) {
+        for peer in &peers {
             let req = PeerRequest::Read {
                 bucket: bucket.clone(),
                 key: key.clone(),
             };
-            match self.call_peer(peer, &req, deadline).await {
-                Ok(PeerResponse::Object(Some(b))) if b == mine.encode() => {}
+            let held = match self.call_peer(peer, &req, deadline).await {
+                Ok(PeerResponse::Object(held)) => held,
                 _ => return Err(format!("{peer} doesn't hold the same tombstone")),
-            }
+            };
+            agreement
+                .answer(peer, held.as_deref())
+                .map_err(|e| e.to_string())?;
         }
-        let digest = mine.digest();
-        for peer in pref.iter().filter(|p| *p != me) {
+        let digest = agreement.digest().ok_or("not every replica answered")?;
+        for peer in &peers {
             let req = PeerRequest::Purge {
                 bucket: bucket.clone(),
                 key: key.clone(),

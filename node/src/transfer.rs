@@ -5,8 +5,12 @@
 //! anything the source lacked, and confirms the transfer in the gossiped state. A node that
 //! no longer replicates a partition drops it only after the transition is over (every
 //! gainer confirmed) and a last tree exchange with the current replicas succeeded.
+//!
+//! Which partitions to pull, from whom, and which to drop is `chorus_core::transfer`.
 
 use std::time::Duration;
+
+use chorus_core::transfer;
 
 use crate::anti_entropy::tree_ref;
 use crate::batch::{Budget, ITEM_OVERHEAD};
@@ -79,12 +83,7 @@ impl Worker for Transfers {
         let state = node.cluster();
         let me = node.inner.cfg.id.clone();
         let version = state.ring.as_ref().map(|r| r.version()).unwrap_or(0);
-        let mine: Vec<u32> = state
-            .pending()
-            .into_iter()
-            .filter(|(_, g)| *g == me)
-            .map(|(p, _)| p)
-            .collect();
+        let mine = transfer::to_pull(&state, &me);
         (self.wanted, self.received) = (mine.len(), 0);
         let mut unfinished = Vec::new();
         for p in mine {
@@ -106,9 +105,7 @@ impl Worker for Transfers {
                 }
             }
         }
-        if state.prev.is_none() {
-            node.drop_unowned().await;
-        }
+        node.drop_unowned().await;
         // Status keeps one line: the count and the first reason.
         match unfinished.first() {
             None => Ok(WorkerState::Idle),
@@ -149,13 +146,10 @@ impl Node {
         let state = self.cluster();
         let prev = state.prev.as_ref().ok_or("no transition")?;
         let me = self.inner.cfg.id.as_str();
-        let sources: Vec<String> = prev
-            .preference_list(p, prev.replicas())
-            .into_iter()
-            .filter(|s| *s != me && self.inner.members.is_up(s))
-            .map(str::to_string)
-            .collect();
-        let source = sources.first().ok_or("no live source for the partition")?;
+        let members = &self.inner.members;
+        let source = transfer::source(prev, p, me, |s| members.is_up(s))
+            .ok_or("no live source for the partition")?;
+        let source = &source;
         let key = cursor_key(version, p);
         let storage = self.inner.storage.clone();
         let k = key.clone();
@@ -205,10 +199,8 @@ impl Node {
         // tree with the old replicas of its N.
         for n in self.n_classes() {
             let tree = [tree_ref(p, n)];
-            for other in prev.preference_list(p, n) {
-                if other != me && other != source.as_str() && self.inner.members.is_up(other) {
-                    self.sync_all(other, &tree).await?;
-                }
+            for other in transfer::compare_with(prev, p, n, me, source, |o| members.is_up(o)) {
+                self.sync_all(&other, &tree).await?;
             }
         }
         let storage = self.inner.storage.clone();
@@ -291,12 +283,7 @@ impl Node {
         let Some(ring) = state.ring.as_ref() else {
             return;
         };
-        let me = self.inner.cfg.id.as_str();
-        for p in 0..ring.partition_count() {
-            let owners = ring.preference_list(p, ring.replicas());
-            if owners.contains(&me) {
-                continue;
-            }
+        for p in transfer::to_drop(&state, &self.inner.cfg.id) {
             let (start, end) = partition_range(p);
             let storage = self.inner.storage.clone();
             let holds =
