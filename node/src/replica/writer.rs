@@ -220,7 +220,9 @@ impl Writer {
             undo.push((id, dk.bucket.to_vec(), dk.key.to_vec(), old_d, new_d));
             let was_tomb = e.old.as_ref().is_some_and(Object::is_tombstone_only);
             let is_tomb = e.new.as_ref().is_some_and(Object::is_tombstone_only);
-            if is_tomb && !was_tomb {
+            // A tombstone's age counts from its last change: a newer delete over an older
+            // one starts the grace again, or it could be purged before a hint it covers.
+            if is_tomb && (!was_tomb || e.old != e.new) {
                 ops.push(Op::Put(
                     Table::Tombstones,
                     e.key.clone(),
