@@ -18,7 +18,7 @@ use crate::batch::{item_bytes, Budget, ITEM_OVERHEAD};
 use crate::merkle::{Exchange, Hash, Need, BRANCHES};
 use crate::replica::{Change, TreeId};
 use crate::rpc::{
-    digest_of, pack_hashes, unpack_hashes, Item, KeyDigest, PeerRequest, PeerResponse,
+    digest_of, pack_hashes, unpack_hashes, Item, KeyDigest, PeerError, PeerRequest, PeerResponse,
 };
 use crate::server::Node;
 use crate::stats::Stats;
@@ -165,7 +165,7 @@ impl Node {
             .map_err(|e| e.to_string())?;
         Stats::add(&self.inner.stats.aae_bytes, "chorus_aae_bytes_total", bytes);
         match resp {
-            PeerResponse::Error(e) => Err(e),
+            PeerResponse::Error(e) => Err(e.to_string()),
             other => Ok(other),
         }
     }
@@ -444,7 +444,7 @@ impl Node {
                             })
                             .collect(),
                     ),
-                    Err(e) => PeerResponse::Error(e.to_string()),
+                    Err(e) => PeerResponse::Error(e.into()),
                 }
             }
             // Answers the longest prefix of the keys that fits the byte budget (at least
@@ -475,10 +475,12 @@ impl Node {
                 digest,
             } => {
                 if let Err(e) = self.check_key(&bucket, &key) {
-                    return PeerResponse::Error(e.message);
+                    return PeerResponse::Error(e.into());
                 }
                 let Some(d) = digest_of(&digest) else {
-                    return PeerResponse::Error("digest must be 32 bytes".into());
+                    return PeerResponse::Error(PeerError::BadRequest(
+                        "digest must be 32 bytes".into(),
+                    ));
                 };
                 match self
                     .inner
@@ -487,13 +489,13 @@ impl Node {
                     .await
                 {
                     Ok(_) => PeerResponse::Ack,
-                    Err(e) => PeerResponse::Error(e.to_string()),
+                    Err(e) => PeerResponse::Error(e.into()),
                 }
             }
-            other => PeerResponse::Error(format!(
+            other => PeerResponse::Error(PeerError::BadRequest(format!(
                 "request too large or not a sync request: {}",
                 short(&other)
-            )),
+            ))),
         }
     }
 }
@@ -543,7 +545,7 @@ impl Exchanged {
 /// An answer that isn't the one asked for, described without its (possibly large) payload.
 fn unexpected(resp: &PeerResponse) -> String {
     match resp {
-        PeerResponse::Error(e) => e.clone(),
+        PeerResponse::Error(e) => e.to_string(),
         other => format!("unexpected answer: {}", other.kind()),
     }
 }

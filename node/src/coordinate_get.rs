@@ -187,7 +187,7 @@ pub(crate) fn object_answer(
         Ok(PeerResponse::Object(Some(b)) | PeerResponse::Recovering(Some(b))) => {
             Object::decode(&b).map(Some).map_err(|e| e.to_string())
         }
-        Ok(PeerResponse::Error(e)) => Err(e),
+        Ok(PeerResponse::Error(e)) => Err(e.to_string()),
         Ok(other) => Err(format!("unexpected answer {other:?}")),
         Err(e) => Err(e.to_string()),
     }

@@ -18,9 +18,8 @@ use tokio::time::Instant;
 use crate::budget::{Charge, Exhausted};
 use crate::client_api::quorum_error;
 use crate::node::Node;
-use crate::peer_api::NOT_TAKING_WRITES;
 use crate::replica::{Change, ReplicaError};
-use crate::rpc::{Item, PeerRequest, PeerResponse};
+use crate::rpc::{Item, PeerError, PeerRequest, PeerResponse};
 use crate::storage::data_key;
 use crate::version::Dot;
 
@@ -49,7 +48,10 @@ impl Node {
                 return self.forward(to, plan.needed, w.into_request()).await
             }
             WriteRoute::NotTakingWrites => {
-                return Response::error(ErrorKind::Unavailable, NOT_TAKING_WRITES)
+                return Response::error(
+                    ErrorKind::Unavailable,
+                    PeerError::NotTakingWrites.to_string(),
+                )
             }
             WriteRoute::RingMismatch => {
                 return Response::error(
@@ -230,7 +232,7 @@ impl Node {
             let _fanout = fanout;
             let r = match this.call_peer(&to, &req, deadline).await {
                 Ok(PeerResponse::Ack) => Ok(()),
-                Ok(PeerResponse::Error(e)) => Err(e),
+                Ok(PeerResponse::Error(e)) => Err(e.to_string()),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(e) => Err(e.to_string()),
             };

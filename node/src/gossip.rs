@@ -7,15 +7,12 @@ use chorus_ring::{Member, Ring};
 
 use crate::config::NodeConfig;
 use crate::membership::{ClusterState, MemberInfo, MemberState};
-use crate::rpc::{PeerRequest, PeerResponse};
+use crate::rpc::{PeerError, PeerRequest, PeerResponse};
 use crate::server::{Node, ServerError};
 use crate::storage::{Op, Storage, StorageError, Table};
 use crate::worker::{Worker, WorkerError, WorkerState};
 
 pub(crate) use crate::persist::META_STATE;
-
-/// How a refusal on identity grounds starts, so the refused side can tell it apart.
-pub(crate) const REFUSED: &str = "refused";
 
 /// Refuses a data directory that belongs to another cluster, or whose cluster was created
 /// with other settings than this node's config, before anything else touches it.
@@ -212,8 +209,8 @@ impl Node {
         let deadline = self.inner.cfg.timeouts.request;
         match self.call_peer(peer, &req, deadline).await {
             Ok(PeerResponse::Gossip(theirs)) => self.merge_from(peer, &theirs).await,
-            Ok(PeerResponse::Error(e)) if e.starts_with(REFUSED) => {
-                self.inner.identity.refuse(peer, &e, true)
+            Ok(PeerResponse::Error(e @ PeerError::WrongCluster { .. })) => {
+                self.inner.identity.refuse(peer, &e.to_string(), true)
             }
             _ => {}
         }
@@ -225,8 +222,8 @@ impl Node {
         let seed = format!("seed {addr}");
         match self.inner.transport.call_seed(addr, &req, deadline).await {
             Ok(PeerResponse::Gossip(theirs)) => self.merge_from(&seed, &theirs).await,
-            Ok(PeerResponse::Error(e)) if e.starts_with(REFUSED) => {
-                self.inner.identity.refuse(&seed, &e, true)
+            Ok(PeerResponse::Error(e @ PeerError::WrongCluster { .. })) => {
+                self.inner.identity.refuse(&seed, &e.to_string(), true)
             }
             Ok(other) => tracing::debug!(seed = addr, ?other, "seed refused gossip"),
             Err(e) => tracing::debug!(seed = addr, error = %e, "seed unreachable"),
@@ -251,16 +248,19 @@ impl Node {
         let sender = format!("gossip from [{sender}]");
         if let Some(why) = crate::identity::mismatch(cfg, &theirs.cluster_id, &theirs.settings) {
             self.inner.identity.refuse(&sender, &why, false);
-            return PeerResponse::Error(format!("{REFUSED} by {}: {why}", cfg.id));
+            return PeerResponse::Error(PeerError::WrongCluster {
+                by: cfg.id.clone(),
+                why,
+            });
         }
         self.inner.identity.agree(&sender);
         if let Some(r) = &theirs.ring {
             if r.partition_count() != self.inner.cfg.cluster.partitions {
-                return PeerResponse::Error(format!(
+                return PeerResponse::Error(PeerError::BadRequest(format!(
                     "ring with {} partitions; this cluster has {}",
                     r.partition_count(),
                     self.inner.cfg.cluster.partitions
-                ));
+                )));
             }
         }
         self.merge_state(&theirs).await;

@@ -147,8 +147,8 @@ impl Node {
                 self.inner.identity.agree(peer);
                 Some(recovering)
             }
-            Ok(PeerResponse::Error(e)) if e.starts_with(crate::gossip::REFUSED) => {
-                self.inner.identity.refuse(peer, &e, true);
+            Ok(PeerResponse::Error(e @ crate::rpc::PeerError::WrongCluster { .. })) => {
+                self.inner.identity.refuse(peer, &e.to_string(), true);
                 None
             }
             _ => None,
