@@ -5,9 +5,11 @@
 use chorus_client::proto::{ErrorKind, Response};
 use chorus_ring::{Member, Ring};
 
+use crate::call::{self, CallError};
 use crate::config::NodeConfig;
 use crate::membership::{ClusterState, MemberInfo, MemberState};
-use crate::rpc::{PeerError, PeerRequest, PeerResponse};
+use crate::network::Priority;
+use crate::rpc::{PeerError, PeerResponse};
 use crate::server::{Node, ServerError};
 use crate::storage::{Op, Storage, StorageError, Table};
 use crate::worker::{Worker, WorkerError, WorkerState};
@@ -205,27 +207,29 @@ impl Node {
     }
 
     async fn gossip_with(&self, peer: &str) {
-        let req = PeerRequest::Gossip(Box::new((*self.cluster()).clone()));
+        let req = call::Gossip(Box::new((*self.cluster()).clone()));
         let deadline = self.inner.cfg.timeouts.request;
-        match self.call_peer(peer, &req, deadline).await {
-            Ok(PeerResponse::Gossip(theirs)) => self.merge_from(peer, &theirs).await,
-            Ok(PeerResponse::Error(e @ PeerError::WrongCluster { .. })) => {
+        match self.call(peer, req, deadline, Priority::Client).await {
+            Ok(theirs) => self.merge_from(peer, &theirs).await,
+            Err(CallError::Peer(e @ PeerError::WrongCluster { .. })) => {
                 self.inner.identity.refuse(peer, &e.to_string(), true)
             }
-            _ => {}
+            Err(_) => {}
         }
     }
 
     async fn gossip_with_seed(&self, addr: &str) {
-        let req = PeerRequest::Gossip(Box::new((*self.cluster()).clone()));
+        let req = call::Gossip(Box::new((*self.cluster()).clone()));
         let deadline = self.inner.cfg.timeouts.request;
         let seed = format!("seed {addr}");
-        match self.inner.transport.call_seed(addr, &req, deadline).await {
-            Ok(PeerResponse::Gossip(theirs)) => self.merge_from(&seed, &theirs).await,
-            Ok(PeerResponse::Error(e @ PeerError::WrongCluster { .. })) => {
+        match crate::network::call_seed(&*self.inner.network, addr, req, deadline).await {
+            Ok(theirs) => self.merge_from(&seed, &theirs).await,
+            Err(CallError::Peer(e @ PeerError::WrongCluster { .. })) => {
                 self.inner.identity.refuse(&seed, &e.to_string(), true)
             }
-            Ok(other) => tracing::debug!(seed = addr, ?other, "seed refused gossip"),
+            Err(e @ (CallError::Peer(_) | CallError::Unexpected { .. })) => {
+                tracing::debug!(seed = addr, error = %e, "seed refused gossip")
+            }
             Err(e) => tracing::debug!(seed = addr, error = %e, "seed unreachable"),
         }
     }

@@ -29,7 +29,9 @@ impl Node {
                     recovering: self.recovery_report(),
                 }
             }
-            PeerRequest::Read { .. } if self.is_removed() => PeerResponse::Error(PeerError::Removed),
+            PeerRequest::Read { .. } if self.is_removed() => {
+                PeerResponse::Error(PeerError::Removed)
+            }
             PeerRequest::Read { bucket, key } => match self.read_local(&bucket, &key).await {
                 // Say why instead of sending a frame the requester refuses.
                 Ok(Some(o)) if o.len() > self.reply_budget() => {
@@ -141,8 +143,7 @@ impl Node {
             object: item.object,
             created_ms: now_ms(),
         };
-        tokio::task::spawn_blocking(move || hints.add(&target_owned, &hint))
-            .await??;
+        tokio::task::spawn_blocking(move || hints.add(&target_owned, &hint)).await??;
         metrics::gauge!("chorus_hints_pending", "target" => target.to_string())
             .set(self.inner.hints.pending_for(target) as f64);
         self.inner.handoff_kick.notify_one();

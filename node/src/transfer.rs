@@ -14,7 +14,8 @@ use chorus_core::transfer;
 
 use crate::anti_entropy::tree_ref;
 use crate::batch::{Budget, ITEM_OVERHEAD};
-use crate::rpc::{Item, PeerError, PeerRequest, PeerResponse};
+use crate::call::{CallError, Page, PartitionScan};
+use crate::rpc::{Item, PeerError, PeerResponse};
 use crate::server::Node;
 use crate::storage::{Op, StorageError, Table};
 use crate::transport::Priority;
@@ -162,20 +163,18 @@ impl Node {
         let deadline = self.inner.cfg.timeouts.request * 2;
         let mut keys = 0u64;
         loop {
-            let req = PeerRequest::PartitionScan {
+            let req = PartitionScan {
                 partition: p,
                 after: after.clone(),
                 limit: batch,
             };
-            let (items, next) = match self
-                .call_peer_metered(source, &req, deadline, Priority::Background)
+            let Page { items, next } = self
+                .call(source, req, deadline, Priority::Background)
                 .await
-                .map_err(|e| e.to_string())?
-            {
-                (PeerResponse::Items { items, next }, _) => (items, next),
-                (PeerResponse::Error(e), _) => return Err(format!("{source} refused a page: {e}")),
-                (other, _) => return Err(format!("unexpected answer: {}", other.kind())),
-            };
+                .map_err(|e| match e {
+                    CallError::Peer(e) => format!("{source} refused a page: {e}"),
+                    e => e.to_string(),
+                })?;
             keys += items.len() as u64;
             metrics::counter!("chorus_transfer_keys_total").increment(items.len() as u64);
             if !items.is_empty() {
