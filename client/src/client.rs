@@ -11,9 +11,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::dial::Dialer;
+use crate::exchange::{exchange, Exchange, ExchangeError};
 use crate::proto::{ErrorKind, Level, Request, Response, RingInfo, StatusInfo, ValueReply};
 use crate::tls::{self, TlsError};
-use crate::wire::{self, WireError, DEFAULT_MAX_FRAME};
+use crate::wire::{WireError, DEFAULT_MAX_FRAME};
 
 /// How old routing information may get before the next request refreshes it.
 const RING_REFRESH: Duration = Duration::from_secs(10);
@@ -577,30 +578,31 @@ impl Client {
         conn: &quinn::Connection,
         req: &Request,
     ) -> Result<Response, Attempt> {
-        let (mut send, mut recv) = match conn.open_bi().await {
-            Ok(s) => s,
-            Err(e) => {
-                self.inner.dialer.forget(addr);
-                return Err(Attempt::NotSent(e.to_string()));
-            }
-        };
-        let frame = wire::encode(req, next_trace()).map_err(|e| Attempt::Failed(e.into()))?;
         let timeout = self.inner.timeout;
-        let exchange = async {
-            send.write_all(&frame)
-                .await
-                .map_err(|e| WireError::Io(e.into()))?;
-            let _ = send.finish();
-            let (resp, _): (Response, u64) = wire::read_frame(&mut recv, DEFAULT_MAX_FRAME).await?;
-            Ok::<_, WireError>(resp)
+        let how = Exchange {
+            trace: next_trace(),
+            max_frame: DEFAULT_MAX_FRAME,
+            deadline: timeout,
+            priority: 0,
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(WireError::Io(e))) if conn.close_reason().is_some() => {
-                Err(Attempt::Lost(e.to_string()))
+        // An I/O error on a connection that died means the request may be lost in flight.
+        let lost = |e: std::io::Error| {
+            if conn.close_reason().is_some() {
+                Attempt::Lost(e.to_string())
+            } else {
+                Attempt::Failed(Error::Protocol(WireError::Io(e)))
             }
-            Ok(Err(e)) => Err(Attempt::Failed(Error::Protocol(e))),
-            Err(_) => Err(Attempt::Failed(Error::Timeout(timeout))),
+        };
+        match exchange(conn, req, how).await {
+            Ok(answer) => Ok(answer.msg),
+            Err(ExchangeError::Open(e)) => {
+                self.inner.dialer.forget(addr);
+                Err(Attempt::NotSent(e.to_string()))
+            }
+            Err(ExchangeError::Send(e)) => Err(lost(e.into())),
+            Err(ExchangeError::Wire(WireError::Io(e))) => Err(lost(e)),
+            Err(ExchangeError::Wire(e)) => Err(Attempt::Failed(Error::Protocol(e))),
+            Err(ExchangeError::Timeout(_)) => Err(Attempt::Failed(Error::Timeout(timeout))),
         }
     }
 }

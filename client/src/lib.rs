@@ -10,6 +10,7 @@
 
 pub mod client;
 mod dial;
+pub mod exchange;
 pub mod tls;
 pub mod wire;
 

@@ -15,11 +15,10 @@ use std::collections::BTreeMap;
 use chorus_core::anti_entropy::repair;
 
 use crate::batch::{item_bytes, Budget, ITEM_OVERHEAD};
+use crate::call::{self, PeerCall, Roots};
 use crate::merkle::{Exchange, Hash, Need, BRANCHES};
 use crate::replica::{Change, TreeId};
-use crate::rpc::{
-    digest_of, pack_hashes, unpack_hashes, Item, KeyDigest, PeerRequest, PeerResponse,
-};
+use crate::rpc::{digest_of, pack_hashes, Item, KeyDigest, PeerError, PeerRequest, PeerResponse};
 use crate::server::Node;
 use crate::stats::Stats;
 use crate::transport::Priority;
@@ -157,17 +156,14 @@ impl Node {
         (total, failed)
     }
 
-    async fn sync_call(&self, peer: &str, req: &PeerRequest) -> Result<PeerResponse, String> {
+    async fn sync_call<C: PeerCall>(&self, peer: &str, call: C) -> Result<C::Reply, String> {
         let deadline = self.inner.cfg.timeouts.request * 2;
-        let (resp, bytes) = self
-            .call_peer_metered(peer, req, deadline, Priority::Background)
+        let (reply, bytes) = self
+            .call_metered(peer, call, deadline, Priority::Background)
             .await
             .map_err(|e| e.to_string())?;
         Stats::add(&self.inner.stats.aae_bytes, "chorus_aae_bytes_total", bytes);
-        match resp {
-            PeerResponse::Error(e) => Err(e),
-            other => Ok(other),
-        }
+        Ok(reply)
     }
 
     /// Compares `trees` with `peer` and repairs what differs. Only trees the peer also
@@ -182,15 +178,9 @@ impl Node {
         let mut out = Exchanged::default();
         let era = self.recovery_era();
         for chunk in trees.chunks(MAX_LISTING) {
-            let (roots, unknown) = match self
-                .sync_call(peer, &PeerRequest::TreeRoots(chunk.to_vec()))
-                .await?
-            {
-                PeerResponse::Roots { hashes, unknown } => {
-                    (unpack_hashes(&hashes).ok_or("malformed roots")?, unknown)
-                }
-                other => return Err(unexpected(&other)),
-            };
+            let Roots { roots, unknown } = self
+                .sync_call(peer, call::TreeRoots(chunk.to_vec()))
+                .await?;
             if roots.len() != chunk.len() {
                 return Err("root count mismatch".into());
             }
@@ -244,30 +234,15 @@ impl Node {
         let mut repaired = 0;
         loop {
             need = match need {
-                Need::Branches => match self
-                    .sync_call(peer, &PeerRequest::TreeBranches(tree))
-                    .await?
-                {
-                    PeerResponse::Hashes(h) => {
-                        ex.branches(&unpack_hashes(&h).ok_or("malformed branches")?)
-                    }
-                    other => return Err(unexpected(&other)),
-                },
+                Need::Branches => {
+                    ex.branches(&self.sync_call(peer, call::TreeBranches(tree)).await?)
+                }
                 Need::Leaves(branches) => {
-                    let req = PeerRequest::TreeLeaves {
+                    let req = call::TreeLeaves {
                         tree,
                         branches: branches.iter().map(|b| *b as u16).collect(),
                     };
-                    match self.sync_call(peer, &req).await? {
-                        PeerResponse::Leaves(list) => {
-                            let list: Vec<(usize, Vec<Hash>)> = list
-                                .into_iter()
-                                .filter_map(|(b, l)| Some((b as usize, unpack_hashes(&l)?)))
-                                .collect();
-                            ex.leaves(&list)
-                        }
-                        other => return Err(unexpected(&other)),
-                    }
+                    ex.leaves(&self.sync_call(peer, req).await?)
                 }
                 Need::Keys(segments) => {
                     let local = self
@@ -276,11 +251,8 @@ impl Node {
                         .segment_keys(tree, segments.clone())
                         .await
                         .map_err(|e| e.to_string())?;
-                    let req = PeerRequest::SegmentKeys { tree, segments };
-                    let remote = match self.sync_call(peer, &req).await? {
-                        PeerResponse::Keys(k) => k,
-                        other => return Err(unexpected(&other)),
-                    };
+                    let req = call::SegmentKeys { tree, segments };
+                    let remote = self.sync_call(peer, req).await?;
                     let local: Vec<(Key, Hash)> =
                         local.into_iter().map(|(b, k, d)| ((b, k), d)).collect();
                     let remote: Vec<(Key, Hash)> = remote
@@ -317,21 +289,14 @@ impl Node {
         let mut rest = &keys[..];
         while !rest.is_empty() {
             let chunk = &rest[..rest.len().min(max_count)];
-            let req = PeerRequest::ReadMany(
-                chunk
-                    .iter()
-                    .map(|(b, k)| {
-                        (
-                            serde_bytes::ByteBuf::from(b.clone()),
-                            serde_bytes::ByteBuf::from(k.clone()),
-                        )
-                    })
-                    .collect(),
-            );
-            let remote = match self.sync_call(peer, &req).await? {
-                PeerResponse::Objects(o) if !o.is_empty() && o.len() <= chunk.len() => o,
-                other => return Err(unexpected(&other)),
-            };
+            let remote = self.sync_call(peer, call::ReadMany(chunk.to_vec())).await?;
+            if remote.is_empty() || remote.len() > chunk.len() {
+                return Err(format!(
+                    "{} versions for {} keys asked for",
+                    remote.len(),
+                    chunk.len()
+                ));
+            }
             rest = &rest[remote.len()..];
             for ((bucket, key), theirs) in chunk.iter().zip(remote) {
                 let theirs = match theirs {
@@ -381,9 +346,8 @@ impl Node {
 
     async fn push_merged(&self, peer: &str, items: Vec<Item>) -> Result<(), String> {
         let (n, bytes) = (items.len(), items.iter().map(item_bytes).sum::<usize>());
-        match self.sync_call(peer, &PeerRequest::MergeMany(items)).await {
-            Ok(PeerResponse::Ack) => Ok(()),
-            Ok(other) => Err(unexpected(&other)),
+        match self.sync_call(peer, call::MergeMany(items)).await {
+            Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!(%peer, items = n, bytes, error = %e, "anti-entropy repair refused");
                 Err(e)
@@ -444,7 +408,7 @@ impl Node {
                             })
                             .collect(),
                     ),
-                    Err(e) => PeerResponse::Error(e.to_string()),
+                    Err(e) => PeerResponse::Error(e.into()),
                 }
             }
             // Answers the longest prefix of the keys that fits the byte budget (at least
@@ -475,10 +439,12 @@ impl Node {
                 digest,
             } => {
                 if let Err(e) = self.check_key(&bucket, &key) {
-                    return PeerResponse::Error(e.message);
+                    return PeerResponse::Error(e.into());
                 }
                 let Some(d) = digest_of(&digest) else {
-                    return PeerResponse::Error("digest must be 32 bytes".into());
+                    return PeerResponse::Error(PeerError::BadRequest(
+                        "digest must be 32 bytes".into(),
+                    ));
                 };
                 match self
                     .inner
@@ -487,13 +453,13 @@ impl Node {
                     .await
                 {
                     Ok(_) => PeerResponse::Ack,
-                    Err(e) => PeerResponse::Error(e.to_string()),
+                    Err(e) => PeerResponse::Error(e.into()),
                 }
             }
-            other => PeerResponse::Error(format!(
+            other => PeerResponse::Error(PeerError::BadRequest(format!(
                 "request too large or not a sync request: {}",
                 short(&other)
-            )),
+            ))),
         }
     }
 }
@@ -537,14 +503,6 @@ impl Exchanged {
         ns.sort_unstable();
         ns.dedup();
         ns
-    }
-}
-
-/// An answer that isn't the one asked for, described without its (possibly large) payload.
-fn unexpected(resp: &PeerResponse) -> String {
-    match resp {
-        PeerResponse::Error(e) => e.clone(),
-        other => format!("unexpected answer: {}", other.kind()),
     }
 }
 

@@ -11,11 +11,12 @@ use chorus_client::proto::{
 };
 use chorus_core::plan::Plan;
 
+use crate::call::Read;
 use crate::coordinate_get::object_answer;
 use crate::coordinate_put::Write;
 use crate::membership::MemberState;
+use crate::network::Priority;
 use crate::node::Node;
-use crate::rpc::PeerRequest;
 use crate::version::Object;
 
 impl Node {
@@ -197,11 +198,9 @@ impl Node {
                 .await
                 .map_err(|e| e.to_string())
         } else {
-            let req = PeerRequest::Read { bucket, key };
-            object_answer(
-                self.call_peer(&node, &req, self.inner.cfg.timeouts.request)
-                    .await,
-            )
+            let deadline = self.inner.cfg.timeouts.request;
+            let req = Read { bucket, key };
+            object_answer(self.call(&node, req, deadline, Priority::Client).await)
         };
         match obj {
             Ok(o) => Response::Value(self.value_reply(&b, &k, o.as_ref())),

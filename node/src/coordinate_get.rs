@@ -12,11 +12,11 @@ use chorus_core::get::{GetAction, GetCoordinator, GetReply, GetTiming, ReadAnswe
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::call::{CallError, Held, Read};
 use crate::client_api::read_quorum_error;
+use crate::network::Priority;
 use crate::node::Node;
-use crate::rpc::{PeerRequest, PeerResponse};
 use crate::storage::data_key;
-use crate::transport::TransportError;
 use crate::version::Object;
 
 /// Reads coordinated by this process, for `read_repair.chance`.
@@ -155,14 +155,16 @@ impl Node {
             });
         } else {
             let this = self.clone();
-            let req = PeerRequest::Read {
+            let req = Read {
                 bucket: at.bucket.clone(),
                 key: at.key.clone(),
             };
             let deadline = self.inner.cfg.timeouts.request;
             tokio::spawn(async move {
-                let answer = match this.call_peer(&node, &req, deadline).await {
-                    Ok(PeerResponse::Recovering(_)) => ReadAnswer::Recovering,
+                let answer = match this.call(&node, req, deadline, Priority::Client).await {
+                    Ok(Held {
+                        recovering: true, ..
+                    }) => ReadAnswer::Recovering,
                     other => match object_answer(other) {
                         Ok(o) => ReadAnswer::Version(o),
                         Err(e) => {
@@ -179,16 +181,10 @@ impl Node {
 
 /// A replica's answer to a `Read`: its version of the key (even from a recovering replica),
 /// or why there is none.
-pub(crate) fn object_answer(
-    r: Result<PeerResponse, TransportError>,
-) -> Result<Option<Object>, String> {
-    match r {
-        Ok(PeerResponse::Object(None) | PeerResponse::Recovering(None)) => Ok(None),
-        Ok(PeerResponse::Object(Some(b)) | PeerResponse::Recovering(Some(b))) => {
-            Object::decode(&b).map(Some).map_err(|e| e.to_string())
-        }
-        Ok(PeerResponse::Error(e)) => Err(e),
-        Ok(other) => Err(format!("unexpected answer {other:?}")),
-        Err(e) => Err(e.to_string()),
-    }
+pub(crate) fn object_answer(r: Result<Held, CallError>) -> Result<Option<Object>, String> {
+    let held = r.map_err(|e| e.to_string())?;
+    held.object
+        .map(|b| Object::decode(&b))
+        .transpose()
+        .map_err(|e| e.to_string())
 }

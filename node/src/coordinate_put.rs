@@ -16,11 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::budget::{Charge, Exhausted};
+use crate::call::{PeerCall, Replicate, StoreHint};
 use crate::client_api::quorum_error;
+use crate::network::Priority;
 use crate::node::Node;
-use crate::peer_api::NOT_TAKING_WRITES;
 use crate::replica::{Change, ReplicaError};
-use crate::rpc::{Item, PeerRequest, PeerResponse};
+use crate::rpc::{Item, PeerError};
 use crate::storage::data_key;
 use crate::version::Dot;
 
@@ -49,7 +50,10 @@ impl Node {
                 return self.forward(to, plan.needed, w.into_request()).await
             }
             WriteRoute::NotTakingWrites => {
-                return Response::error(ErrorKind::Unavailable, NOT_TAKING_WRITES)
+                return Response::error(
+                    ErrorKind::Unavailable,
+                    PeerError::NotTakingWrites.to_string(),
+                )
             }
             WriteRoute::RingMismatch => {
                 return Response::error(
@@ -165,11 +169,11 @@ impl Node {
             for action in std::mem::take(&mut actions) {
                 match action {
                     PutAction::Replicate(node) => {
-                        let req = PeerRequest::Replicate(item.clone());
+                        let req = Replicate(item.clone());
                         self.send_write(node.clone(), node, req, &tx, &fanout);
                     }
                     PutAction::StoreHint { via, target } => {
-                        let req = PeerRequest::StoreHint {
+                        let req = StoreHint {
                             target: target.clone(),
                             item: item.clone(),
                         };
@@ -214,11 +218,11 @@ impl Node {
     /// Sends `req` to `to` for `replica`'s slot in its own task and reports whether it was
     /// acknowledged. Runs to completion even after the client has its answer, holding its
     /// share of the fan-out budget until then.
-    fn send_write(
+    fn send_write<C: PeerCall<Reply = ()> + Send + 'static>(
         &self,
         to: String,
         replica: String,
-        req: PeerRequest,
+        req: C,
         tx: &mpsc::UnboundedSender<(String, bool)>,
         fanout: &Arc<Charge>,
     ) {
@@ -228,12 +232,7 @@ impl Node {
         let deadline = self.inner.cfg.timeouts.request;
         tokio::spawn(async move {
             let _fanout = fanout;
-            let r = match this.call_peer(&to, &req, deadline).await {
-                Ok(PeerResponse::Ack) => Ok(()),
-                Ok(PeerResponse::Error(e)) => Err(e),
-                Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e.to_string()),
-            };
+            let r = this.call(&to, req, deadline, Priority::Client).await;
             if let Err(e) = &r {
                 tracing::debug!(%replica, via = %to, error = %e, "replica missed a write");
             }

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use chorus_client::proto::{ErrorKind, Request, Response};
 
+use crate::call::CallError;
+use crate::call::Coordinate;
 use crate::client_api::quorum_error;
+use crate::network::Priority;
 use crate::node::Node;
-use crate::rpc::{PeerRequest, PeerResponse};
-use crate::transport::TransportError;
 
 impl Node {
     /// Hands `req` to the first of `replicas` that takes it. `needed` is for the error when
@@ -21,15 +22,16 @@ impl Node {
         req: Request,
     ) -> Response {
         let deadline = self.inner.cfg.timeouts.request + Duration::from_secs(1);
-        let wrapped = PeerRequest::Coordinate(req);
         for node in replicas {
-            match self.call_peer(&node, &wrapped, deadline).await {
-                Ok(PeerResponse::Coordinated(resp)) => return resp,
-                Ok(other) => {
-                    tracing::debug!(%node, ?other, "forward refused");
-                }
+            let call = Coordinate(req.clone());
+            match self.call(&node, call, deadline, Priority::Client).await {
+                Ok(resp) => return resp,
                 // Not sent: the next replica may take it.
-                Err(TransportError::Connect { .. } | TransportError::Address { .. }) => continue,
+                Err(e) if e.not_sent() => continue,
+                // Refused: the next replica may take it.
+                Err(e @ (CallError::Peer(_) | CallError::Unexpected { .. })) => {
+                    tracing::debug!(%node, error = %e, "forward refused");
+                }
                 Err(e) => {
                     return Response::error(
                         ErrorKind::Internal,

@@ -5,17 +5,16 @@
 use chorus_client::proto::{ErrorKind, Response};
 use chorus_ring::{Member, Ring};
 
+use crate::call::{self, CallError};
 use crate::config::NodeConfig;
 use crate::membership::{ClusterState, MemberInfo, MemberState};
-use crate::rpc::{PeerRequest, PeerResponse};
+use crate::network::Priority;
+use crate::rpc::{PeerError, PeerResponse};
 use crate::server::{Node, ServerError};
 use crate::storage::{Op, Storage, StorageError, Table};
 use crate::worker::{Worker, WorkerError, WorkerState};
 
 pub(crate) use crate::persist::META_STATE;
-
-/// How a refusal on identity grounds starts, so the refused side can tell it apart.
-pub(crate) const REFUSED: &str = "refused";
 
 /// Refuses a data directory that belongs to another cluster, or whose cluster was created
 /// with other settings than this node's config, before anything else touches it.
@@ -208,27 +207,29 @@ impl Node {
     }
 
     async fn gossip_with(&self, peer: &str) {
-        let req = PeerRequest::Gossip(Box::new((*self.cluster()).clone()));
+        let req = call::Gossip(Box::new((*self.cluster()).clone()));
         let deadline = self.inner.cfg.timeouts.request;
-        match self.call_peer(peer, &req, deadline).await {
-            Ok(PeerResponse::Gossip(theirs)) => self.merge_from(peer, &theirs).await,
-            Ok(PeerResponse::Error(e)) if e.starts_with(REFUSED) => {
-                self.inner.identity.refuse(peer, &e, true)
+        match self.call(peer, req, deadline, Priority::Client).await {
+            Ok(theirs) => self.merge_from(peer, &theirs).await,
+            Err(CallError::Peer(e @ PeerError::WrongCluster { .. })) => {
+                self.inner.identity.refuse(peer, &e.to_string(), true)
             }
-            _ => {}
+            Err(_) => {}
         }
     }
 
     async fn gossip_with_seed(&self, addr: &str) {
-        let req = PeerRequest::Gossip(Box::new((*self.cluster()).clone()));
+        let req = call::Gossip(Box::new((*self.cluster()).clone()));
         let deadline = self.inner.cfg.timeouts.request;
         let seed = format!("seed {addr}");
-        match self.inner.transport.call_seed(addr, &req, deadline).await {
-            Ok(PeerResponse::Gossip(theirs)) => self.merge_from(&seed, &theirs).await,
-            Ok(PeerResponse::Error(e)) if e.starts_with(REFUSED) => {
-                self.inner.identity.refuse(&seed, &e, true)
+        match crate::network::call_seed(&*self.inner.network, addr, req, deadline).await {
+            Ok(theirs) => self.merge_from(&seed, &theirs).await,
+            Err(CallError::Peer(e @ PeerError::WrongCluster { .. })) => {
+                self.inner.identity.refuse(&seed, &e.to_string(), true)
             }
-            Ok(other) => tracing::debug!(seed = addr, ?other, "seed refused gossip"),
+            Err(e @ (CallError::Peer(_) | CallError::Unexpected { .. })) => {
+                tracing::debug!(seed = addr, error = %e, "seed refused gossip")
+            }
             Err(e) => tracing::debug!(seed = addr, error = %e, "seed unreachable"),
         }
     }
@@ -251,16 +252,19 @@ impl Node {
         let sender = format!("gossip from [{sender}]");
         if let Some(why) = crate::identity::mismatch(cfg, &theirs.cluster_id, &theirs.settings) {
             self.inner.identity.refuse(&sender, &why, false);
-            return PeerResponse::Error(format!("{REFUSED} by {}: {why}", cfg.id));
+            return PeerResponse::Error(PeerError::WrongCluster {
+                by: cfg.id.clone(),
+                why,
+            });
         }
         self.inner.identity.agree(&sender);
         if let Some(r) = &theirs.ring {
             if r.partition_count() != self.inner.cfg.cluster.partitions {
-                return PeerResponse::Error(format!(
+                return PeerResponse::Error(PeerError::BadRequest(format!(
                     "ring with {} partitions; this cluster has {}",
                     r.partition_count(),
                     self.inner.cfg.cluster.partitions
-                ));
+                )));
             }
         }
         self.merge_state(&theirs).await;

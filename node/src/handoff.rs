@@ -3,10 +3,12 @@
 //! deleted only after its target acknowledged it, so replay resumes after any restart.
 
 use crate::batch::item_bytes;
-use crate::rpc::{Item, PeerRequest, PeerResponse};
+use crate::call::{CallError, MergeMany};
+use crate::network::Priority;
+use crate::rpc::Item;
 use crate::server::Node;
 use crate::stats::Stats;
-use crate::transport::{Priority, TransportError};
+use crate::transport::TransportError;
 use crate::worker::{Worker, WorkerError, WorkerState};
 use tokio::sync::watch;
 
@@ -161,12 +163,11 @@ impl Node {
                 .unzip();
             let n = items.len() as u64;
             let bytes: usize = items.iter().map(item_bytes).sum();
-            let req = PeerRequest::MergeMany(items);
             match self
-                .call_peer_metered(target, &req, deadline, Priority::Background)
+                .call(target, MergeMany(items), deadline, Priority::Background)
                 .await
             {
-                Ok((PeerResponse::Ack, _)) => {
+                Ok(()) => {
                     let hints = self.inner.hints.clone();
                     let t = target.to_string();
                     let removed = tokio::task::spawn_blocking(move || hints.remove(&t, keys)).await;
@@ -184,24 +185,17 @@ impl Node {
                     sent.bytes += bytes as u64;
                     sent.batches += 1;
                 }
-                Ok((other, _)) => {
-                    tracing::warn!(%target, hints = n, bytes, ?other, "hint replay refused; will retry");
-                    sent.error = Some(match other {
-                        PeerResponse::Error(e) => format!("{target} refused hints: {e}"),
-                        other => format!("{target} answered hints with {}", other.kind()),
-                    });
-                    return;
-                }
                 // Unreachable or slow: the failure detector and the retry take care of it.
-                Err(
+                Err(CallError::Transport(
                     e @ (TransportError::Connect { .. }
                     | TransportError::Address { .. }
                     | TransportError::Timeout { .. }),
-                ) => {
+                )) => {
                     tracing::debug!(%target, error = %e, "hint replay failed; will retry");
                     return;
                 }
-                // The peer took the connection but not the message (too large, malformed).
+                // The peer refused the hints, or took the connection but not the message
+                // (too large, malformed).
                 Err(e) => {
                     tracing::warn!(%target, hints = n, bytes, error = %e, "hint replay refused; will retry");
                     sent.error = Some(format!("{target} refused hints: {e}"));

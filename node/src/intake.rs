@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use crate::budget::{Budget, Charge, Exhausted};
-use crate::rpc::{PeerRequest, PeerResponse};
+use crate::rpc::{PeerError, PeerRequest, PeerResponse};
 use crate::server::{op_name, Node};
 use crate::transport::Role;
 
@@ -65,7 +65,7 @@ impl Node {
             Ok(Err(e)) => {
                 // Don't read the rest of an oversized or refused frame; answer and move on.
                 let _ = recv.stop(0u32.into());
-                let (kind, msg) = match e {
+                let (kind, msg) = match &e {
                     ReadError::Wire(e @ WireError::TooLarge { .. }) => {
                         (ErrorKind::TooLarge, format!("request rejected: {e}"))
                     }
@@ -74,7 +74,20 @@ impl Node {
                 };
                 match role {
                     Role::Client => self.answer(&mut send, &Response::error(kind, msg), 0).await,
-                    Role::Peer => self.answer(&mut send, &PeerResponse::Error(msg), 0).await,
+                    Role::Peer => {
+                        let err = match e {
+                            ReadError::Wire(WireError::TooLarge { size, limit }) => {
+                                PeerError::TooLarge {
+                                    what: "request frame".into(),
+                                    size: size as u64,
+                                    limit: limit as u64,
+                                }
+                            }
+                            ReadError::Wire(_) => PeerError::BadRequest(msg),
+                            ReadError::Overloaded(e) => e.into(),
+                        };
+                        self.answer(&mut send, &PeerResponse::Error(err), 0).await
+                    }
                 }
                 return;
             }
@@ -126,9 +139,9 @@ impl Node {
             }
             Ok((req, trace)) => match self.inner.budgets.peer.try_charge(1, 0) {
                 Ok(_slot) => (self.handle_peer(req).await, trace),
-                Err(e) => (PeerResponse::Error(e.to_string()), trace),
+                Err(e) => (PeerResponse::Error(e.into()), trace),
             },
-            Err(e) => (PeerResponse::Error(e.to_string()), 0),
+            Err(e) => (PeerResponse::Error(PeerError::BadRequest(e.to_string())), 0),
         };
         self.answer(&mut send, &resp, trace).await;
     }

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::budget::Budgets;
+use crate::call::{CallError, PeerCall};
 use crate::config::{Engine, NodeConfig};
 use crate::context::ContextKey;
 use crate::hints::Hints;
 use crate::membership::{ClusterState, Membership};
+use crate::network::{Network, Quic};
 use crate::replica::{Replica, ReplicaError, ReplicaOptions};
-use crate::rpc::{PeerRequest, PeerResponse};
 use crate::stats::Stats;
 use crate::storage::{data_key, MemStorage, RocksStorage, Storage, StorageError};
 use crate::transport::{self, codes, Priority, Role, Transport, TransportError};
@@ -53,7 +54,10 @@ pub(crate) struct Inner {
     pub(crate) cfg: NodeConfig,
     pub(crate) replica: Replica,
     pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) transport: Transport,
+    /// The endpoint: serves clients and peers, and dials peers for [`Quic`].
+    pub(crate) transport: Arc<Transport>,
+    /// How this node calls its peers (see [`crate::network`]).
+    pub(crate) network: Arc<dyn Network>,
     pub(crate) members: Membership,
     pub(crate) hints: Arc<Hints>,
     pub(crate) stats: Stats,
@@ -78,6 +82,22 @@ pub(crate) struct Inner {
 impl Node {
     /// Opens storage, binds the endpoint and starts serving and the background workers.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ServerError> {
+        Node::start_on(cfg, None).await
+    }
+
+    /// [`Node::start`], calling peers through `network` instead of QUIC; the endpoint still
+    /// serves clients and peers.
+    pub async fn start_with_network(
+        cfg: NodeConfig,
+        network: Arc<dyn Network>,
+    ) -> Result<Node, ServerError> {
+        Node::start_on(cfg, Some(network)).await
+    }
+
+    async fn start_on(
+        cfg: NodeConfig,
+        network: Option<Arc<dyn Network>>,
+    ) -> Result<Node, ServerError> {
         let contexts = ContextKey::new(cfg.cluster.secret.as_ref().ok_or(ServerError::NoSecret)?);
         let storage = open_storage(&cfg).await?;
         crate::gossip::check_identity(&cfg, &*storage)?;
@@ -107,8 +127,10 @@ impl Node {
             .map_err(|_| ReplicaError::Closed)??
         };
         let state = crate::gossip::initial_state(&cfg, &*storage).await?;
-        let transport = Transport::bind(&cfg)?;
+        let transport = Arc::new(Transport::bind(&cfg)?);
         let membership = Membership::new(&cfg.id, state);
+        let network =
+            network.unwrap_or_else(|| Arc::new(Quic::new(transport.clone(), membership.clone())));
         if let Some(addr) = cfg.admin.listen {
             metrics_exporter_prometheus::PrometheusBuilder::new()
                 .with_http_listener(addr)
@@ -124,6 +146,7 @@ impl Node {
                 persist: crate::persist::StatePersister::new(storage.clone()),
                 storage,
                 transport,
+                network,
                 members: membership,
                 hints: Arc::new(hints),
                 stats: Stats::default(),
@@ -240,36 +263,28 @@ impl Node {
         }
     }
 
-    pub(crate) async fn call_peer(
+    /// Sends a typed call to the node `peer` and waits up to `deadline` for its reply.
+    pub async fn call<C: PeerCall>(
         &self,
-        node: &str,
-        req: &PeerRequest,
+        peer: &str,
+        call: C,
         deadline: Duration,
-    ) -> Result<PeerResponse, TransportError> {
-        self.call_peer_metered(node, req, deadline, Priority::Client)
+        priority: Priority,
+    ) -> Result<C::Reply, CallError> {
+        self.call_metered(peer, call, deadline, priority)
             .await
             .map(|(r, _)| r)
     }
 
-    pub(crate) async fn call_peer_metered(
+    /// [`Node::call`], also returning the frame bytes sent and received.
+    pub async fn call_metered<C: PeerCall>(
         &self,
-        node: &str,
-        req: &PeerRequest,
+        peer: &str,
+        call: C,
         deadline: Duration,
         priority: Priority,
-    ) -> Result<(PeerResponse, u64), TransportError> {
-        let addr = self
-            .inner
-            .members
-            .address(node)
-            .ok_or_else(|| TransportError::Address {
-                peer: node.to_string(),
-                addr: String::new(),
-            })?;
-        self.inner
-            .transport
-            .call_metered(node, &addr, req, deadline, priority)
-            .await
+    ) -> Result<(C::Reply, u64), CallError> {
+        crate::network::call(&*self.inner.network, peer, call, deadline, priority).await
     }
 
     pub(crate) fn storage_key(&self, bucket: &[u8], key: &[u8]) -> Vec<u8> {

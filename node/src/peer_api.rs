@@ -5,14 +5,8 @@
 use crate::hints::{now_ms, Hint};
 use crate::node::Node;
 use crate::replica::Change;
-use crate::rpc::{Item, PeerRequest, PeerResponse};
+use crate::rpc::{Item, PeerError, PeerRequest, PeerResponse};
 use crate::version::Object;
-
-const REMOVED: &str = "this node has left or was removed from the cluster";
-pub(crate) const NOT_TAKING_WRITES: &str =
-    "recovering: this node's start is not yet confirmed by a peer; hold a hint for it";
-const NOT_SERVING: &str =
-    "recovering: this node's data may be incomplete or stale, and is not served to peers";
 
 impl Node {
     pub(crate) async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
@@ -24,11 +18,10 @@ impl Node {
             } => {
                 if let Some(why) = crate::identity::mismatch(&self.inner.cfg, &cluster, &settings) {
                     self.inner.identity.refuse(&from, &why, false);
-                    let me = &self.inner.cfg.id;
-                    return PeerResponse::Error(format!(
-                        "{} by {me}: {why}",
-                        crate::gossip::REFUSED
-                    ));
+                    return PeerResponse::Error(PeerError::WrongCluster {
+                        by: self.inner.cfg.id.clone(),
+                        why,
+                    });
                 }
                 PeerResponse::Pong {
                     node: self.inner.cfg.id.clone(),
@@ -36,22 +29,27 @@ impl Node {
                     recovering: self.recovery_report(),
                 }
             }
-            PeerRequest::Read { .. } if self.is_removed() => PeerResponse::Error(REMOVED.into()),
+            PeerRequest::Read { .. } if self.is_removed() => {
+                PeerResponse::Error(PeerError::Removed)
+            }
             PeerRequest::Read { bucket, key } => match self.read_local(&bucket, &key).await {
                 // Say why instead of sending a frame the requester refuses.
-                Ok(Some(o)) if o.len() > self.reply_budget() => PeerResponse::Error(format!(
-                    "stored version of {} bytes exceeds limits.max_frame_bytes; resolve the key's siblings",
-                    o.len()
-                )),
+                Ok(Some(o)) if o.len() > self.reply_budget() => {
+                    PeerResponse::Error(PeerError::TooLarge {
+                        what: "stored version (resolve the key's siblings)".into(),
+                        size: o.len() as u64,
+                        limit: self.reply_budget() as u64,
+                    })
+                }
                 Ok(o) if self.is_whole() => PeerResponse::Object(o),
                 Ok(o) => PeerResponse::Recovering(o),
                 Err(e) => PeerResponse::Error(e),
             },
             PeerRequest::Replicate(_) | PeerRequest::MergeMany(_) if !self.accepts_writes() => {
-                PeerResponse::Error(NOT_TAKING_WRITES.into())
+                PeerResponse::Error(PeerError::NotTakingWrites)
             }
-            PeerRequest::Replicate(item) => self.merge_items(vec![item]).await,
-            PeerRequest::MergeMany(items) => self.merge_items(items).await,
+            PeerRequest::Replicate(item) => acked(self.merge_items(vec![item]).await),
+            PeerRequest::MergeMany(items) => acked(self.merge_items(items).await),
             PeerRequest::PartitionScan { .. }
             | PeerRequest::TreeRoots(_)
             | PeerRequest::TreeBranches(_)
@@ -60,7 +58,7 @@ impl Node {
             | PeerRequest::ReadMany(_)
                 if !self.serves_data() =>
             {
-                PeerResponse::Error(NOT_SERVING.into())
+                PeerResponse::Error(PeerError::Recovering)
             }
             PeerRequest::Gossip(theirs) => self.receive_gossip(*theirs).await,
             PeerRequest::PartitionScan {
@@ -70,18 +68,17 @@ impl Node {
             } => self.partition_scan(partition, after, limit).await,
             PeerRequest::StoreHint { target, item } => {
                 if !self.inner.members.state().members.contains_key(&target) {
-                    return PeerResponse::Error(format!("hint for unknown node {target:?}"));
+                    return PeerResponse::Error(PeerError::BadRequest(format!(
+                        "hint for unknown node {target:?}"
+                    )));
                 }
                 if let Err(e) = self.check_key(&item.bucket, &item.key) {
-                    return PeerResponse::Error(e.message);
+                    return PeerResponse::Error(e.into());
                 }
                 if let Err(e) = Object::decode(&item.object) {
-                    return PeerResponse::Error(format!("bad object: {e}"));
+                    return PeerResponse::Error(bad_object(e));
                 }
-                match self.store_hint(&target, item).await {
-                    Ok(()) => PeerResponse::Ack,
-                    Err(e) => PeerResponse::Error(e),
-                }
+                acked(self.store_hint(&target, item).await)
             }
             // Forwarding is for data requests; cluster changes come from admins directly.
             PeerRequest::Coordinate(req) if crate::roles::needs_admin(&req) => {
@@ -104,49 +101,40 @@ impl Node {
         &self,
         bucket: &[u8],
         key: &[u8],
-    ) -> Result<Option<Vec<u8>>, String> {
-        self.check_key(bucket, key).map_err(|e| e.message)?;
-        self.inner
+    ) -> Result<Option<Vec<u8>>, PeerError> {
+        self.check_key(bucket, key)?;
+        Ok(self
+            .inner
             .replica
             .get_encoded(self.storage_key(bucket, key))
-            .await
-            .map_err(|e| e.to_string())
+            .await?)
     }
 
     /// Merges versions from another node into the local replica, as one write batch.
-    pub(crate) async fn merge_items(&self, items: Vec<Item>) -> PeerResponse {
+    pub(crate) async fn merge_items(&self, items: Vec<Item>) -> Result<(), PeerError> {
         if items.len() > 4 * self.inner.cfg.storage.max_batch.max(1024) {
-            return PeerResponse::Error(format!(
+            return Err(PeerError::BadRequest(format!(
                 "{} items in one message is too many",
                 items.len()
-            ));
+            )));
         }
         let mut jobs = tokio::task::JoinSet::new();
         for item in items {
-            if let Err(e) = self.check_key(&item.bucket, &item.key) {
-                return PeerResponse::Error(e.message);
-            }
-            let obj = match Object::decode(&item.object) {
-                Ok(o) => o,
-                Err(e) => return PeerResponse::Error(format!("bad object: {e}")),
-            };
+            self.check_key(&item.bucket, &item.key)?;
+            let obj = Object::decode(&item.object).map_err(bad_object)?;
             let replica = self.inner.replica.clone();
             let key = self.storage_key(&item.bucket, &item.key);
             // Submitted together, so the writer groups them into one batch.
             jobs.spawn(async move { replica.apply(key, Change::Merge(obj)).await });
         }
         while let Some(r) = jobs.join_next().await {
-            match r {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return PeerResponse::Error(e.to_string()),
-                Err(e) => return PeerResponse::Error(e.to_string()),
-            }
+            r??;
         }
-        PeerResponse::Ack
+        Ok(())
     }
 
     /// Stores a hint for `target` durably and wakes hint replay.
-    pub(crate) async fn store_hint(&self, target: &str, item: Item) -> Result<(), String> {
+    pub(crate) async fn store_hint(&self, target: &str, item: Item) -> Result<(), PeerError> {
         let hints = self.inner.hints.clone();
         let target_owned = target.to_string();
         let hint = Hint {
@@ -155,13 +143,22 @@ impl Node {
             object: item.object,
             created_ms: now_ms(),
         };
-        tokio::task::spawn_blocking(move || hints.add(&target_owned, &hint))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || hints.add(&target_owned, &hint)).await??;
         metrics::gauge!("chorus_hints_pending", "target" => target.to_string())
             .set(self.inner.hints.pending_for(target) as f64);
         self.inner.handoff_kick.notify_one();
         Ok(())
     }
+}
+
+/// `Ack` for a request that succeeded, else its error.
+fn acked(r: Result<(), PeerError>) -> PeerResponse {
+    match r {
+        Ok(()) => PeerResponse::Ack,
+        Err(e) => PeerResponse::Error(e),
+    }
+}
+
+fn bad_object(e: impl std::fmt::Display) -> PeerError {
+    PeerError::BadRequest(format!("bad object: {e}"))
 }

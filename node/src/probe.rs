@@ -13,13 +13,15 @@ use chorus_core::failure_detector::{ping_timeout, Schedule};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
-use crate::rpc::{PeerRequest, PeerResponse};
+use crate::call::{CallError, Ping, Pong};
+use crate::network::Priority;
+use crate::rpc::PeerError;
 use crate::server::Node;
 use crate::worker::{Worker, WorkerError, WorkerState};
 
 pub(crate) struct FailureDetector {
     node: Node,
-    ping: PeerRequest,
+    ping: Ping,
     interval: Duration,
     timeout: Duration,
     /// The schedule's times are measured from here.
@@ -37,7 +39,7 @@ impl FailureDetector {
     pub(crate) fn new(node: Node) -> FailureDetector {
         let cfg = &node.inner.cfg;
         let fd = &cfg.failure_detector;
-        let ping = PeerRequest::Ping {
+        let ping = Ping {
             from: cfg.id.clone(),
             cluster: cfg.cluster.id.clone(),
             settings: crate::identity::settings(cfg),
@@ -140,22 +142,25 @@ fn joined(done: Result<(Id, ()), tokio::task::JoinError>) -> (Id, bool) {
 
 impl Node {
     /// Pings `peer` once and records the outcome.
-    async fn probe(&self, peer: &str, ping: &PeerRequest, timeout: Duration) {
+    async fn probe(&self, peer: &str, ping: &Ping, timeout: Duration) {
         // The epoch changes on every start; a peer that lost data says so itself.
-        let answer = match self.call_peer(peer, ping, timeout).await {
-            Ok(PeerResponse::Pong { recovering, .. }) => {
+        let answer = match self
+            .call(peer, ping.clone(), timeout, Priority::Client)
+            .await
+        {
+            Ok(Pong { recovering, .. }) => {
                 self.inner.identity.agree(peer);
                 Some(recovering)
             }
-            Ok(PeerResponse::Error(e)) if e.starts_with(crate::gossip::REFUSED) => {
-                self.inner.identity.refuse(peer, &e, true);
+            Err(CallError::Peer(e @ PeerError::WrongCluster { .. })) => {
+                self.inner.identity.refuse(peer, &e.to_string(), true);
                 None
             }
-            _ => None,
+            Err(_) => None,
         };
         if answer.is_none() {
             // A restarted peer can't revive the cached connection.
-            self.inner.transport.evict(peer);
+            self.inner.network.evict(peer);
         }
         let down_after = self.inner.cfg.failure_detector.down_after;
         self.inner.members.observe(

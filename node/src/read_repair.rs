@@ -2,11 +2,13 @@
 //! ([`chorus_core::get::GetAction::Repair`]), sending the merged version to each replica
 //! whose answer lacked part of it, one at a time, counted in `read_repairs`.
 
+use crate::call::Replicate;
 use crate::coordinate_get::ReadKey;
 use crate::coordinate_put::item_bytes;
+use crate::network::Priority;
 use crate::node::Node;
 use crate::replica::Change;
-use crate::rpc::{Item, PeerRequest, PeerResponse};
+use crate::rpc::Item;
 use crate::stats::Stats;
 use crate::version::Object;
 
@@ -37,12 +39,10 @@ impl Node {
                 );
                 false
             } else {
-                let req = PeerRequest::Replicate(item.clone());
-                matches!(
-                    self.call_peer(&node, &req, self.inner.cfg.timeouts.request)
-                        .await,
-                    Ok(PeerResponse::Ack)
-                )
+                let deadline = self.inner.cfg.timeouts.request;
+                self.call(&node, Replicate(item.clone()), deadline, Priority::Client)
+                    .await
+                    .is_ok()
             };
             if ok {
                 Stats::add(

@@ -118,7 +118,8 @@ pub enum PeerResponse {
         #[serde(with = "serde_bytes")]
         next: Option<Vec<u8>>,
     },
-    Error(String),
+    /// The request was refused or failed; see [`PeerError`].
+    Error(PeerError),
     /// Anti-entropy: the roots of the trees asked for, in order (32 bytes each), and the
     /// positions of those this node keeps no keys under (another N configured here), which
     /// must not be taken as empty.
@@ -150,6 +151,83 @@ impl PeerResponse {
             PeerResponse::Roots { .. } => "roots",
             PeerResponse::Recovering(_) => "recovering",
         }
+    }
+}
+
+/// Why a peer refused or failed a request, as carried in [`PeerResponse::Error`]. The
+/// variants are what callers act on (hold a hint, refuse a node of another cluster, retry
+/// later); the strings only explain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PeerError {
+    /// The node lost or restored data and doesn't serve it to peers until it has caught up.
+    #[error("recovering: this node's data may be incomplete or stale, and is not served to peers")]
+    Recovering,
+    /// The node's start is not yet confirmed by a peer, so it takes no replica writes.
+    #[error("recovering: this node's start is not yet confirmed by a peer; hold a hint for it")]
+    NotTakingWrites,
+    /// The node has left the cluster or was removed from it.
+    #[error("this node has left or was removed from the cluster")]
+    Removed,
+    /// A budget of the node is used up; retry later.
+    #[error("node overloaded: {what}; retry later")]
+    Overloaded { what: String },
+    /// A frame or version over a limit.
+    #[error("{what} of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { what: String, size: u64, limit: u64 },
+    /// The sender belongs to another cluster or disagrees on cluster-wide settings.
+    #[error("refused by {by}: {why}")]
+    WrongCluster { by: String, why: String },
+    /// The request itself is invalid (key limits, malformed object, unknown target).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The node's storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Anything else (a task that failed, the replica shutting down).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<crate::budget::Exhausted> for PeerError {
+    fn from(e: crate::budget::Exhausted) -> Self {
+        PeerError::Overloaded {
+            what: format!("{} ({} of {} in use)", e.what, e.used, e.limit),
+        }
+    }
+}
+
+impl From<crate::replica::ReplicaError> for PeerError {
+    fn from(e: crate::replica::ReplicaError) -> Self {
+        use crate::replica::ReplicaError as R;
+        match e {
+            R::Storage(e) => PeerError::Storage(e.to_string()),
+            R::Corrupt(_) => PeerError::Storage(e.to_string()),
+            R::TooLarge { size, limit } => PeerError::TooLarge {
+                what: "version".into(),
+                size: size as u64,
+                limit: limit as u64,
+            },
+            R::TooManySiblings { .. } => PeerError::BadRequest(e.to_string()),
+            R::WrongNode { .. } | R::Closed => PeerError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::storage::StorageError> for PeerError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        PeerError::Storage(e.to_string())
+    }
+}
+
+impl From<chorus_proto::ErrorReply> for PeerError {
+    fn from(e: chorus_proto::ErrorReply) -> Self {
+        PeerError::BadRequest(e.message)
+    }
+}
+
+impl From<tokio::task::JoinError> for PeerError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        PeerError::Internal(e.to_string())
     }
 }
 

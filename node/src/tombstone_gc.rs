@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use chorus_core::tombstone::{cutoff, whose_turn, Agreement, Turn};
 
+use crate::call::{Held, Purge, Read};
+use crate::network::Priority;
 use crate::replica::Change;
-use crate::rpc::{PeerRequest, PeerResponse};
 use crate::server::Node;
 use crate::stats::Stats;
 use crate::storage::split_data_key;
@@ -116,12 +117,15 @@ impl Node {
         let mut agreement = Agreement::new(&mine, &peers).map_err(|e| e.to_string())?;
         let deadline = self.inner.cfg.timeouts.request;
         for peer in &peers {
-            let req = PeerRequest::Read {
+            let req = Read {
                 bucket: bucket.clone(),
                 key: key.clone(),
             };
-            let held = match self.call_peer(peer, &req, deadline).await {
-                Ok(PeerResponse::Object(held)) => held,
+            let held = match self.call(peer, req, deadline, Priority::Client).await {
+                Ok(Held {
+                    object,
+                    recovering: false,
+                }) => object,
                 _ => return Err(format!("{peer} doesn't hold the same tombstone")),
             };
             agreement
@@ -130,12 +134,12 @@ impl Node {
         }
         let digest = agreement.digest().ok_or("not every replica answered")?;
         for peer in &peers {
-            let req = PeerRequest::Purge {
+            let req = Purge {
                 bucket: bucket.clone(),
                 key: key.clone(),
-                digest: digest.to_vec(),
+                digest,
             };
-            self.call_peer(peer, &req, deadline)
+            self.call(peer, req, deadline, Priority::Client)
                 .await
                 .map_err(|e| e.to_string())?;
         }

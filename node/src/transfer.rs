@@ -14,7 +14,8 @@ use chorus_core::transfer;
 
 use crate::anti_entropy::tree_ref;
 use crate::batch::{Budget, ITEM_OVERHEAD};
-use crate::rpc::{Item, PeerRequest, PeerResponse};
+use crate::call::{CallError, Page, PartitionScan};
+use crate::rpc::{Item, PeerError, PeerResponse};
 use crate::server::Node;
 use crate::storage::{Op, StorageError, Table};
 use crate::transport::Priority;
@@ -162,28 +163,24 @@ impl Node {
         let deadline = self.inner.cfg.timeouts.request * 2;
         let mut keys = 0u64;
         loop {
-            let req = PeerRequest::PartitionScan {
+            let req = PartitionScan {
                 partition: p,
                 after: after.clone(),
                 limit: batch,
             };
-            let (items, next) = match self
-                .call_peer_metered(source, &req, deadline, Priority::Background)
+            let Page { items, next } = self
+                .call(source, req, deadline, Priority::Background)
                 .await
-                .map_err(|e| e.to_string())?
-            {
-                (PeerResponse::Items { items, next }, _) => (items, next),
-                (PeerResponse::Error(e), _) => return Err(format!("{source} refused a page: {e}")),
-                (other, _) => return Err(format!("unexpected answer: {}", other.kind())),
-            };
+                .map_err(|e| match e {
+                    CallError::Peer(e) => format!("{source} refused a page: {e}"),
+                    e => e.to_string(),
+                })?;
             keys += items.len() as u64;
             metrics::counter!("chorus_transfer_keys_total").increment(items.len() as u64);
             if !items.is_empty() {
-                match self.merge_items(items).await {
-                    PeerResponse::Ack => {}
-                    PeerResponse::Error(e) => return Err(format!("merging a page failed: {e}")),
-                    other => return Err(format!("merging a page failed: {}", other.kind())),
-                }
+                self.merge_items(items)
+                    .await
+                    .map_err(|e| format!("merging a page failed: {e}"))?;
             }
             let Some(next) = next else { break };
             after = next;
@@ -213,12 +210,14 @@ impl Node {
     /// The source side: a page of a partition after a cursor.
     pub(crate) async fn partition_scan(&self, p: u32, after: Vec<u8>, limit: u32) -> PeerResponse {
         if p >= self.inner.cfg.cluster.partitions {
-            return PeerResponse::Error(format!("no partition {p}"));
+            return PeerResponse::Error(PeerError::BadRequest(format!("no partition {p}")));
         }
         let (mut start, end) = partition_range(p);
         if !after.is_empty() {
             if after < start || after >= end {
-                return PeerResponse::Error("cursor outside the partition".into());
+                return PeerResponse::Error(PeerError::BadRequest(
+                    "cursor outside the partition".into(),
+                ));
             }
             start = after;
             start.push(0);
@@ -254,8 +253,8 @@ impl Node {
         .await;
         let (page, cut) = match scanned {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return PeerResponse::Error(e.to_string()),
-            Err(e) => return PeerResponse::Error(e.to_string()),
+            Ok(Err(e)) => return PeerResponse::Error(e.into()),
+            Err(e) => return PeerResponse::Error(e.into()),
         };
         let next = if cut {
             page.last().map(|(k, _)| k.clone())

@@ -2,7 +2,7 @@
 //! cluster CA, and one cached outgoing connection per peer.
 //!
 //! Each request uses its own bidirectional stream carrying one frame each way (see
-//! `chorus_client::wire`). Connections negotiate an ALPN that says whether they carry the
+//! `chorus_client::exchange`). Connections negotiate an ALPN that says whether they carry the
 //! client protocol or the peer protocol; the peer protocol is refused to any certificate that
 //! wasn't issued to a node.
 
@@ -11,8 +11,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chorus_client::exchange::{exchange, Exchange, ExchangeError};
 use chorus_client::tls::{self, TlsError};
-use chorus_client::wire::{self, WireError};
+use chorus_client::wire::WireError;
 use chorus_proto::{ALPN_CLIENT, ALPN_PEER};
 use rustls_pki_types::{CertificateDer, ServerName};
 
@@ -44,13 +45,7 @@ pub enum TransportError {
     Wire(#[from] WireError),
 }
 
-/// Stream priority: background work (hint replay, anti-entropy) yields to client traffic
-/// on a shared connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Priority {
-    Client,
-    Background,
-}
+pub use crate::network::Priority;
 
 /// Which protocol a connection speaks, from its ALPN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,20 +126,8 @@ impl Transport {
         self.max_frame
     }
 
-    /// Sends one request to a peer and waits up to `deadline` for its answer.
-    pub async fn call(
-        &self,
-        peer: &str,
-        addr: &str,
-        req: &PeerRequest,
-        deadline: Duration,
-    ) -> Result<PeerResponse, TransportError> {
-        self.call_metered(peer, addr, req, deadline, Priority::Client)
-            .await
-            .map(|(r, _)| r)
-    }
-
-    /// [`Transport::call`] at a given priority; also returns the frame bytes sent and
+    /// Sends one request to a peer at a given priority and waits up to `deadline` (for the
+    /// connection and the exchange) for its answer; also returns the frame bytes sent and
     /// received.
     pub async fn call_metered(
         &self,
@@ -162,33 +145,16 @@ impl Transport {
         } else {
             peer.to_string()
         };
-        let exchange = async {
-            let conn = if control {
-                self.connect_as(&key, addr, &tls::node_name(peer)).await?
-            } else {
-                self.connection(peer, addr).await?
-            };
-            let stream_err = |reason: String| TransportError::Stream {
-                peer: peer.to_string(),
-                reason,
-            };
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| {
-                self.evict_if(&key, &conn);
-                stream_err(e.to_string())
-            })?;
-            if priority == Priority::Background {
-                let _ = send.set_priority(-1);
-            }
-            let frame = wire::encode(req, 0)?;
-            send.write_all(&frame)
-                .await
-                .map_err(|e| stream_err(e.to_string()))?;
-            let _ = send.finish();
-            let body = wire::read_frame_bytes(&mut recv, self.max_frame).await?;
-            let (resp, _): (PeerResponse, u64) = wire::decode(&body)?;
-            Ok((resp, (frame.len() + body.len() + 4) as u64))
+        let priority = match priority {
+            Priority::Client => 0,
+            Priority::Background => -1,
         };
-        match tokio::time::timeout(deadline, exchange).await {
+        let call = async {
+            let conn = self.connect_as(&key, addr, &tls::node_name(peer)).await?;
+            self.exchange(peer, &key, &conn, req, deadline, priority)
+                .await
+        };
+        match tokio::time::timeout(deadline, call).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout {
                 peer: peer.to_string(),
@@ -204,38 +170,57 @@ impl Transport {
         addr: &str,
         req: &PeerRequest,
         deadline: Duration,
-    ) -> Result<PeerResponse, TransportError> {
+    ) -> Result<(PeerResponse, u64), TransportError> {
         let key = format!("seed {addr}");
-        let exchange = async {
+        let call = async {
             let conn = self.connect_as(&key, addr, tls::NODE_NAME).await?;
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| {
-                self.evict_if(&key, &conn);
-                TransportError::Stream {
-                    peer: addr.to_string(),
-                    reason: e.to_string(),
-                }
-            })?;
-            let frame = wire::encode(req, 0)?;
-            send.write_all(&frame)
-                .await
-                .map_err(|e| TransportError::Stream {
-                    peer: addr.to_string(),
-                    reason: e.to_string(),
-                })?;
-            let _ = send.finish();
-            let (resp, _): (PeerResponse, u64) =
-                wire::read_frame(&mut recv, self.max_frame).await?;
-            Ok(resp)
+            self.exchange(addr, &key, &conn, req, deadline, 0).await
         };
-        match tokio::time::timeout(deadline, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Err(TransportError::Timeout { .. })) | Err(_) => {
                 self.evict(&key);
                 Err(TransportError::Timeout {
                     peer: addr.to_string(),
                     after: deadline,
                 })
             }
+            Ok(r) => r,
+        }
+    }
+
+    /// One exchange on `conn`, the connection cached under `key`, which is dropped from the
+    /// cache when no stream can be opened on it.
+    async fn exchange(
+        &self,
+        peer: &str,
+        key: &str,
+        conn: &quinn::Connection,
+        req: &PeerRequest,
+        deadline: Duration,
+        priority: i32,
+    ) -> Result<(PeerResponse, u64), TransportError> {
+        let how = Exchange {
+            trace: 0,
+            max_frame: self.max_frame,
+            deadline,
+            priority,
+        };
+        let stream_err = |reason: String| TransportError::Stream {
+            peer: peer.to_string(),
+            reason,
+        };
+        match exchange(conn, req, how).await {
+            Ok(answer) => Ok((answer.msg, answer.bytes)),
+            Err(ExchangeError::Open(e)) => {
+                self.evict_if(key, conn);
+                Err(stream_err(e.to_string()))
+            }
+            Err(ExchangeError::Send(e)) => Err(stream_err(e.to_string())),
+            Err(ExchangeError::Wire(e)) => Err(TransportError::Wire(e)),
+            Err(ExchangeError::Timeout(after)) => Err(TransportError::Timeout {
+                peer: peer.to_string(),
+                after,
+            }),
         }
     }
 
@@ -255,14 +240,6 @@ impl Transport {
         if conns.get(peer).map(|c| c.stable_id()) == Some(conn.stable_id()) {
             conns.remove(peer);
         }
-    }
-
-    async fn connection(
-        &self,
-        peer: &str,
-        addr: &str,
-    ) -> Result<quinn::Connection, TransportError> {
-        self.connect_as(peer, addr, &tls::node_name(peer)).await
     }
 
     /// The cached connection under `key`, or a new one to `addr` that must present a
