@@ -47,6 +47,8 @@ impl Node {
                 Ok(o) => PeerResponse::Recovering(o),
                 Err(e) => PeerResponse::Error(e),
             },
+            PeerRequest::ReadKeys(_) if self.is_removed() => PeerResponse::Error(REMOVED.into()),
+            PeerRequest::ReadKeys(keys) => self.read_keys(keys).await,
             PeerRequest::Replicate(_) | PeerRequest::MergeMany(_) if !self.accepts_writes() => {
                 PeerResponse::Error(NOT_TAKING_WRITES.into())
             }
