@@ -7,8 +7,10 @@ mod common;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use chorus_client::{Error, Level, WriteEntry};
-use common::{path_str, TestCluster};
+use std::time::Duration;
+
+use chorus_client::{Client, Error, Level, WriteEntry};
+use common::{path_str, poll, TestCluster};
 
 fn put(key: &str, value: &str) -> WriteEntry {
     WriteEntry {
@@ -284,6 +286,70 @@ async fn batches_meet_quorum_per_key_with_a_node_down() {
         match &r.result {
             Err(Error::Quorum { needed, .. }) => assert_eq!(*needed, 3),
             other => panic!("expected a per-key quorum error, got {other:?}"),
+        }
+    }
+}
+
+/// A replica that lost its data answers batch reads as recovering: with the only other
+/// copy down, every key fails with a quorum error naming it, never "not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_replica_does_not_count_toward_r_in_a_batch() {
+    let quiet = [
+        "hinted_handoff.enabled=false",
+        "read_repair.enabled=false",
+        "anti_entropy.enabled=false",
+    ];
+    let mut c = TestCluster::start(3, &quiet).await;
+    c.pause(3, true);
+    c.wait_status(1, 3, "down").await;
+    let client = Client::connect(c.client_config_for(&[1, 2]))
+        .await
+        .expect("connect");
+    let keys: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    let items: Vec<WriteEntry> = keys.iter().map(|k| put(k, "acknowledged")).collect();
+    let out = client
+        .put_many("b", items, Level::Quorum)
+        .await
+        .expect("put_many");
+    assert!(out.iter().all(|r| r.result.is_ok()), "{out:?}");
+    c.kill(1);
+    c.kill(2);
+    c.pause(3, false);
+    let data = c.node_dir(2).join("data");
+    std::fs::remove_dir_all(&data).expect("wipe");
+    std::fs::create_dir_all(&data).expect("recreate");
+    c.restart(2).await;
+    poll(
+        Duration::from_secs(30),
+        "n3 and n2 see each other up",
+        || async {
+            let seen = |st: Option<chorus_client::proto::StatusInfo>, id: &str| {
+                st.is_some_and(|s| {
+                    s.nodes
+                        .iter()
+                        .any(|n| n.id == id && (n.status == "up" || n.status == "recovering"))
+                })
+            };
+            seen(c.status_of(3).await, "n2") && seen(c.status_of(2).await, "n3")
+        },
+    )
+    .await;
+    for via in [2, 3] {
+        let client = Client::connect(c.client_config_for(&[via]))
+            .await
+            .expect("connect");
+        let got = client
+            .get_many("b", &keys, Level::Quorum)
+            .await
+            .expect("get_many");
+        for r in &got {
+            match &r.result {
+                Err(Error::Quorum { message, .. }) => assert!(
+                    message.contains("recovering") && message.contains("n2"),
+                    "via n{via}: the error should name n2 as recovering: {message}"
+                ),
+                other => panic!("via n{via}: expected a quorum error naming n2, got {other:?}"),
+            }
         }
     }
 }
