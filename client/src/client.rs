@@ -509,7 +509,7 @@ impl Client {
     }
 
     /// Preference-list nodes first (token-aware), then every other known node.
-    async fn targets_for(&self, bucket: &[u8], key: &[u8]) -> Vec<SocketAddr> {
+    pub(crate) async fn targets_for(&self, bucket: &[u8], key: &[u8]) -> Vec<SocketAddr> {
         if !self.inner.token_aware {
             return self.inner.seeds.clone();
         }
@@ -531,7 +531,11 @@ impl Client {
 
     /// Sends `req` to the first target that takes it. Nodes that recently failed go last;
     /// several are dialed at once when the first doesn't answer quickly.
-    async fn call(&self, targets: &[SocketAddr], req: &Request) -> Result<Response, Error> {
+    pub(crate) async fn call(
+        &self,
+        targets: &[SocketAddr],
+        req: &Request,
+    ) -> Result<Response, Error> {
         let dialer = &self.inner.dialer;
         let mut untried = dialer.order(targets);
         let mut failures = Vec::new();
@@ -677,7 +681,7 @@ fn push_unique(v: &mut Vec<SocketAddr>, a: SocketAddr) {
     }
 }
 
-fn into_result(resp: Response) -> Result<Response, Error> {
+pub(crate) fn into_result(resp: Response) -> Result<Response, Error> {
     match resp {
         Response::Error(e) => Err(match e.kind {
             ErrorKind::Quorum { needed, answered } => Error::Quorum {
@@ -703,7 +707,7 @@ fn written(resp: Response) -> Result<CausalContext, Error> {
     }
 }
 
-fn unexpected(resp: Response) -> Error {
+pub(crate) fn unexpected(resp: Response) -> Error {
     Error::Unexpected(format!("{resp:?}").chars().take(200).collect())
 }
 

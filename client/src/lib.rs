@@ -8,6 +8,7 @@
 //! Reads return every concurrent value (siblings) with an opaque [`CausalContext`]; pass
 //! that context back with the next write to replace what was read.
 
+mod batch;
 pub mod client;
 mod dial;
 pub mod exchange;
@@ -17,5 +18,6 @@ pub mod wire;
 /// The protocol types, from `chorus-proto`.
 pub use chorus_proto as proto;
 
+pub use batch::{KeyGet, KeyPut, WriteEntry};
 pub use client::{CausalContext, Client, ClientConfig, Error, GetResult, WriteOptions};
 pub use proto::{Level, LevelError};

@@ -351,6 +351,42 @@ impl PeerCall for ReadMany {
     }
 }
 
+/// A batch read's keys at one replica; the replica answers a prefix that fits a frame.
+#[derive(Clone, Debug)]
+pub struct ReadKeys(pub Vec<(Vec<u8>, Vec<u8>)>);
+
+/// The answer to [`ReadKeys`]: each key's version (encoded) or why it couldn't be read, and
+/// whether the replica counts toward R (false while it is recovering).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versions {
+    pub whole: bool,
+    pub versions: Vec<Result<Option<Vec<u8>>, String>>,
+}
+
+impl PeerCall for ReadKeys {
+    type Reply = Versions;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::ReadKeys(
+            self.0
+                .into_iter()
+                .map(|(b, k)| (serde_bytes::ByteBuf::from(b), serde_bytes::ByteBuf::from(k)))
+                .collect(),
+        )
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, CallError> {
+        match resp {
+            PeerResponse::Versions { whole, versions } => Ok(Versions {
+                whole,
+                versions: versions
+                    .into_iter()
+                    .map(|v| v.map(|o| o.map(|b| b.into_vec())))
+                    .collect(),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
 /// Partition transfer: up to `limit` keys of a partition after the data key `after`.
 #[derive(Clone, Debug)]
 pub struct PartitionScan {

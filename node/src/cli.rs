@@ -69,6 +69,11 @@ enum Command {
         #[arg(long, value_name = "NODE_ID")]
         replica: Option<String>,
     },
+    /// Read several keys in one request; one result per key, in the order given.
+    GetMany(crate::cli_batch::GetManyArgs),
+    /// Write several keys in one request from JSON lines on standard input
+    /// (`{"key":..., "value":..., "context":...}`; a null value deletes).
+    PutMany(crate::cli_batch::PutManyArgs),
     /// Delete a key (the versions the context saw).
     Delete {
         key: String,
@@ -259,6 +264,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(args) => {
             chorus_tools::bench::main(args, connect(cli.config.as_deref())).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GetMany(args) => {
+            let client = connect(cli.config.as_deref()).await?;
+            crate::cli_batch::get_many(args, client).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PutMany(args) => {
+            crate::cli_batch::put_many(args, connect(cli.config.as_deref())).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Repair => {

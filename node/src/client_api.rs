@@ -70,6 +70,13 @@ impl Node {
                 };
                 self.write(write, forwarded).await
             }
+            Request::GetMany { bucket, keys, r } => self.get_many(bucket, keys, r).await,
+            Request::PutMany {
+                bucket,
+                items,
+                w,
+                sloppy,
+            } => self.put_many(bucket, items, w, sloppy).await,
             Request::GetReplica { bucket, key, node } => self.get_replica(bucket, key, node).await,
             Request::Ring => match self.ring_info() {
                 Some(info) => Response::Ring(info),
@@ -145,7 +152,7 @@ impl Node {
         Ok(())
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<(), ErrorReply> {
+    pub(crate) fn check_value(&self, value: &[u8]) -> Result<(), ErrorReply> {
         let max = self.inner.cfg.limits.max_value_bytes;
         if value.len() > max {
             return Err(reject(
@@ -400,6 +407,8 @@ pub(crate) fn op_name(req: &Request) -> &'static str {
         Request::Get { .. } => "get",
         Request::Put { .. } => "put",
         Request::Delete { .. } => "delete",
+        Request::GetMany { .. } => "get_many",
+        Request::PutMany { .. } => "put_many",
         Request::GetReplica { .. } => "get_replica",
         Request::Ring => "ring",
         Request::Status => "status",

@@ -6,6 +6,7 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
+mod cli_batch;
 mod dev;
 
 fn main() -> std::process::ExitCode {

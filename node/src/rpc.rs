@@ -70,6 +70,9 @@ pub enum PeerRequest {
     SegmentKeys { tree: TreeRef, segments: Vec<u16> },
     /// The stored versions of several keys.
     ReadMany(Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>),
+    /// A batch read's keys held by this replica (see `coordinate_batch`): answered with
+    /// [`PeerResponse::Versions`], which says whether the replica counts toward R.
+    ReadKeys(Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>),
     /// Membership gossip: the sender's cluster state; the answer is the receiver's, merged.
     Gossip(Box<crate::membership::ClusterState>),
     /// Partition transfer: up to `limit` keys of a partition after the data key `after`.
@@ -131,6 +134,13 @@ pub enum PeerResponse {
     /// The answer to a `Read` from a replica that is recovering: its version (encoded), which
     /// must not count toward R. Nodes that don't know this answer treat it as a failure.
     Recovering(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    /// The answer to `ReadKeys`: a prefix of the keys asked (the rest didn't fit; ask
+    /// again), each its version or why not. `whole` is false while the replica is
+    /// recovering: then none of them counts toward R.
+    Versions {
+        whole: bool,
+        versions: Vec<Result<Option<serde_bytes::ByteBuf>, String>>,
+    },
 }
 
 impl PeerResponse {
@@ -150,6 +160,7 @@ impl PeerResponse {
             PeerResponse::Error(_) => "error",
             PeerResponse::Roots { .. } => "roots",
             PeerResponse::Recovering(_) => "recovering",
+            PeerResponse::Versions { .. } => "versions",
         }
     }
 }

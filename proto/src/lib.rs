@@ -9,3 +9,6 @@ pub mod messages;
 pub mod wire;
 
 pub use messages::*;
+
+/// Byte strings in messages (batch keys and values), re-exported for users of the protocol.
+pub use serde_bytes::ByteBuf;

@@ -125,6 +125,24 @@ pub enum Request {
         key: Vec<u8>,
         node: String,
     },
+    /// Reads of several keys of one bucket, each decided on its own with level `r`.
+    /// Answered with [`Response::Values`], one entry per key in the order given.
+    GetMany {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        keys: Vec<serde_bytes::ByteBuf>,
+        r: Level,
+    },
+    /// Writes (puts and deletes) of several keys of one bucket, each coordinated on its own
+    /// with level `w`. Answered with [`Response::WrittenMany`], in the order given.
+    PutMany {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        items: Vec<WriteItem>,
+        w: Level,
+        #[serde(default)]
+        sloppy: bool,
+    },
     /// The ring and member addresses, for token-aware routing.
     Ring,
     /// The cluster as the contacted node sees it.
@@ -159,6 +177,10 @@ pub enum Response {
     },
     Ring(RingInfo),
     Status(StatusInfo),
+    /// Per-key results of a [`Request::GetMany`], in request order.
+    Values(Vec<KeyValue>),
+    /// Per-key outcomes of a [`Request::PutMany`], in request order.
+    WrittenMany(Vec<KeyWritten>),
     /// The request was accepted.
     Ok,
     Error(ErrorReply),
@@ -179,6 +201,34 @@ pub struct ValueReply {
     /// size cap). The context still covers them all: a write with it replaces them.
     #[serde(default)]
     pub truncated: bool,
+}
+
+/// One write of a [`Request::PutMany`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteItem {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The new value; `None` deletes the versions the context saw.
+    pub value: Option<serde_bytes::ByteBuf>,
+    /// Opaque causal context from an earlier read; empty when the client has none.
+    #[serde(with = "serde_bytes")]
+    pub context: Vec<u8>,
+}
+
+/// One key's result in a batch read: its value, or why it could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub result: Result<ValueReply, ErrorReply>,
+}
+
+/// One key's outcome in a batch write: the written version's context, or why it failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyWritten {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub result: Result<serde_bytes::ByteBuf, ErrorReply>,
 }
 
 /// What a client needs for token-aware routing.

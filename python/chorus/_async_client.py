@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Dict, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Type, Union
 
 from . import _chorus
 
 if TYPE_CHECKING:
-    from ._chorus import Blob, GetResult, Level
+    from ._chorus import Blob, GetResult, Item, Level
+    from .errors import ChorusError
 
 
 class AsyncClient:
@@ -68,6 +69,22 @@ class AsyncClient:
         """Deletes the values that ``context`` (from a read) saw; returns the causal
         context of the delete."""
         return await self._native.delete(bucket, key, context, w)
+
+    async def get_many(
+        self, bucket: Blob, keys: Sequence[Blob], r: Level = "quorum"
+    ) -> List[Union[GetResult, ChorusError]]:
+        """Reads several keys in one request, each with read consistency ``r``; returns, in
+        the order of ``keys``, a :class:`GetResult` per key or the exception (not raised)
+        for a key that failed. See :meth:`chorus.Client.get_many`."""
+        return await self._native.get_many(bucket, keys, r)
+
+    async def put_many(
+        self, bucket: Blob, items: Iterable[Item], w: Level = "quorum"
+    ) -> List[Union[bytes, ChorusError]]:
+        """Writes several keys in one request, each with write consistency ``w``; returns,
+        in the order of ``items``, the new context per key or the exception (not raised)
+        for a key that failed. See :meth:`chorus.Client.put_many`."""
+        return await self._native.put_many(bucket, items, w)
 
     async def status(self) -> Dict[str, Any]:
         """The cluster as the first reachable node sees it, shaped like

@@ -2,7 +2,9 @@
 
 import os
 from types import TracebackType
-from typing import Any, Awaitable, Dict, List, Literal, Optional, Sequence, Type, Union
+from typing import Any, Awaitable, Dict, Iterable, List, Literal, Optional, Sequence, Type, Union
+
+from .errors import ChorusError
 
 __version__: str
 
@@ -10,6 +12,9 @@ __version__: str
 Blob = Union[bytes, bytearray, str]
 #: A consistency level: "one", "quorum", "all", or a replica count from 1 to N.
 Level = Union[Literal["one", "quorum", "all"], int]
+#: One write of ``put_many``: ``{"key", "value", "context"}`` (a None value deletes), or a
+#: ``(key, value)`` / ``(key, value, context)`` tuple.
+Item = Union[Dict[str, Any], tuple]
 #: A dict shaped like the JSON the ``chorus`` CLI prints.
 Report = Dict[str, Any]
 
@@ -55,6 +60,18 @@ class Client:
         """Writes a value; returns the new causal context. ``ttl`` must be None for now."""
     def delete(self, bucket: Blob, key: Blob, context: Optional[bytes], w: Level = "quorum") -> bytes:
         """Deletes what ``context`` saw; returns the causal context of the delete."""
+    def get_many(
+        self, bucket: Blob, keys: Sequence[Blob], r: Level = "quorum"
+    ) -> List[Union[GetResult, ChorusError]]:
+        """Reads several keys in one request, each with read consistency ``r``: in the
+        order of ``keys``, a GetResult per key, or the exception (not raised) for a key
+        that failed. Raises only if the whole batch fails (e.g. over the key limit)."""
+    def put_many(
+        self, bucket: Blob, items: Iterable[Item], w: Level = "quorum"
+    ) -> List[Union[bytes, ChorusError]]:
+        """Writes several keys in one request, each with write consistency ``w``: in the
+        order of ``items``, the new context per key, or the exception (not raised) for a
+        key that failed. Raises only if the whole batch fails (e.g. over the key limit)."""
     def status(self) -> Report:
         """The cluster as one node sees it, shaped like ``chorus status --json``."""
     def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Report:
@@ -97,6 +114,12 @@ class AsyncClient:
     def delete(
         self, bucket: Blob, key: Blob, context: Optional[bytes], w: Level = "quorum"
     ) -> Awaitable[bytes]: ...
+    def get_many(
+        self, bucket: Blob, keys: Sequence[Blob], r: Level = "quorum"
+    ) -> Awaitable[List[Union[GetResult, ChorusError]]]: ...
+    def put_many(
+        self, bucket: Blob, items: Iterable[Item], w: Level = "quorum"
+    ) -> Awaitable[List[Union[bytes, ChorusError]]]: ...
     def status(self) -> Awaitable[Report]: ...
     def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Awaitable[Report]: ...
     def leave(self, node: str, force: bool = False) -> Awaitable[None]: ...

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 
 use crate::args;
+use crate::batch;
 use crate::ops::{self, Handle};
 use crate::runtime::spawn;
 
@@ -100,6 +101,40 @@ impl AsyncClient {
         let context = args::context(context)?;
         let w = args::optional_level(py, "w", w)?;
         spawn(py, ops::delete(c, bucket, key, context, w))
+    }
+
+    /// Reads several keys in one request; the awaitable gives what
+    /// :meth:`Client.get_many` returns.
+    #[pyo3(signature = (bucket, keys, r = None), text_signature = "(self, bucket, keys, r='quorum')")]
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        bucket: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyAny>,
+        r: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        let keys = batch::keys(keys)?;
+        let r = args::optional_level(py, "r", r)?;
+        spawn(py, batch::get_many(c, bucket, keys, r))
+    }
+
+    /// Writes several keys in one request; the awaitable gives what
+    /// :meth:`Client.put_many` returns.
+    #[pyo3(signature = (bucket, items, w = None), text_signature = "(self, bucket, items, w='quorum')")]
+    fn put_many<'py>(
+        &self,
+        py: Python<'py>,
+        bucket: &Bound<'py, PyAny>,
+        items: &Bound<'py, PyAny>,
+        w: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        let items = batch::items(items)?;
+        let w = args::optional_level(py, "w", w)?;
+        spawn(py, batch::put_many(c, bucket, items, w))
     }
 
     /// The cluster as the first reachable node sees it, as :meth:`Client.status` gives it.

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 
 mod args;
 mod async_client;
+mod batch;
 mod errors;
 mod ops;
 mod report;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 
 use crate::args;
+use crate::batch;
 use crate::ops::{self, Handle};
 use crate::result::{GetResult, Json};
 use crate::runtime::wait;
@@ -103,6 +104,53 @@ impl SyncClient {
         let context = args::context(context)?;
         let w = args::optional_level(py, "w", w)?;
         Ok(wait(py, ops::delete(c, bucket, key, context, w))?
+            .into_pyobject(py)?
+            .into_any())
+    }
+
+    /// Reads several keys of ``bucket`` in one request, each with read consistency ``r``.
+    ///
+    /// Returns a list in the order of ``keys``: a :class:`GetResult` for each key read, or
+    /// the exception (a ``ChorusError`` subclass, not raised) for a key that failed, e.g.
+    /// ``QuorumError``. Raises only if the batch as a whole fails: no node answers, or it
+    /// has more keys than the cluster's ``limits.max_batch_keys`` (``InvalidArgument``).
+    #[pyo3(signature = (bucket, keys, r = None), text_signature = "(self, bucket, keys, r='quorum')")]
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        bucket: &Bound<'py, PyAny>,
+        keys: &Bound<'py, PyAny>,
+        r: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        let keys = batch::keys(keys)?;
+        let r = args::optional_level(py, "r", r)?;
+        Ok(wait(py, batch::get_many(c, bucket, keys, r))?
+            .into_pyobject(py)?
+            .into_any())
+    }
+
+    /// Writes several keys of ``bucket`` in one request, each with write consistency ``w``.
+    ///
+    /// ``items`` holds dicts ``{"key": ..., "value": ..., "context": ...}`` or tuples
+    /// ``(key, value)`` / ``(key, value, context)``; a ``None`` value deletes what the
+    /// context saw. Returns a list in the order of ``items``: the new causal context
+    /// (``bytes``) for each key written, or the exception (not raised) for a key that
+    /// failed, e.g. ``TooLarge``. Raises only if the batch as a whole fails.
+    #[pyo3(signature = (bucket, items, w = None), text_signature = "(self, bucket, items, w='quorum')")]
+    fn put_many<'py>(
+        &self,
+        py: Python<'py>,
+        bucket: &Bound<'py, PyAny>,
+        items: &Bound<'py, PyAny>,
+        w: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        let items = batch::items(items)?;
+        let w = args::optional_level(py, "w", w)?;
+        Ok(wait(py, batch::put_many(c, bucket, items, w))?
             .into_pyobject(py)?
             .into_any())
     }

@@ -50,6 +50,8 @@ pub struct Limits {
     /// Past this many handshakes in progress, new connections must first prove their
     /// address (a QUIC retry round trip). 0: always.
     pub handshakes_before_retry: usize,
+    /// Keys in one batch read or write (`get-many`, `put-many`); larger batches are refused.
+    pub max_batch_keys: usize,
 }
 
 impl Limits {
@@ -79,6 +81,7 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_batch_keys: 1000,
             max_key_bytes: 64 * 1024,
             max_bucket_bytes: 1024,
             max_value_bytes: 8 * 1024 * 1024,
