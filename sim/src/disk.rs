@@ -25,8 +25,8 @@ pub struct Hint {
     pub target: usize,
     pub key: String,
     pub object: Object,
-    /// Local clock time after which the hint is dropped.
-    pub expires: Time,
+    /// Local clock time the hint was stored; it is dropped once older than the expiry.
+    pub created: Time,
 }
 
 /// Everything a node keeps on disk.

@@ -22,8 +22,9 @@ pub enum Push {
 pub enum ReadAnswer {
     /// Its copy (`None`: no such key).
     Found(Option<Object>),
-    /// It lost or restored data and hasn't caught up: don't count it.
-    Recovering,
+    /// It lost or restored data and hasn't caught up: don't count it. Its copy comes
+    /// along, as `chorus-node`'s does (the wiped-counts control counts it).
+    Recovering(Option<Object>),
 }
 
 /// Every message.
@@ -103,9 +104,10 @@ pub enum Msg {
         req: u64,
         key: String,
     },
+    /// The replica's version of the key, encoded (`None`: no copy, or it is recovering).
     PurgeAnswer {
         req: u64,
-        digest: Option<[u8; 32]>,
+        held: Option<Vec<u8>>,
     },
     /// Purge `key` if it still has exactly this digest.
     Purge {

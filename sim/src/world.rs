@@ -272,7 +272,11 @@ impl World {
                     self.restart_as[n] = Start::Recovering;
                     // Recognised at start (peers know of a later run): the copy is emptied
                     // where the other replicas are whole.
-                    let whole: Vec<bool> = self.nodes.iter().map(Node::is_whole).collect();
+                    let whole: Vec<Option<bool>> = self
+                        .nodes
+                        .iter()
+                        .map(|n| n.is_up().then(|| n.is_whole()))
+                        .collect();
                     let node = &mut self.nodes[n];
                     background::drop_restored_partitions(node, &self.place, &whole);
                 }

@@ -1,13 +1,19 @@
 //! What a node does on its own: hinted handoff (durable hints, replayed to live targets,
-//! dropped after their expiry), anti-entropy (a full key-digest exchange per shared
-//! partition; recovering nodes only pull), recovery (one completed exchange with every
-//! other replica of each partition before the node counts toward R), the restored-copy
-//! rule, and tombstone purging (the first replica purges a tombstone past the grace once
-//! every replica is up and holds the identical one).
+//! dropped after their expiry: `chorus_core::hints`), anti-entropy (a key-digest exchange
+//! per shared partition, each differing key repaired by `chorus_core::anti_entropy`;
+//! recovering nodes only pull), recovery (one completed exchange with every other replica
+//! of each partition before the node counts toward R), the restored-copy rule
+//! (`chorus_core::recovery::split_restored`), and tombstone purging (who decides and when
+//! every replica agrees: `chorus_core::tombstone`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chorus_core::anti_entropy::{may_push, repair};
+use chorus_core::hints;
+use chorus_core::recovery::{split_restored, OtherReplica};
+use chorus_core::tombstone::{cutoff, whose_turn, Agreement, Turn};
 use chorus_core::version::Object;
+use std::time::Duration;
 
 use super::{replica, Env, Node, Timer};
 use crate::disk::Hint;
@@ -20,8 +26,7 @@ const PURGES_PER_ROUND: usize = 64;
 
 pub(crate) struct PurgeReq {
     key: String,
-    digest: [u8; 32],
-    waiting: BTreeSet<usize>,
+    agreement: Agreement,
 }
 
 /// The exchanges a recovering node owes: every other replica of each of its partitions.
@@ -38,17 +43,29 @@ pub fn recovery_obligations(me: usize, place: &Placement) -> BTreeSet<(u32, usiz
 
 /// A restored copy is emptied, partition by partition, where every other replica is up and
 /// whole (so it holds everything acknowledged there); elsewhere it may be the last copy
-/// and is kept (served to no one until recovered).
-pub fn drop_restored_partitions(node: &mut Node, place: &Placement, whole: &[bool]) {
+/// and is kept (served to no one until recovered). `whole[n]`: `None` down, else whether
+/// whole.
+pub fn drop_restored_partitions(node: &mut Node, place: &Placement, whole: &[Option<bool>]) {
     let me = node.index;
-    let droppable: BTreeSet<u32> = (0..place.partitions())
-        .filter(|&p| {
-            place
+    let others = (0..place.partitions())
+        .filter(|&p| place.pref(p).contains(&me))
+        .map(|p| {
+            let states = place
                 .pref(p)
                 .iter()
-                .all(|&n| n == me || whole.get(n).copied().unwrap_or(false))
-        })
-        .collect();
+                .filter(|&&n| n != me)
+                .map(|&n| match whole.get(n).copied().flatten() {
+                    None => OtherReplica::Down,
+                    Some(false) => OtherReplica::Recovering,
+                    Some(true) => OtherReplica::Whole,
+                })
+                .collect();
+            (p, states)
+        });
+    // Every peer's state is known here, so there is nothing to wait for.
+    let droppable: BTreeSet<u32> = split_restored(others, true)
+        .map(|s| s.drop.into_iter().collect())
+        .unwrap_or_default();
     node.disk
         .drop_keys(|k| droppable.contains(&place.partition(k)));
 }
@@ -59,30 +76,46 @@ pub fn store_hint(node: &mut Node, env: &mut Env, target: usize, key: &str, obje
         return;
     }
     let id = env.id();
-    let expires = node.local_now(env.now) + env.cfg.hint_expiry;
+    let created = node.local_now(env.now);
     node.disk.put_hint(
         id,
         Hint {
             target,
             key: key.to_string(),
             object: object.clone(),
-            expires,
+            created,
         },
     );
 }
 
 /// Drops expired hints and sends the others to targets that are up.
 pub fn replay_hints(node: &mut Node, env: &mut Env) {
-    let local = node.local_now(env.now);
+    let local = Duration::from_micros(node.local_now(env.now));
+    let expiry = Duration::from_micros(env.cfg.hint_expiry);
     let mut expired = Vec::new();
-    let mut send = Vec::new();
+    let mut pending: BTreeMap<&str, u64> = BTreeMap::new();
     for (&id, h) in &node.disk.view().hints {
-        if h.expires <= local {
+        if hints::expired(Duration::from_micros(h.created), local, expiry) {
             expired.push(id);
-        } else if node.sees_up(h.target, env.now) {
-            send.push((id, h.target, h.key.clone(), h.object.clone()));
+        } else {
+            *pending.entry(env.place.name(h.target)).or_default() += 1;
         }
     }
+    let now = env.now;
+    let due: BTreeSet<usize> = hints::due(pending, |t| {
+        env.place.index(t).is_some_and(|i| node.sees_up(i, now))
+    })
+    .into_iter()
+    .filter_map(|t| env.place.index(t))
+    .collect();
+    let send: Vec<(u64, usize, String, Object)> = node
+        .disk
+        .view()
+        .hints
+        .iter()
+        .filter(|(id, h)| due.contains(&h.target) && !expired.contains(id))
+        .map(|(&id, h)| (id, h.target, h.key.clone(), h.object.clone()))
+        .collect();
     for id in expired {
         node.disk.delete_hint(id);
     }
@@ -297,61 +330,92 @@ pub fn on_answer(
     if refused || p != partition || Addr::Node(peer) != from {
         return;
     }
-    for (key, object) in &objects {
-        replica::merge(node, env, key, object);
-    }
-    if node.is_whole() {
-        let data = &node.disk.view().data;
-        let push: Vec<(String, Object)> = want
-            .into_iter()
-            .filter_map(|k| data.get(&k).map(|s| (k.clone(), s.object.clone())))
+    // Each key the peer holds differently, or lacks, is repaired by core's rule: this node
+    // takes the peer's version, and pushes the merge where it may (whole, and a replica).
+    let me = env.place.name(node.index).to_string();
+    let whole = node.is_whole();
+    let mut push = Vec::new();
+    let mut decide = |node: &mut Node, key: &str, theirs: Option<Object>| {
+        let replicas: Vec<&str> = env
+            .place
+            .pref_of(key)
+            .iter()
+            .map(|&n| env.place.name(n))
             .collect();
-        if !push.is_empty() {
-            env.send(from, Msg::AePush { objects: push });
+        let mine = replica::local(node, key);
+        let r = repair(mine.as_ref(), theirs, may_push(whole, &replicas, &me));
+        if let Some(t) = &r.take {
+            replica::merge(node, env, key, t);
         }
-    } else if let Some(pending) = node.proc.as_mut().and_then(|p| p.recovery.as_mut()) {
-        pending.remove(&(partition, peer));
-        if pending.is_empty() {
-            if let Some(p) = node.proc.as_mut() {
-                p.recovery = None;
+        if let Some(m) = r.push {
+            push.push((key.to_string(), m));
+        }
+    };
+    let sent: BTreeSet<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    for (key, object) in &objects {
+        decide(node, key, Some(object.clone()));
+    }
+    // Keys the peer wants that it sent no version of: it has none.
+    for key in want.iter().filter(|k| !sent.contains(k.as_str())) {
+        decide(node, key, None);
+    }
+    if !push.is_empty() {
+        env.send(from, Msg::AePush { objects: push });
+    }
+    if !whole {
+        if let Some(pending) = node.proc.as_mut().and_then(|p| p.recovery.as_mut()) {
+            pending.remove(&(partition, peer));
+            if pending.is_empty() {
+                if let Some(p) = node.proc.as_mut() {
+                    p.recovery = None;
+                }
             }
         }
     }
 }
 
-/// One purge pass: start agreement on tombstones past the grace that this node is first
-/// replica of, when every replica is up.
+/// One purge pass: tombstones past the grace (on this node's clock) whose purge this node
+/// decides, with every replica up, start an agreement.
 pub fn purge_round(node: &mut Node, env: &mut Env) {
     if !node.is_whole() {
         return;
     }
-    let local = node.local_now(env.now);
-    let grace = env.cfg.tombstone_grace;
-    let candidates: Vec<(String, [u8; 32])> = node
+    let local = Duration::from_micros(node.local_now(env.now));
+    let before = cutoff(local, Duration::from_micros(env.cfg.tombstone_grace));
+    let before = u64::try_from(before.as_micros()).unwrap_or(u64::MAX);
+    let candidates: Vec<String> = node
         .disk
         .view()
         .data
         .iter()
-        .filter(|(_, s)| s.tombstone_since.is_some_and(|t| t + grace <= local))
+        .filter(|(_, s)| s.tombstone_since.is_some_and(|t| t <= before))
         .filter(|(k, _)| env.place.pref_of(k).first() == Some(&node.index))
         .take(PURGES_PER_ROUND)
-        .map(|(k, s)| (k.clone(), s.digest))
+        .map(|(k, _)| k.clone())
         .collect();
-    for (key, digest) in candidates {
-        let others: BTreeSet<usize> = env
+    let me = env.place.name(node.index).to_string();
+    let now = env.now;
+    for key in candidates {
+        let pref: Vec<String> = env
             .place
             .pref_of(&key)
             .iter()
-            .copied()
-            .filter(|&n| n != node.index)
+            .map(|&n| env.place.name(n).to_string())
             .collect();
-        if !others.iter().all(|&n| node.sees_up(n, env.now)) {
+        let is_up = |p: &str| env.place.index(p).is_some_and(|i| node.sees_up(i, now));
+        let Ok(Turn::Mine { peers }) = whose_turn(&me, &pref, false, is_up) else {
             continue;
-        }
+        };
+        let Some(mine) = replica::local(node, &key) else {
+            continue;
+        };
+        let Ok(agreement) = Agreement::new(&mine, &peers) else {
+            continue;
+        };
         let req = env.id();
-        for &n in &others {
+        for peer in peers.iter().filter_map(|p| env.place.index(p)) {
             env.send(
-                Addr::Node(n),
+                Addr::Node(peer),
                 Msg::PurgeQuery {
                     req,
                     key: key.clone(),
@@ -359,26 +423,20 @@ pub fn purge_round(node: &mut Node, env: &mut Env) {
             );
         }
         if let Some(proc) = node.proc.as_mut() {
-            proc.purges.insert(
-                req,
-                PurgeReq {
-                    key,
-                    digest,
-                    waiting: others,
-                },
-            );
+            proc.purges.insert(req, PurgeReq { key, agreement });
         }
         env.timer(env.cfg.request_timeout, Timer::PurgeDeadline(req));
     }
 }
 
-/// A replica's digest for a purge candidate: all identical means purge everywhere.
+/// A replica's version of a purge candidate: once every one holds the identical
+/// tombstone, every replica purges it.
 pub fn on_purge_answer(
     node: &mut Node,
     env: &mut Env,
     from: Addr,
     req: u64,
-    digest: Option<[u8; 32]>,
+    held: Option<Vec<u8>>,
 ) {
     let Addr::Node(from) = from else {
         return;
@@ -389,26 +447,28 @@ pub fn on_purge_answer(
     let Some(p) = proc.purges.get_mut(&req) else {
         return;
     };
-    if digest != Some(p.digest) {
+    if p.agreement
+        .answer(env.place.name(from), held.as_deref())
+        .is_err()
+    {
         proc.purges.remove(&req);
         return;
     }
-    p.waiting.remove(&from);
-    if !p.waiting.is_empty() {
+    let Some(digest) = p.agreement.digest() else {
         return;
-    }
+    };
     let Some(p) = proc.purges.remove(&req) else {
         return;
     };
     for &n in env.place.pref_of(&p.key) {
         if n == node.index {
-            replica::purge(node, env.place, &p.key, p.digest);
+            replica::purge(node, env, &p.key, digest);
         } else {
             env.send(
                 Addr::Node(n),
                 Msg::Purge {
                     key: p.key.clone(),
-                    digest: p.digest,
+                    digest,
                 },
             );
         }

@@ -1,35 +1,45 @@
-//! Request coordination: a get asks replicas through core's `read_targets` and `GetFsm`
-//! (recovering replicas don't count), escalates to the reserve when one fails or is slow,
-//! and read-repairs stale replicas after the reply; a put applies locally (the new dot is
-//! this process's), fans out, counts acknowledgements with core's `Quorums`, and leaves a
-//! durable hint for every replica that is down or doesn't acknowledge in time.
+//! Request coordination, driving core's request machines as `chorus-node` does: a get runs
+//! `chorus_core::get::GetCoordinator` (which replicas to ask and when, recovering replicas
+//! not counting, the deadline, the read-repair window and targets), a put routes with
+//! `chorus_core::plan::route_write`, applies locally (the new dot is this process's) and
+//! runs `chorus_core::put::PutCoordinator` (fan-out, hints for replicas that are down or
+//! don't acknowledge, the quorum, the deadline). This module only carries the machines'
+//! actions out as messages, feeds them answers, the failure detector's verdicts and their
+//! timers (virtual time as a `Duration`), and answers the client.
+//!
+//! The wiped-counts control lives here: the driver hands a recovering replica's answer to
+//! the machine as a normal version.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
 
 use chorus_core::context::Context;
-use chorus_core::coordinator::{read_targets, GetFsm, Outcome, Quorum, Quorums};
+use chorus_core::get::{GetAction, GetCoordinator, GetReply, GetTiming, ReadAnswer as Answer};
+use chorus_core::plan::{route_write, Plan, WriteRoute};
+use chorus_core::put::{PutAction, PutCoordinator, PutOptions, PutReply};
 use chorus_core::version::Object;
 use rand::Rng;
 
 use super::{background, replica, Env, Node, Timer};
-use crate::engine::MS;
+use crate::config::Bug;
+use crate::engine::{Time, MS};
 use crate::msg::{Msg, Push, ReadAnswer};
 use crate::net::Addr;
 
 /// Every this-many-th read (on average) asks all replicas, for read repair.
 const FULL_READ_CHANCE: f64 = 0.1;
 /// The reserve is asked when the first replicas haven't decided a read by then.
-const SPECULATE_AFTER: u64 = 50 * MS;
+const SPECULATE_AFTER: Time = 50 * MS;
 /// How long a decided read still waits for late answers before repairing.
-const REPAIR_WINDOW: u64 = 200 * MS;
+const REPAIR_WINDOW: Time = 200 * MS;
 
 pub(crate) struct GetReq {
     client: Addr,
     op: u64,
     key: String,
-    fsm: GetFsm,
-    reserve: Vec<usize>,
-    decided: bool,
+    machine: GetCoordinator,
+    /// The earliest timer scheduled for the machine and not yet fired.
+    armed: Option<Time>,
 }
 
 pub(crate) struct PutReq {
@@ -37,10 +47,19 @@ pub(crate) struct PutReq {
     op: u64,
     key: String,
     object: Object,
-    quorum: Quorums,
+    machine: PutCoordinator,
+    /// Replicas sent the write and not yet answered: each is answered (a failure) at the
+    /// deadline, as the node's peer calls are.
     waiting: BTreeSet<usize>,
     context: Context,
-    replied: bool,
+}
+
+fn dur(t: Time) -> Duration {
+    Duration::from_micros(t)
+}
+
+fn micros(d: Duration) -> Time {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn names(env: &Env, nodes: &[usize]) -> Vec<String> {
@@ -52,22 +71,20 @@ fn names(env: &Env, nodes: &[usize]) -> Vec<String> {
 
 /// A client read arrived: any node coordinates.
 pub fn start_get(node: &mut Node, env: &mut Env, client: Addr, op: u64, key: String, r: usize) {
-    let pref = env.place.pref_of(&key).to_vec();
-    let pref_names = names(env, &pref);
+    let pref = names(env, env.place.pref_of(&key));
     let r = r.clamp(1, pref.len().max(1));
-    let mut fsm = GetFsm::new(pref_names.clone(), r);
     let full = env.rng.random_bool(FULL_READ_CHANCE);
     let me = env.place.name(node.index).to_string();
+    let timing = GetTiming {
+        speculative_after: dur(SPECULATE_AFTER),
+        deadline: dur(env.cfg.request_timeout),
+        repair_window: Some(dur(REPAIR_WINDOW)),
+    };
+    let mut machine = GetCoordinator::new(pref, r, &me, full, timing);
     let now = env.now;
-    let up = |n: &str| env.place.index(n).is_some_and(|i| node.sees_up(i, now));
-    let (first, reserve) = read_targets(&pref_names, &me, r, up, full);
-    let first: Vec<usize> = first.iter().filter_map(|n| env.place.index(n)).collect();
-    let reserve: Vec<usize> = reserve.iter().filter_map(|n| env.place.index(n)).collect();
-    for &n in &pref {
-        if n != node.index && !node.sees_up(n, now) {
-            fsm.fail(env.place.name(n));
-        }
-    }
+    let first = machine.start(dur(now), |n| {
+        env.place.index(n).is_some_and(|i| node.sees_up(i, now))
+    });
     let req = env.id();
     let Some(proc) = node.proc.as_mut() else {
         return;
@@ -78,147 +95,97 @@ pub fn start_get(node: &mut Node, env: &mut Env, client: Addr, op: u64, key: Str
             client,
             op,
             key,
-            fsm,
-            reserve,
-            decided: false,
+            machine,
+            armed: None,
         },
     );
-    for target in first {
-        ask(node, env, req, target);
-    }
-    env.timer(SPECULATE_AFTER, Timer::GetSpeculate(req));
-    env.timer(env.cfg.request_timeout, Timer::GetDeadline(req));
-    advance_get(node, env, req);
+    run_get(node, env, req, first);
 }
 
-/// Asks one replica for the key: the local one directly, others with a `Read`.
-fn ask(node: &mut Node, env: &mut Env, req: u64, target: usize) {
-    let Some(key) = node
-        .proc
-        .as_ref()
-        .and_then(|p| p.gets.get(&req))
-        .map(|g| g.key.clone())
-    else {
-        return;
-    };
-    if target == node.index {
-        let answer = replica::read_answer(node, env.cfg, &key);
-        feed(node, env, req, target, answer);
-    } else {
-        env.send(Addr::Node(target), Msg::Read { req, key });
-    }
-}
-
-fn feed(node: &mut Node, env: &mut Env, req: u64, from: usize, answer: ReadAnswer) {
-    let name = env.place.name(from).to_string();
-    let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) else {
-        return;
-    };
-    let escalate = match answer {
-        ReadAnswer::Found(obj) => {
-            g.fsm.reply(&name, obj);
-            false
-        }
-        ReadAnswer::Recovering => {
-            g.fsm.recovering(&name);
-            true
-        }
-    };
-    if escalate {
-        escalate_get(node, env, req);
-    }
-    advance_get(node, env, req);
-}
-
-/// Asks the reserve replicas, unless the read is decided.
-fn escalate_get(node: &mut Node, env: &mut Env, req: u64) {
-    let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) else {
-        return;
-    };
-    if g.decided {
-        return;
-    }
-    for target in std::mem::take(&mut g.reserve) {
-        ask(node, env, req, target);
-    }
-}
-
-pub fn on_read_reply(node: &mut Node, env: &mut Env, from: Addr, req: u64, answer: ReadAnswer) {
-    if let Addr::Node(from) = from {
-        feed(node, env, req, from, answer);
-    }
-}
-
-pub fn get_speculate(node: &mut Node, env: &mut Env, req: u64) {
-    escalate_get(node, env, req);
-}
-
-pub fn get_deadline(node: &mut Node, env: &mut Env, req: u64) {
-    if let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) {
-        if !g.decided {
-            g.fsm.expire();
-        }
-    }
-    advance_get(node, env, req);
-    // Whatever is still open now is done waiting.
-    repair_window(node, env, req);
-}
-
-/// Replies once the read is decided; repairs once every asked replica answered.
-fn advance_get(node: &mut Node, env: &mut Env, req: u64) {
-    let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) else {
-        return;
-    };
-    if !g.decided {
-        let outcome = g.fsm.quorum().outcome();
-        let result = match outcome {
-            Outcome::Pending => return,
-            Outcome::Met => Ok(g.fsm.merged().cloned()),
-            Outcome::Failed { needed, answered } => Err(format!(
-                "read quorum not met: needed {needed}, {answered} answered"
-            )),
-        };
-        g.decided = true;
-        let (client, op) = (g.client, g.op);
-        env.send(client, Msg::GetReply { op, result });
-        if outcome != Outcome::Met {
-            if let Some(p) = node.proc.as_mut() {
-                p.gets.remove(&req);
-            }
+/// Carries out a read's actions (answers of the local replica feed straight back in), then
+/// schedules the machine's next timer.
+fn run_get(node: &mut Node, env: &mut Env, req: u64, actions: Vec<GetAction>) {
+    let mut todo: VecDeque<GetAction> = actions.into();
+    while let Some(action) = todo.pop_front() {
+        let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) else {
             return;
+        };
+        match action {
+            GetAction::Ask(name) => {
+                let Some(target) = env.place.index(&name) else {
+                    continue;
+                };
+                if target == node.index {
+                    let key = g.key.clone();
+                    let answer = machine_answer(env, replica::read_answer(node, &key));
+                    if let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) {
+                        todo.extend(g.machine.on_answer(&name, answer, dur(env.now)));
+                    }
+                } else {
+                    let key = g.key.clone();
+                    env.send(Addr::Node(target), Msg::Read { req, key });
+                }
+            }
+            GetAction::Reply(reply) => {
+                let result = match reply {
+                    GetReply::Met(obj) => Ok(obj),
+                    GetReply::Failed {
+                        needed,
+                        answered,
+                        recovering,
+                    } => Err(format!(
+                        "read quorum not met: needed {needed}, {answered} answered, recovering {recovering:?}"
+                    )),
+                };
+                env.send(g.client, Msg::GetReply { op: g.op, result });
+            }
+            GetAction::Repair { targets, merged } => {
+                let key = g.key.clone();
+                repair(node, env, &key, &targets, &merged);
+            }
+            GetAction::Finished => {
+                if let Some(p) = node.proc.as_mut() {
+                    p.gets.remove(&req);
+                }
+                return;
+            }
         }
-        env.timer(REPAIR_WINDOW, Timer::RepairWindow(req));
     }
-    let waiting = node
-        .proc
-        .as_ref()
-        .and_then(|p| p.gets.get(&req))
-        .map_or(0, |g| g.fsm.quorum().waiting());
-    if waiting == 0 {
-        repair_window(node, env, req);
+    let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) else {
+        return;
+    };
+    if let Some(next) = g.machine.next_timer().map(micros) {
+        if g.armed.is_none_or(|a| next < a) {
+            g.armed = Some(next);
+            env.timer(next.saturating_sub(env.now), Timer::Get(req));
+        }
     }
 }
 
-/// Read repair: the merged version goes to every replica whose answer lacked part of it.
-pub fn repair_window(node: &mut Node, env: &mut Env, req: u64) {
-    let Some(g) = node.proc.as_mut().and_then(|p| p.gets.remove(&req)) else {
-        return;
-    };
-    let Some(merged) = g.fsm.merged().cloned() else {
-        return;
-    };
-    for name in g.fsm.stale_replicas() {
+/// A replica's read answer as the machine takes it. The wiped-counts control passes a
+/// recovering replica's copy as a normal version, so it counts toward R.
+fn machine_answer(env: &Env, answer: ReadAnswer) -> Answer {
+    match answer {
+        ReadAnswer::Found(obj) => Answer::Version(obj),
+        ReadAnswer::Recovering(obj) if env.cfg.has(Bug::WipedCounts) => Answer::Version(obj),
+        ReadAnswer::Recovering(_) => Answer::Recovering,
+    }
+}
+
+/// Read repair: the merged version goes to each replica the machine named.
+fn repair(node: &mut Node, env: &mut Env, key: &str, targets: &[String], merged: &Object) {
+    for name in targets {
         let Some(n) = env.place.index(name) else {
             continue;
         };
         if n == node.index {
-            replica::merge(node, env, &g.key, &merged);
+            replica::merge(node, env, key, merged);
         } else {
             env.send(
                 Addr::Node(n),
                 Msg::Replicate {
                     req: 0,
-                    key: g.key.clone(),
+                    key: key.to_string(),
                     object: merged.clone(),
                     why: Push::Repair,
                 },
@@ -227,7 +194,77 @@ pub fn repair_window(node: &mut Node, env: &mut Env, req: u64) {
     }
 }
 
-/// A client write arrived. Only a replica coordinates (clients route to one).
+pub fn on_read_reply(node: &mut Node, env: &mut Env, from: Addr, req: u64, answer: ReadAnswer) {
+    let Addr::Node(from) = from else {
+        return;
+    };
+    let answer = machine_answer(env, answer);
+    let name = env.place.name(from).to_string();
+    let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) else {
+        return;
+    };
+    let actions = g.machine.on_answer(&name, answer, dur(env.now));
+    run_get(node, env, req, actions);
+}
+
+/// A read's timer fired: speculation, the deadline or the end of the repair window.
+pub fn get_timer(node: &mut Node, env: &mut Env, req: u64) {
+    let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) else {
+        return;
+    };
+    if g.armed.is_some_and(|a| a <= env.now) {
+        g.armed = None;
+    }
+    let actions = g.machine.on_timer(dur(env.now));
+    run_get(node, env, req, actions);
+}
+
+/// The failure detector's verdicts reach the open requests, as the node's membership
+/// changes do: a replica (or stand-in) they wait on that is seen down fails its slot.
+pub fn check_down(node: &mut Node, env: &mut Env) {
+    let Some(proc) = node.proc.as_ref() else {
+        return;
+    };
+    let now = env.now;
+    let down = |n: &&str| env.place.index(n).is_some_and(|i| !node.sees_up(i, now));
+    let gets: Vec<(u64, Vec<String>)> = proc
+        .gets
+        .iter()
+        .map(|(&r, g)| (r, owned(g.machine.waiting_on().into_iter().filter(down))))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    let puts: Vec<(u64, Vec<String>)> = proc
+        .puts
+        .iter()
+        .map(|(&r, p)| (r, owned(p.machine.waiting_on().into_iter().filter(down))))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    for (req, down) in gets {
+        let mut actions = Vec::new();
+        if let Some(g) = node.proc.as_mut().and_then(|p| p.gets.get_mut(&req)) {
+            for n in &down {
+                actions.extend(g.machine.on_down(n, dur(now)));
+            }
+        }
+        run_get(node, env, req, actions);
+    }
+    for (req, down) in puts {
+        let mut actions = Vec::new();
+        if let Some(p) = node.proc.as_mut().and_then(|p| p.puts.get_mut(&req)) {
+            for n in &down {
+                actions.extend(p.machine.on_down(n, dur(now)));
+            }
+        }
+        run_put(node, env, req, actions);
+    }
+}
+
+fn owned<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    names.map(str::to_string).collect()
+}
+
+/// A client write arrived. Clients route to a replica; a write reaching another node is
+/// refused (the sim has no forwarding).
 #[allow(clippy::too_many_arguments)]
 pub fn start_put(
     node: &mut Node,
@@ -239,39 +276,43 @@ pub fn start_put(
     value: Option<Vec<u8>>,
     w: usize,
 ) {
-    let pref = env.place.pref_of(&key).to_vec();
-    if !pref.contains(&node.index) {
+    let pref = names(env, env.place.pref_of(&key));
+    let plan = Plan {
+        partition: env.place.partition(&key),
+        needed: w.clamp(1, pref.len().max(1)),
+        pref,
+        also: None,
+        fallbacks: Vec::new(),
+    };
+    let me = env.place.name(node.index).to_string();
+    let now = env.now;
+    let is_up = |n: &str| env.place.index(n).is_some_and(|i| node.sees_up(i, now));
+    // Every process here takes writes: the unconfirmed phase of a start isn't simulated.
+    if route_write(&plan, &me, true, false, is_up) != WriteRoute::Coordinate {
         let result = Err("not a replica of the key".to_string());
         env.send(client, Msg::PutReply { op, result });
         return;
     }
-    let Some((object, dot)) = replica::update(node, env, &key, &ctx, value) else {
-        return;
+    let (object, dot) = match replica::update(node, env, &key, &ctx, value) {
+        Ok(Some(applied)) => applied,
+        Ok(None) => return,
+        Err(refused) => {
+            let result = Err(refused.to_string());
+            env.send(client, Msg::PutReply { op, result });
+            return;
+        }
     };
     let context = object.written_context(&ctx, &dot);
-    let w = w.clamp(1, pref.len());
-    let mut quorum = Quorums::new(vec![Quorum::new(names(env, &pref), w)]);
-    quorum.ok(env.place.name(node.index));
+    let options = PutOptions {
+        sloppy: false,
+        handoff: true,
+        deadline: dur(env.cfg.request_timeout),
+    };
+    let mut machine = PutCoordinator::new(&plan, &me, options);
+    let first = machine.start(dur(now), |n| {
+        env.place.index(n).is_some_and(|i| node.sees_up(i, now))
+    });
     let req = env.id();
-    let mut waiting = BTreeSet::new();
-    let me = node.index;
-    for &n in pref.iter().filter(|&&n| n != me) {
-        if node.sees_up(n, env.now) {
-            waiting.insert(n);
-            env.send(
-                Addr::Node(n),
-                Msg::Replicate {
-                    req,
-                    key: key.clone(),
-                    object: object.clone(),
-                    why: Push::Write,
-                },
-            );
-        } else {
-            quorum.fail(env.place.name(n));
-            background::store_hint(node, env, n, &key, &object);
-        }
-    }
     let Some(proc) = node.proc.as_mut() else {
         return;
     };
@@ -282,14 +323,61 @@ pub fn start_put(
             op,
             key,
             object,
-            quorum,
-            waiting,
+            machine,
+            waiting: BTreeSet::new(),
             context,
-            replied: false,
         },
     );
+    // The machine's deadline and the peer calls' deadline are the same request timeout.
     env.timer(env.cfg.request_timeout, Timer::PutDeadline(req));
-    advance_put(node, env, req);
+    run_put(node, env, req, first);
+}
+
+/// Carries out a write's actions.
+fn run_put(node: &mut Node, env: &mut Env, req: u64, actions: Vec<PutAction>) {
+    for action in actions {
+        let Some(p) = node.proc.as_mut().and_then(|p| p.puts.get_mut(&req)) else {
+            return;
+        };
+        match action {
+            PutAction::Replicate(name) => {
+                let Some(n) = env.place.index(&name) else {
+                    continue;
+                };
+                p.waiting.insert(n);
+                let msg = Msg::Replicate {
+                    req,
+                    key: p.key.clone(),
+                    object: p.object.clone(),
+                    why: Push::Write,
+                };
+                env.send(Addr::Node(n), msg);
+            }
+            // Sloppy writes aren't simulated (the clients don't ask for them).
+            PutAction::StoreHint { .. } => {}
+            PutAction::Hint(name) => {
+                let (key, object) = (p.key.clone(), p.object.clone());
+                if let Some(n) = env.place.index(&name) {
+                    background::store_hint(node, env, n, &key, &object);
+                }
+            }
+            PutAction::Reply(reply) => {
+                let result = match reply {
+                    PutReply::Met => Ok(p.context.clone()),
+                    PutReply::Failed { needed, answered } => Err(format!(
+                        "write quorum not met: needed {needed}, {answered} answered"
+                    )),
+                };
+                env.send(p.client, Msg::PutReply { op: p.op, result });
+            }
+            PutAction::Finished => {
+                if let Some(proc) = node.proc.as_mut() {
+                    proc.puts.remove(&req);
+                }
+                return;
+            }
+        }
+    }
 }
 
 pub fn on_ack(node: &mut Node, env: &mut Env, from: Addr, req: u64, ok: bool) {
@@ -301,51 +389,22 @@ pub fn on_ack(node: &mut Node, env: &mut Env, from: Addr, req: u64, ok: bool) {
         return;
     };
     if !p.waiting.remove(&from) {
-        return; // a duplicate
+        return; // a duplicate, or answered at the deadline
     }
-    if ok {
-        p.quorum.ok(&name);
-    } else {
-        p.quorum.fail(&name);
-        let (key, object) = (p.key.clone(), p.object.clone());
-        background::store_hint(node, env, from, &key, &object);
-    }
-    advance_put(node, env, req);
+    let actions = p.machine.on_answer(&name, ok, dur(env.now));
+    run_put(node, env, req, actions);
 }
 
-/// Replicas that haven't acknowledged by the deadline get a hint.
+/// The deadline: the machine decides if it hasn't, and every replica still silent is
+/// answered as failed (so it gets a hint), as the node's peer calls time out.
 pub fn put_deadline(node: &mut Node, env: &mut Env, req: u64) {
     let Some(p) = node.proc.as_mut().and_then(|p| p.puts.get_mut(&req)) else {
         return;
     };
-    p.quorum.expire();
-    let late = std::mem::take(&mut p.waiting);
-    let (key, object) = (p.key.clone(), p.object.clone());
-    for n in late {
-        background::store_hint(node, env, n, &key, &object);
+    let now = dur(env.now);
+    let mut actions = p.machine.on_timer(now);
+    for n in std::mem::take(&mut p.waiting) {
+        actions.extend(p.machine.on_answer(env.place.name(n), false, now));
     }
-    advance_put(node, env, req);
-}
-
-fn advance_put(node: &mut Node, env: &mut Env, req: u64) {
-    let Some(proc) = node.proc.as_mut() else {
-        return;
-    };
-    let Some(p) = proc.puts.get_mut(&req) else {
-        return;
-    };
-    if !p.replied {
-        let result = match p.quorum.outcome() {
-            Outcome::Pending => return,
-            Outcome::Met => Ok(p.context.clone()),
-            Outcome::Failed { needed, answered } => Err(format!(
-                "write quorum not met: needed {needed}, {answered} answered"
-            )),
-        };
-        p.replied = true;
-        env.send(p.client, Msg::PutReply { op: p.op, result });
-    }
-    if p.waiting.is_empty() {
-        proc.puts.remove(&req);
-    }
+    run_put(node, env, req, actions);
 }

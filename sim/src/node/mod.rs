@@ -40,9 +40,8 @@ pub enum Timer {
     HintReplay,
     Purge,
     Recovery,
-    GetSpeculate(u64),
-    GetDeadline(u64),
-    RepairWindow(u64),
+    /// A read's machine wants `on_timer` (speculation, deadline, repair window).
+    Get(u64),
     PutDeadline(u64),
     PurgeDeadline(u64),
 }
@@ -215,7 +214,7 @@ impl Node {
                 w,
             } => coord::start_put(self, env, from, op, key, ctx, value, w),
             Msg::Read { req, key } => {
-                let answer = replica::read_answer(self, env.cfg, &key);
+                let answer = replica::read_answer(self, &key);
                 env.send(from, Msg::ReadReply { req, answer });
             }
             Msg::ReadReply { req, answer } => coord::on_read_reply(self, env, from, req, answer),
@@ -249,13 +248,17 @@ impl Node {
                 }
             }
             Msg::PurgeQuery { req, key } => {
-                let digest = self.disk.view().data.get(&key).map(|s| s.digest);
-                env.send(from, Msg::PurgeAnswer { req, digest });
+                // A recovering replica's copy doesn't count, as the node answers
+                // `Recovering` to the purge's read.
+                let held = replica::local(self, &key)
+                    .filter(|_| self.is_whole())
+                    .map(|o| o.encode());
+                env.send(from, Msg::PurgeAnswer { req, held });
             }
-            Msg::PurgeAnswer { req, digest } => {
-                background::on_purge_answer(self, env, from, req, digest)
+            Msg::PurgeAnswer { req, held } => {
+                background::on_purge_answer(self, env, from, req, held)
             }
-            Msg::Purge { key, digest } => replica::purge(self, env.place, &key, digest),
+            Msg::Purge { key, digest } => replica::purge(self, env, &key, digest),
             Msg::Ping => env.send(from, Msg::Pong),
             Msg::Pong => {}
             Msg::GetReply { .. } | Msg::PutReply { .. } => {}
@@ -276,6 +279,7 @@ impl Node {
                     }
                 }
                 env.timer(PING_EVERY, Timer::Ping);
+                coord::check_down(self, env);
             }
             Timer::AntiEntropy => {
                 background::anti_entropy_round(self, env);
@@ -296,9 +300,7 @@ impl Node {
                     env.timer(500 * MS, Timer::Recovery);
                 }
             }
-            Timer::GetSpeculate(req) => coord::get_speculate(self, env, req),
-            Timer::GetDeadline(req) => coord::get_deadline(self, env, req),
-            Timer::RepairWindow(req) => coord::repair_window(self, env, req),
+            Timer::Get(req) => coord::get_timer(self, env, req),
             Timer::PutDeadline(req) => coord::put_deadline(self, env, req),
             Timer::PurgeDeadline(req) => {
                 if let Some(p) = self.proc.as_mut() {

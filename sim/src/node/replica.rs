@@ -1,16 +1,19 @@
-//! The local replica: how a node applies a coordinated write (`Object::update` with its
-//! actor and counter floor), merges a replicated object (`Object::merge`), answers reads
-//! (recovering replicas say so), purges a tombstone, and indexes when a key became
-//! tombstones only. The counter-restart, drop-siblings and wiped-counts controls hook in here.
+//! The local replica: every change to a key (a coordinated write with this process's actor
+//! and counter floor, a replicated version, a purge) goes through core's apply rule
+//! (`chorus_core::replica::apply`), as `chorus-node`'s replica writer does; this module
+//! stores the result, keeps the Merkle trees and the tombstone index (when a key's
+//! tombstone last changed) in step, and answers reads (recovering replicas say so). The
+//! counter-restart, drop-siblings and tombstone-age-kept controls hook in here.
 
 use std::collections::BTreeMap;
 
 use chorus_core::context::Context;
 use chorus_core::merkle::Tree;
+use chorus_core::replica::{apply as core_apply, Applied, Change, Limits, Refused};
 use chorus_core::version::{Dot, Object};
 
 use super::{Env, Node};
-use crate::config::{Bug, SimConfig};
+use crate::config::Bug;
 use crate::disk::{Disk, Stored};
 use crate::msg::ReadAnswer;
 use crate::placement::Placement;
@@ -50,6 +53,46 @@ pub fn local(node: &Node, key: &str) -> Option<Object> {
     node.disk.view().data.get(key).map(|s| s.object.clone())
 }
 
+/// The limits a coordinated write must respect, as `chorus-node` configures them by
+/// default (the object size cap is off there too).
+const LIMITS: Limits = Limits {
+    max_siblings: 128,
+    max_object_bytes: usize::MAX,
+};
+
+/// Runs core's apply rule on the local copy and stores the result if it changed.
+fn apply(node: &mut Node, env: &Env, key: &str, change: Change) -> Result<Applied, Refused> {
+    let current = local(node, key);
+    let Some(proc) = node.proc.as_mut() else {
+        return Ok(Applied {
+            object: current,
+            changed: false,
+            minted: None,
+        });
+    };
+    // The counter-restart control: no node-wide floor, so the key's own clock is all that
+    // orders its dots.
+    let floor = if env.cfg.has(Bug::CounterRestart) {
+        0
+    } else {
+        proc.floor
+    };
+    let mut applied = core_apply(current, change, &LIMITS, &proc.actor, floor)?;
+    if let Some(minted) = applied.minted {
+        proc.floor = proc.floor.max(minted);
+    }
+    if env.cfg.has(Bug::DropSiblings) && applied.changed && applied.minted.is_none() {
+        applied.object = applied.object.map(keep_one_sibling);
+    }
+    if applied.changed {
+        match &applied.object {
+            Some(obj) => store(node, env, key, obj.clone()),
+            None => remove(node, env.place, key),
+        }
+    }
+    Ok(applied)
+}
+
 /// A write coordinated here: returns the new state and the write's dot.
 pub fn update(
     node: &mut Node,
@@ -57,32 +100,22 @@ pub fn update(
     key: &str,
     ctx: &Context,
     value: Option<Vec<u8>>,
-) -> Option<(Object, Dot)> {
-    let mut obj = local(node, key).unwrap_or_default();
-    let proc = node.proc.as_mut()?;
-    // The bug: no node-wide floor, so the key's own clock is all that orders its dots.
-    let floor = if env.cfg.has(Bug::CounterRestart) {
-        0
-    } else {
-        proc.floor
+) -> Result<Option<(Object, Dot)>, Refused> {
+    let change = Change::Update {
+        ctx: ctx.clone(),
+        value,
     };
-    let dot = obj.update(ctx, &proc.actor, floor, value);
-    proc.floor = proc.floor.max(dot.counter);
-    store(node, env, key, obj.clone());
-    Some((obj, dot))
+    let applied = apply(node, env, key, change)?;
+    let (Some(proc), Some(obj), Some(counter)) = (&node.proc, applied.object, applied.minted)
+    else {
+        return Ok(None);
+    };
+    Ok(Some((obj, Dot::new(proc.actor.clone(), counter))))
 }
 
-/// Merges a replicated object into the local copy.
+/// Merges a replicated object into the local copy (merges are never refused).
 pub fn merge(node: &mut Node, env: &Env, key: &str, incoming: &Object) {
-    let mut obj = local(node, key).unwrap_or_default();
-    if !obj.merge_changes(incoming) {
-        return;
-    }
-    obj.merge(incoming);
-    if env.cfg.has(Bug::DropSiblings) {
-        obj = keep_one_sibling(obj);
-    }
-    store(node, env, key, obj);
+    let _ = apply(node, env, key, Change::Merge(incoming.clone()));
 }
 
 /// The drop-siblings control: last writer (highest dot) wins.
@@ -98,26 +131,25 @@ fn keep_one_sibling(obj: Object) -> Object {
     Object::from_parts(obj.clock().clone(), last.into_iter().collect()).unwrap_or(obj)
 }
 
-/// The answer to a replica read: recovering replicas don't hand out data.
-pub fn read_answer(node: &Node, cfg: &SimConfig, key: &str) -> ReadAnswer {
-    if !node.is_whole() && !cfg.has(Bug::WipedCounts) {
-        return ReadAnswer::Recovering;
+/// The answer to a replica read: a recovering replica says so (its copy comes along, as
+/// `chorus-node`'s does; the coordinator neither counts nor merges it).
+pub fn read_answer(node: &Node, key: &str) -> ReadAnswer {
+    if node.is_whole() {
+        ReadAnswer::Found(local(node, key))
+    } else {
+        ReadAnswer::Recovering(local(node, key))
     }
-    ReadAnswer::Found(local(node, key))
 }
 
 /// Purges `key` if it still holds exactly the tombstone every replica agreed on.
-pub fn purge(node: &mut Node, place: &Placement, key: &str, digest: [u8; 32]) {
-    let same = node
-        .disk
-        .view()
-        .data
-        .get(key)
-        .is_some_and(|s| s.digest == digest && s.object.is_tombstone_only());
-    if same {
-        node.disk.delete(key);
-        tree_update(node, place, key, Some(digest), None);
-    }
+pub fn purge(node: &mut Node, env: &Env, key: &str, digest: [u8; 32]) {
+    let _ = apply(node, env, key, Change::Purge(digest));
+}
+
+fn remove(node: &mut Node, place: &Placement, key: &str) {
+    let old = node.disk.view().data.get(key).map(|s| s.digest);
+    node.disk.delete(key);
+    tree_update(node, place, key, old, None);
 }
 
 /// Keeps the partition's Merkle tree in step with a change of one key's digest.
