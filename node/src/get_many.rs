@@ -18,13 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::batch::{Budget, ITEM_OVERHEAD};
+use crate::call::CallError;
 use crate::client_api::read_quorum_error;
 use crate::coordinate_get::ReadKey;
 use crate::node::Node;
-use crate::call::CallError;
 use crate::rpc::{PeerError, PeerResponse};
-use crate::transport::Priority;
 use crate::storage::data_key;
+use crate::transport::Priority;
 use crate::version::Object;
 
 /// Answers for some keys of a batch (by position) from one replica.
@@ -334,20 +334,21 @@ impl Node {
                         .map(|(_, (b, k))| (b.to_vec(), k.to_vec()))
                         .collect(),
                 );
-                let answered = match this
-                    .call(&node, call, deadline, Priority::Client)
-                    .await
-                {
-                    Ok(crate::call::Versions { whole, versions }) if !versions.is_empty() => versions
-                        .into_iter()
-                        .zip(chunk)
-                        .map(|(v, (i, _))| (*i, version_answer(whole, v)))
-                        .collect::<Vec<_>>(),
+                let answered = match this.call(&node, call, deadline, Priority::Client).await {
+                    Ok(crate::call::Versions { whole, versions }) if !versions.is_empty() => {
+                        versions
+                            .into_iter()
+                            .zip(chunk)
+                            .map(|(v, (i, _))| (*i, version_answer(whole, v)))
+                            .collect::<Vec<_>>()
+                    }
                     other => {
                         // A recovering replica that refuses says so; it still doesn't count.
                         let recovering = matches!(
                             &other,
-                            Err(CallError::Peer(PeerError::Recovering | PeerError::NotTakingWrites))
+                            Err(CallError::Peer(
+                                PeerError::Recovering | PeerError::NotTakingWrites
+                            ))
                         );
                         if let Err(e) = &other {
                             tracing::debug!(%node, error = %e, "batch read failed");

@@ -45,7 +45,9 @@ impl Node {
                 Ok(o) => PeerResponse::Recovering(o),
                 Err(e) => PeerResponse::Error(e),
             },
-            PeerRequest::ReadKeys(_) if self.is_removed() => PeerResponse::Error(PeerError::Removed),
+            PeerRequest::ReadKeys(_) if self.is_removed() => {
+                PeerResponse::Error(PeerError::Removed)
+            }
             PeerRequest::ReadKeys(keys) => self.read_keys(keys).await,
             PeerRequest::Replicate(_) | PeerRequest::MergeMany(_) if !self.accepts_writes() => {
                 PeerResponse::Error(PeerError::NotTakingWrites)
