@@ -113,12 +113,7 @@ impl Node {
                 }
                 Ok(()) = changes.changed() => {
                     let now = origin.elapsed();
-                    let down: Vec<String> = machine
-                        .waiting_on()
-                        .into_iter()
-                        .filter(|n| !self.inner.members.is_up(n))
-                        .map(str::to_string)
-                        .collect();
+                    let down = self.down_among(machine.waiting_on());
                     for n in down {
                         actions.extend(machine.on_down(&n, now));
                     }

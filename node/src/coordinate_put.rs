@@ -201,12 +201,7 @@ impl Node {
                 Ok(()) = changes.changed(), if !machine.waiting_on().is_empty() => {
                     let now = origin.elapsed();
                     // A slot a stand-in serves fails when the stand-in goes down.
-                    let down: Vec<String> = machine
-                        .waiting_on()
-                        .into_iter()
-                        .filter(|n| !self.inner.members.is_up(n))
-                        .map(str::to_string)
-                        .collect();
+                    let down = self.down_among(machine.waiting_on());
                     for n in down {
                         actions.extend(machine.on_down(&n, now));
                     }

@@ -198,13 +198,7 @@ impl Node {
                         let Some(r) = r.as_mut().filter(|r| !r.finished) else {
                             continue;
                         };
-                        let down: Vec<String> = r
-                            .machine
-                            .waiting_on()
-                            .into_iter()
-                            .filter(|n| !self.inner.members.is_up(n))
-                            .map(str::to_string)
-                            .collect();
+                        let down = self.down_among(r.machine.waiting_on());
                         for n in down {
                             let acts = r.machine.on_down(&n, now);
                             actions.extend(acts.into_iter().map(|a| (i, a)));

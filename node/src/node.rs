@@ -287,6 +287,16 @@ impl Node {
         crate::network::call(&*self.inner.network, peer, call, deadline, priority).await
     }
 
+    /// Those of `nodes` the failure detector sees down: what a request machine still waits
+    /// on and will not hear from.
+    pub(crate) fn down_among(&self, nodes: Vec<&str>) -> Vec<String> {
+        nodes
+            .into_iter()
+            .filter(|n| !self.inner.members.is_up(n))
+            .map(str::to_string)
+            .collect()
+    }
+
     pub(crate) fn storage_key(&self, bucket: &[u8], key: &[u8]) -> Vec<u8> {
         data_key(self.partition_of(bucket, key), bucket, key)
     }
