@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chorus_client::{Error, Level};
-use common::TestCluster;
+use common::{poll, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_reads_and_writes_survive_a_killed_node_and_all_fails_fast() {
@@ -185,7 +185,14 @@ async fn a_killed_and_restarted_node_serves_what_it_stored() {
             .expect("n1's own copy");
         assert_eq!(r.values, vec![format!("v{i}").into_bytes()], "key k{i}");
     }
-    // A write after the restart (under a new actor epoch) replaces what the read saw.
+    // A write after the restart (under a new actor epoch) replaces what the read saw. The
+    // quorum read waits until n1 and n2 have confirmed each other's data (an exchange that runs
+    // in the background after the restart).
+    poll(Duration::from_secs(30), "n1 and n2 leave recovery", || {
+        let solo = solo.clone();
+        async move { solo.get("r", "k0", Level::One).await.is_ok() }
+    })
+    .await;
     let r = solo.get("r", "k0", Level::One).await.expect("get");
     solo.put("r", "k0", b"again".to_vec(), Some(&r.context), Level::One)
         .await
