@@ -11,7 +11,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::dial::Dialer;
-use crate::exchange::{exchange, Exchange, ExchangeError};
+use crate::exchange::{Exchange, ExchangeError};
+use crate::link::Channel;
 use crate::proto::{ErrorKind, Level, Request, Response, RingInfo, StatusInfo, ValueReply};
 use crate::tls::{self, TlsError};
 use crate::wire::{WireError, DEFAULT_MAX_FRAME};
@@ -44,6 +45,10 @@ pub struct ClientConfig {
     /// whatever the key (any node coordinates), e.g. to spread load behind a balancer.
     #[serde(default = "default_true")]
     pub token_aware: bool,
+    /// Carry small requests on one long-lived stream per node, many in flight and sent in
+    /// batches (default). Off: one QUIC stream per request.
+    #[serde(default = "default_true")]
+    pub links: bool,
 }
 
 fn default_true() -> bool {
@@ -290,7 +295,7 @@ impl Client {
             .map_err(|e| Error::Config(format!("cannot open a UDP socket: {e}")))?;
         let client = Client {
             inner: Arc::new(Inner {
-                dialer: Dialer::new(endpoint, quic, cfg.connect_timeout),
+                dialer: Dialer::new(endpoint, quic, cfg.connect_timeout, cfg.links),
                 seeds,
                 token_aware: cfg.token_aware,
                 timeout: cfg.timeout,
@@ -579,7 +584,7 @@ impl Client {
     async fn attempt(
         &self,
         addr: SocketAddr,
-        conn: &quinn::Connection,
+        conn: &Channel,
         req: &Request,
     ) -> Result<Response, Attempt> {
         let timeout = self.inner.timeout;
@@ -597,13 +602,18 @@ impl Client {
                 Attempt::Failed(Error::Protocol(WireError::Io(e)))
             }
         };
-        match exchange(conn, req, how).await {
+        match conn.call(req, how).await {
             Ok(answer) => Ok(answer.msg),
             Err(ExchangeError::Open(e)) => {
                 self.inner.dialer.forget(addr);
                 Err(Attempt::NotSent(e.to_string()))
             }
+            Err(ExchangeError::NotSent(why)) => {
+                self.inner.dialer.forget(addr);
+                Err(Attempt::NotSent(why))
+            }
             Err(ExchangeError::Send(e)) => Err(lost(e.into())),
+            Err(ExchangeError::Broken(why)) => Err(Attempt::Lost(why)),
             Err(ExchangeError::Wire(WireError::Io(e))) => Err(lost(e)),
             Err(ExchangeError::Wire(e)) => Err(Attempt::Failed(Error::Protocol(e))),
             Err(ExchangeError::Timeout(_)) => Err(Attempt::Failed(Error::Timeout(timeout))),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::link::Channel;
 use crate::tls;
 
 /// How long a node that failed (or lost a race without answering) goes to the back of the
@@ -27,7 +28,8 @@ pub(crate) struct Dialer {
     endpoint: quinn::Endpoint,
     quic: quinn::ClientConfig,
     connect_timeout: Duration,
-    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    links: bool,
+    conns: Mutex<HashMap<SocketAddr, Channel>>,
     down: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
@@ -36,11 +38,13 @@ impl Dialer {
         endpoint: quinn::Endpoint,
         quic: quinn::ClientConfig,
         connect_timeout: Duration,
+        links: bool,
     ) -> Arc<Dialer> {
         Arc::new(Dialer {
             endpoint,
             quic,
             connect_timeout,
+            links,
             conns: Mutex::new(HashMap::new()),
             down: Mutex::new(HashMap::new()),
         })
@@ -83,7 +87,7 @@ impl Dialer {
         self: &Arc<Self>,
         candidates: &[SocketAddr],
         failed: &mut Vec<(SocketAddr, String)>,
-    ) -> Option<(SocketAddr, quinn::Connection)> {
+    ) -> Option<(SocketAddr, Channel)> {
         if let Some(&first) = candidates.first() {
             if let Some(c) = self.cached(first) {
                 return Some((first, c));
@@ -129,7 +133,7 @@ impl Dialer {
         }
     }
 
-    fn cached(&self, addr: SocketAddr) -> Option<quinn::Connection> {
+    fn cached(&self, addr: SocketAddr) -> Option<Channel> {
         lock(&self.conns)
             .get(&addr)
             .filter(|c| c.close_reason().is_none())
@@ -141,7 +145,7 @@ impl Dialer {
     fn spawn_dial(
         self: &Arc<Self>,
         addr: SocketAddr,
-        tx: mpsc::UnboundedSender<(SocketAddr, Result<quinn::Connection, String>)>,
+        tx: mpsc::UnboundedSender<(SocketAddr, Result<Channel, String>)>,
     ) {
         if let Some(c) = self.cached(addr) {
             let _ = tx.send((addr, Ok(c)));
@@ -163,7 +167,7 @@ impl Dialer {
         });
     }
 
-    async fn dial(&self, addr: SocketAddr) -> Result<quinn::Connection, String> {
+    async fn dial(&self, addr: SocketAddr) -> Result<Channel, String> {
         let connecting = self
             .endpoint
             .connect_with(self.quic.clone(), addr, tls::NODE_NAME)
@@ -171,6 +175,7 @@ impl Dialer {
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| format!("no answer within {:?}", self.connect_timeout))?
+            .map(|c| Channel::new(c, self.links))
             .map_err(|e| e.to_string())
     }
 }

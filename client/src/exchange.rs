@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::wire::{self, WireError};
+use crate::wire::{self, Encoded, WireError};
 
 /// Why an exchange produced no answer.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,12 @@ pub enum ExchangeError {
     /// The answer was missing, too large or malformed (or the request could not be encoded).
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The request was not sent (its link had already broken).
+    #[error("request not sent: {0}")]
+    NotSent(String),
+    /// The link carrying the request broke before its answer came: it may have been served.
+    #[error("{0}")]
+    Broken(String),
     /// No complete answer within the deadline.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -59,13 +65,23 @@ where
     Q: Serialize,
     A: DeserializeOwned,
 {
-    let frame = wire::encode(msg, how.trace)?;
+    exchange_encoded(conn, Encoded::new(msg, how.trace)?, how).await
+}
+
+/// [`exchange`] of a request already encoded.
+pub async fn exchange_encoded<A: DeserializeOwned>(
+    conn: &quinn::Connection,
+    req: Encoded,
+    how: Exchange,
+) -> Result<Answer<A>, ExchangeError> {
+    let (buf, start) = req.into_stream_frame();
+    let frame = &buf[start..];
     let run = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(ExchangeError::Open)?;
         if how.priority != 0 {
             let _ = send.set_priority(how.priority);
         }
-        send.write_all(&frame).await.map_err(ExchangeError::Send)?;
+        send.write_all(frame).await.map_err(ExchangeError::Send)?;
         let _ = send.finish();
         let body = wire::read_frame_bytes(&mut recv, how.max_frame).await?;
         let (msg, trace) = wire::decode(&body)?;

@@ -165,10 +165,31 @@ enum CertsCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A server sizes its runtime from its config (runtime.threads); other commands are
+    // short-lived clients.
+    let mut threads = None;
+    if let (Command::Server { set }, Some(path)) = (&cli.command, &cli.config) {
+        match NodeConfig::load(path, set) {
+            Ok(cfg) => threads = Some(cfg.runtime.threads()),
+            Err(e) => {
+                eprintln!("error: {}", e.to_string().replace('\n', " "));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use chorus_client::wire::{self, WireError};
+use chorus_client::wire::{self, Encoded, WireError, LINK_MAGIC};
 use chorus_proto::{ErrorKind, Request, Response};
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
@@ -28,7 +28,7 @@ const FREE_FRAME: usize = 4096;
 const FIRST_CHUNK: usize = 64 * 1024;
 
 /// Why a request frame could not be taken.
-enum ReadError {
+pub(crate) enum ReadError {
     Wire(WireError),
     Overloaded(Exhausted),
 }
@@ -49,11 +49,23 @@ impl Node {
             Role::Peer => &self.inner.budgets.peer,
         };
         let max = self.inner.transport.max_frame();
-        let read = tokio::time::timeout(
-            limits.request_read_timeout,
-            read_request(&mut recv, max, budget),
-        )
+        let read = tokio::time::timeout(limits.request_read_timeout, async {
+            let size = read_length(&mut recv).await?;
+            if size == LINK_MAGIC as usize {
+                return Ok(None);
+            }
+            read_request(&mut recv, size, max, budget).await.map(Some)
+        })
         .await;
+        let read = match read {
+            Ok(Ok(None)) => {
+                self.serve_link(role, admin, send, recv).await;
+                return;
+            }
+            Ok(Ok(Some(b))) => Ok(Ok(b)),
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        };
         let (body, _bytes) = match read {
             Ok(Ok(b)) => b,
             Err(_) => {
@@ -99,6 +111,21 @@ impl Node {
     }
 
     async fn serve_client(&self, mut send: quinn::SendStream, body: &[u8], admin: bool) {
+        let reply = self.respond_client(body, admin).await;
+        self.send_bounded(&mut send, reply).await;
+    }
+
+    async fn serve_peer(&self, mut send: quinn::SendStream, body: &[u8]) {
+        let reply = self.respond_peer(body).await;
+        self.send_bounded(&mut send, reply).await;
+    }
+
+    /// The encoded answer to a client's request frame.
+    pub(crate) async fn respond_client(
+        &self,
+        body: &[u8],
+        admin: bool,
+    ) -> Result<Encoded, WireError> {
         let max = self.inner.transport.max_frame();
         let (resp, trace) = match wire::decode::<Request>(body) {
             Ok((req, _)) if !admin && crate::roles::needs_admin(&req) => {
@@ -113,25 +140,25 @@ impl Node {
             },
             Err(e) => (Response::error(ErrorKind::BadRequest, e.to_string()), 0),
         };
-        let frame = match wire::encode(&resp, trace) {
-            Ok(f) if f.len() - 4 <= max => Ok(f),
+        match Encoded::new(&resp, trace) {
+            Ok(f) if f.body_len() <= max => Ok(f),
             // Many large siblings can outgrow a frame; say so instead of sending it.
-            Ok(f) => wire::encode(
+            Ok(f) => Encoded::new(
                 &Response::error(
                     ErrorKind::TooLarge,
                     format!(
                         "response of {} bytes exceeds limits.max_frame_bytes; resolve the key's siblings",
-                        f.len() - 4
+                        f.body_len()
                     ),
                 ),
                 trace,
             ),
             Err(e) => Err(e),
-        };
-        self.send_bounded(&mut send, frame).await;
+        }
     }
 
-    async fn serve_peer(&self, mut send: quinn::SendStream, body: &[u8]) {
+    /// The encoded answer to a peer's request frame.
+    pub(crate) async fn respond_peer(&self, body: &[u8]) -> Result<Encoded, WireError> {
         let (resp, trace) = match wire::decode::<PeerRequest>(body) {
             // Liveness and membership: answered without a slot, never queued.
             Ok((req @ (PeerRequest::Ping { .. } | PeerRequest::Gossip(_)), trace)) => {
@@ -143,24 +170,24 @@ impl Node {
             },
             Err(e) => (PeerResponse::Error(PeerError::BadRequest(e.to_string())), 0),
         };
-        self.answer(&mut send, &resp, trace).await;
+        Encoded::new(&resp, trace)
     }
 
     async fn answer<T: serde::Serialize>(&self, send: &mut quinn::SendStream, msg: &T, trace: u64) {
-        self.send_bounded(send, wire::encode(msg, trace)).await
+        self.send_bounded(send, Encoded::new(msg, trace)).await
     }
 
     /// Sends a reply, giving up on a reader that doesn't take it within the read deadline.
-    async fn send_bounded(&self, send: &mut quinn::SendStream, frame: Result<Vec<u8>, WireError>) {
-        let frame = match frame {
-            Ok(f) => f,
+    async fn send_bounded(&self, send: &mut quinn::SendStream, frame: Result<Encoded, WireError>) {
+        let (buf, start) = match frame {
+            Ok(f) => f.into_stream_frame(),
             Err(e) => {
                 tracing::error!(error = %e, "could not encode reply");
                 return;
             }
         };
         let within = self.inner.cfg.limits.request_read_timeout;
-        match tokio::time::timeout(within, send.write_all(&frame)).await {
+        match tokio::time::timeout(within, send.write_all(&buf[start..])).await {
             Ok(Ok(())) => {
                 let _ = send.finish();
             }
@@ -173,26 +200,36 @@ impl Node {
     }
 }
 
-/// Reads one request frame. The buffer grows with the bytes that arrive (doubling from
-/// [`FIRST_CHUNK`]); each step is charged to `budget` before it is allocated.
-async fn read_request<R>(
+/// Reads a frame's length prefix.
+async fn read_length<R>(r: &mut R) -> Result<usize, ReadError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await.map_err(wire_err)?;
+    Ok(u32::from_be_bytes(len) as usize)
+}
+
+fn wire_err(e: std::io::Error) -> ReadError {
+    ReadError::Wire(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        WireError::Truncated
+    } else {
+        WireError::Io(e)
+    })
+}
+
+/// Reads the `size` bytes of one request frame's body. The buffer grows with the bytes that
+/// arrive (doubling from [`FIRST_CHUNK`]); each step is charged to `budget` before it is
+/// allocated.
+pub(crate) async fn read_request<R>(
     r: &mut R,
+    size: usize,
     max: usize,
     budget: &Arc<Budget>,
 ) -> Result<(Vec<u8>, Option<Charge>), ReadError>
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let wire_err = |e: std::io::Error| {
-        ReadError::Wire(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            WireError::Truncated
-        } else {
-            WireError::Io(e)
-        })
-    };
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len).await.map_err(wire_err)?;
-    let size = u32::from_be_bytes(len) as usize;
     if size > max {
         return Err(ReadError::Wire(WireError::TooLarge { size, limit: max }));
     }
@@ -227,13 +264,22 @@ where
 mod tests {
     use super::*;
 
+    async fn read_whole(
+        r: &mut &[u8],
+        max: usize,
+        budget: &Arc<Budget>,
+    ) -> Result<(Vec<u8>, Option<Charge>), ReadError> {
+        let size = read_length(r).await?;
+        read_request(r, size, max, budget).await
+    }
+
     #[tokio::test]
     async fn frames_are_read_as_they_arrive_and_charged() {
         let budget = Budget::new("count", 10, "bytes", 300_000);
         let body = vec![7u8; 200_000];
         let mut frame = (body.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
-        let (got, charge) = read_request(&mut &frame[..], 1 << 20, &budget)
+        let (got, charge) = read_whole(&mut &frame[..], 1 << 20, &budget)
             .await
             .ok()
             .expect("read");
@@ -241,7 +287,7 @@ mod tests {
         assert!(charge.as_ref().map(Charge::bytes).unwrap_or(0) >= 200_000);
         assert!(budget.used().1 >= 200_000);
         // A second large frame doesn't fit while the first is held.
-        let r = read_request(&mut &frame[..], 1 << 20, &budget).await;
+        let r = read_whole(&mut &frame[..], 1 << 20, &budget).await;
         assert!(matches!(r, Err(ReadError::Overloaded(_))));
         drop(charge);
         assert_eq!(budget.used(), (0, 0));
@@ -249,7 +295,7 @@ mod tests {
         // A prefix announcing a large frame allocates only what arrived.
         let mut lying = (1_000_000u32).to_be_bytes().to_vec();
         lying.extend_from_slice(&[1, 2, 3]);
-        let r = read_request(&mut &lying[..], 1 << 21, &budget).await;
+        let r = read_whole(&mut &lying[..], 1 << 21, &budget).await;
         assert!(matches!(r, Err(ReadError::Wire(WireError::Truncated))));
         assert_eq!(budget.used(), (0, 0));
     }

@@ -101,6 +101,12 @@ pub fn create(dir: &Path, nodes: usize, host: &str, base_port: u16) -> Result<()
             tombstones: Default::default(),
             transfers: Default::default(),
             gossip: Default::default(),
+            runtime: crate::config::Runtime {
+                // The nodes share this machine's cores.
+                threads: (std::thread::available_parallelism().map_or(1, |n| n.get()) / nodes)
+                    .max(1),
+                links: true,
+            },
             admin: crate::config::Admin {
                 listen: Some(SocketAddr::new(listen.ip(), admin_port(listen.port()))),
             },

@@ -1,8 +1,9 @@
 //! QUIC endpoint of a node: one UDP socket serving clients and peers, mutual TLS against the
 //! cluster CA, and one cached outgoing connection per peer.
 //!
-//! Each request uses its own bidirectional stream carrying one frame each way (see
-//! `chorus_client::exchange`). Connections negotiate an ALPN that says whether they carry the
+//! Small foreground requests share one long-lived stream per peer, many in flight and sent
+//! in batches; large frames and background work use a stream per request (see
+//! `chorus_client::link`). Connections negotiate an ALPN that says whether they carry the
 //! client protocol or the peer protocol; the peer protocol is refused to any certificate that
 //! wasn't issued to a node.
 
@@ -11,7 +12,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus_client::exchange::{exchange, Exchange, ExchangeError};
+use chorus_client::exchange::{Exchange, ExchangeError};
+use chorus_client::link::Channel;
 use chorus_client::tls::{self, TlsError};
 use chorus_client::wire::WireError;
 use chorus_proto::{ALPN_CLIENT, ALPN_PEER};
@@ -57,9 +59,10 @@ pub enum Role {
 pub struct Transport {
     endpoint: quinn::Endpoint,
     peer_config: quinn::ClientConfig,
-    conns: Mutex<HashMap<String, quinn::Connection>>,
+    conns: Mutex<HashMap<String, Channel>>,
     connect_timeout: Duration,
     max_frame: usize,
+    links: bool,
 }
 
 fn transport_config(cfg: &NodeConfig) -> Result<quinn::TransportConfig, TlsError> {
@@ -115,6 +118,7 @@ impl Transport {
             conns: Mutex::new(HashMap::new()),
             connect_timeout: cfg.timeouts.connect,
             max_frame: cfg.limits.max_frame_bytes,
+            links: cfg.runtime.links,
         })
     }
 
@@ -194,7 +198,7 @@ impl Transport {
         &self,
         peer: &str,
         key: &str,
-        conn: &quinn::Connection,
+        conn: &Channel,
         req: &PeerRequest,
         deadline: Duration,
         priority: i32,
@@ -209,12 +213,13 @@ impl Transport {
             peer: peer.to_string(),
             reason,
         };
-        match exchange(conn, req, how).await {
+        match conn.call(req, how).await {
             Ok(answer) => Ok((answer.msg, answer.bytes)),
             Err(ExchangeError::Open(e)) => {
                 self.evict_if(key, conn);
                 Err(stream_err(e.to_string()))
             }
+            Err(ExchangeError::NotSent(why) | ExchangeError::Broken(why)) => Err(stream_err(why)),
             Err(ExchangeError::Send(e)) => Err(stream_err(e.to_string())),
             Err(ExchangeError::Wire(e)) => Err(TransportError::Wire(e)),
             Err(ExchangeError::Timeout(after)) => Err(TransportError::Timeout {
@@ -230,14 +235,15 @@ impl Transport {
         let mut conns = lock(&self.conns);
         for key in [peer.to_string(), control_key(peer)] {
             if let Some(c) = conns.remove(&key) {
-                c.close(codes::SHUTDOWN.into(), b"evicted");
+                c.connection().close(codes::SHUTDOWN.into(), b"evicted");
             }
         }
     }
 
-    fn evict_if(&self, peer: &str, conn: &quinn::Connection) {
+    fn evict_if(&self, peer: &str, conn: &Channel) {
         let mut conns = lock(&self.conns);
-        if conns.get(peer).map(|c| c.stable_id()) == Some(conn.stable_id()) {
+        let id = |c: &Channel| c.connection().stable_id();
+        if conns.get(peer).map(id) == Some(id(conn)) {
             conns.remove(peer);
         }
     }
@@ -249,7 +255,7 @@ impl Transport {
         peer: &str,
         addr: &str,
         server_name: &str,
-    ) -> Result<quinn::Connection, TransportError> {
+    ) -> Result<Channel, TransportError> {
         if let Some(c) = lock(&self.conns).get(peer) {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
@@ -275,11 +281,13 @@ impl Transport {
             .await
             .map_err(|_| connect_err(format!("no handshake within {:?}", self.connect_timeout)))?
             .map_err(|e| connect_err(e.to_string()))?;
+        let conn = Channel::new(conn, self.links);
         let mut conns = lock(&self.conns);
         // Another task may have connected meanwhile; keep one connection per peer.
         if let Some(existing) = conns.get(peer) {
             if existing.close_reason().is_none() {
-                conn.close(codes::SHUTDOWN.into(), b"duplicate");
+                conn.connection()
+                    .close(codes::SHUTDOWN.into(), b"duplicate");
                 return Ok(existing.clone());
             }
         }

@@ -80,6 +80,42 @@ pub struct NodeConfig {
     pub transfers: Transfers,
     #[serde(default)]
     pub gossip: Gossip,
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+/// How the node's process runs its async work and talks to others.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Threads running requests and background work (storage has its own). 0: from the
+    /// core count ([`Runtime::threads`]). One thread runs everything on one event loop,
+    /// which costs the least CPU per request; more spread the load over more cores.
+    pub threads: usize,
+    /// Carry small requests to peers on one long-lived stream per peer, sent in batches.
+    /// Off: a QUIC stream per request (the protocol before links; for comparison).
+    pub links: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            threads: 0,
+            links: true,
+        }
+    }
+}
+
+impl Runtime {
+    /// The threads to run: the setting, or half the cores (at least one), leaving the rest
+    /// to storage, the OS and other processes.
+    pub fn threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / 2).clamp(1, 16)
+    }
 }
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
