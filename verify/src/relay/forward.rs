@@ -72,11 +72,7 @@ impl Relay {
     }
 
     /// The session of `src`, opened (with its reply task) if there is none.
-    fn session_for(
-        self: &Arc<Self>,
-        src: SocketAddr,
-        party: Party,
-    ) -> io::Result<Arc<Session>> {
+    fn session_for(self: &Arc<Self>, src: SocketAddr, party: Party) -> io::Result<Arc<Session>> {
         let now = self.now_ms();
         if let Some(session) = self.sessions().get(&src) {
             // Under the lock, so an expiry check cannot miss this activity.
@@ -244,12 +240,7 @@ pub(super) async fn downstream_loop(relay: Arc<Relay>) {
 }
 
 /// Receives the node's replies on one session and returns them to the session's source.
-async fn session_loop(
-    relay: Arc<Relay>,
-    src: SocketAddr,
-    party: Party,
-    session: Arc<Session>,
-) {
+async fn session_loop(relay: Arc<Relay>, src: SocketAddr, party: Party, session: Arc<Session>) {
     let mut stop = relay.shared.stop.subscribe();
     let stop = stopped(&mut stop);
     tokio::pin!(stop);
