@@ -12,6 +12,7 @@ mod batch;
 pub mod client;
 mod dial;
 pub mod exchange;
+pub mod report;
 pub mod tls;
 pub mod wire;
 
