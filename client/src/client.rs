@@ -500,4 +500,4 @@ fn written(resp: Response) -> Result<CausalContext, Error> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -127,27 +127,18 @@ pub fn ring(info: &RingInfo) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chorus_ring::{Member, Ring};
+    use crate::client::tests::info;
 
-    fn info() -> RingInfo {
-        let members = (1..=4)
-            .map(|k| Member {
-                id: format!("n{k}"),
-                zone: None,
-            })
-            .collect();
-        RingInfo {
-            ring: Ring::new(16, 3, members).expect("ring"),
-            addresses: Vec::new(),
-            default_n: 3,
-            bucket_n: vec![("pairs".to_string(), 2)],
-            down: Vec::new(),
-        }
+    /// The common test ring, with a bucket of its own N.
+    fn with_pairs() -> RingInfo {
+        let mut info = info(&[]);
+        info.bucket_n = vec![("pairs".to_string(), 2)];
+        info
     }
 
     #[test]
     fn a_keys_report_names_its_replicas_with_the_buckets_n() {
-        let info = info();
+        let info = with_pairs();
         let out = ring_for_key(&info, b"pairs", b"k");
         let p = info.ring.partition_of(b"pairs", b"k");
         assert_eq!(out["bucket"], "pairs");
@@ -164,19 +155,19 @@ mod tests {
 
     #[test]
     fn the_ring_report_lists_every_partition_and_every_share() {
-        let info = info();
+        let info = info(&[]);
         let out = ring(&info);
-        assert_eq!(out["partition_count"], 16);
+        assert_eq!(out["partition_count"], 64);
         assert_eq!(out["n"], 3);
         let partitions = out["partitions"].as_array().expect("partitions");
-        assert_eq!(partitions.len(), 16);
+        assert_eq!(partitions.len(), 64);
         assert_eq!(
             partitions[5],
             json!({"partition": 5, "nodes": info.ring.preference_list(5, 3)})
         );
         let shares = out["shares"].as_object().expect("shares");
         let total: u64 = shares.values().filter_map(Value::as_u64).sum();
-        assert_eq!(shares.len(), 4);
-        assert_eq!(total, 16 * 3, "each partition counted once per replica");
+        assert_eq!(shares.len(), 5);
+        assert_eq!(total, 64 * 3, "each partition counted once per replica");
     }
 }

@@ -1,7 +1,8 @@
 use super::*;
 use chorus_ring::{Member, Ring};
 
-fn info(down: &[&str]) -> RingInfo {
+/// Five members, 64 partitions, N = 3; also the ring of the report tests.
+pub(crate) fn info(down: &[&str]) -> RingInfo {
     let members = (1..=5)
         .map(|k| Member {
             id: format!("n{k}"),
