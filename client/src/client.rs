@@ -1,220 +1,27 @@
 //! The QUIC client: connection cache, token-aware routing and failover.
 
-use std::fmt;
+mod config;
+mod error;
+mod values;
+
+pub use config::ClientConfig;
+pub use error::Error;
+pub(crate) use error::{into_result, unexpected};
+pub use values::{CausalContext, GetResult, WriteOptions};
+
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use base64::Engine as _;
-use serde::Deserialize;
 
 use crate::dial::Dialer;
 use crate::exchange::{Exchange, ExchangeError};
 use crate::link::Channel;
-use crate::proto::{ErrorKind, Level, Request, Response, RingInfo, StatusInfo, ValueReply};
-use crate::tls::{self, TlsError};
+use crate::proto::{Level, Request, Response, RingInfo, StatusInfo};
+use crate::tls;
 use crate::wire::{WireError, DEFAULT_MAX_FRAME};
 
 /// How old routing information may get before the next request refreshes it.
 const RING_REFRESH: Duration = Duration::from_secs(10);
-
-/// Client settings, usually read from a `client.toml`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    /// Seed nodes, as `host:port`.
-    pub addresses: Vec<String>,
-    /// The cluster CA certificate (PEM).
-    pub ca: PathBuf,
-    /// This client's certificate (PEM), issued by the cluster CA.
-    pub cert: PathBuf,
-    /// This client's private key (PEM).
-    pub key: PathBuf,
-    /// Deadline for one request, e.g. `"10s"`.
-    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
-    pub timeout: Duration,
-    /// Deadline for establishing a connection to one node, e.g. `"1s"`.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
-    pub connect_timeout: Duration,
-    /// A connection silent for this long is dead (the node was killed or cut off).
-    #[serde(default = "default_idle_timeout", with = "humantime_serde_compat")]
-    pub idle_timeout: Duration,
-    /// Send each request to a replica of its key (default). Off: use `addresses` in order,
-    /// whatever the key (any node coordinates), e.g. to spread load behind a balancer.
-    #[serde(default = "default_true")]
-    pub token_aware: bool,
-    /// Carry small requests on one long-lived stream per node, many in flight and sent in
-    /// batches (default). Off: one QUIC stream per request.
-    #[serde(default = "default_true")]
-    pub links: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_connect_timeout() -> Duration {
-    Duration::from_millis(1500)
-}
-
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-impl ClientConfig {
-    /// Reads a client config; relative file paths are taken from the config's folder.
-    pub fn load(path: &Path) -> Result<ClientConfig, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut cfg: ClientConfig =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.ca, &mut cfg.cert, &mut cfg.key] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-        if cfg.addresses.is_empty() {
-            return Err(Error::Config(format!(
-                "{}: addresses: at least one node address is needed",
-                path.display()
-            )));
-        }
-        Ok(cfg)
-    }
-}
-
-/// What went wrong with a request.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("client config: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("no node reachable: {0}")]
-    Unavailable(String),
-    #[error("request timed out after {0:?}; it may or may not have been applied")]
-    Timeout(Duration),
-    #[error("{message}")]
-    Quorum {
-        needed: u32,
-        answered: u32,
-        message: String,
-    },
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    #[error("node overloaded: {0}")]
-    Overloaded(String),
-    #[error("node error: {0}")]
-    Server(String),
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    #[error("protocol error: {0}")]
-    Protocol(#[from] WireError),
-    #[error("invalid causal context: {0}")]
-    InvalidContext(String),
-    #[error("unexpected response from node: {0}")]
-    Unexpected(String),
-}
-
-/// The opaque causal context of a read. Pass it back with a write to replace what was read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CausalContext(Vec<u8>);
-
-impl CausalContext {
-    pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        CausalContext(bytes)
-    }
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for CausalContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.0))
-    }
-}
-
-impl FromStr for CausalContext {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s.trim())
-            .map(CausalContext)
-            .map_err(|e| Error::InvalidContext(e.to_string()))
-    }
-}
-
-/// The result of a read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GetResult {
-    /// Whether any live value exists.
-    pub found: bool,
-    /// One entry per sibling; more than one means concurrent writes to resolve.
-    pub values: Vec<Vec<u8>>,
-    /// Pass this back with the next put or delete of the key.
-    pub context: CausalContext,
-    /// Deletes (tombstones) still held for the key.
-    pub tombstones: u32,
-    /// Some values were left out of the reply (too large together); `context` covers them.
-    pub truncated: bool,
-}
-
-impl From<ValueReply> for GetResult {
-    fn from(v: ValueReply) -> Self {
-        GetResult {
-            found: v.found,
-            values: v.values.into_iter().map(|b| b.into_vec()).collect(),
-            context: CausalContext(v.context),
-            tombstones: v.tombstones,
-            truncated: v.truncated,
-        }
-    }
-}
-
-/// Options of a write.
-#[derive(Clone, Debug, Default)]
-pub struct WriteOptions {
-    /// Context of an earlier read: the write replaces what that read saw.
-    pub context: Option<CausalContext>,
-    /// Write consistency.
-    pub w: Level,
-    /// Sloppy quorum: when replicas are down, fallback nodes hold the write for them and
-    /// count toward W. Survives more failures, but a later read may miss the write until
-    /// the fallbacks hand it back.
-    pub sloppy: bool,
-}
-
-impl WriteOptions {
-    fn context_bytes(&self) -> Vec<u8> {
-        self.context
-            .as_ref()
-            .map(|c| c.0.clone())
-            .unwrap_or_default()
-    }
-}
 
 /// A client connected to a Chorus cluster.
 ///
@@ -691,94 +498,12 @@ fn push_unique(v: &mut Vec<SocketAddr>, a: SocketAddr) {
     }
 }
 
-pub(crate) fn into_result(resp: Response) -> Result<Response, Error> {
-    match resp {
-        Response::Error(e) => Err(match e.kind {
-            ErrorKind::Quorum { needed, answered } => Error::Quorum {
-                needed,
-                answered,
-                message: e.message,
-            },
-            ErrorKind::TooLarge => Error::TooLarge(e.message),
-            ErrorKind::BadRequest => Error::BadRequest(e.message),
-            ErrorKind::Overloaded => Error::Overloaded(e.message),
-            ErrorKind::Unavailable => Error::Unavailable(e.message),
-            ErrorKind::Internal => Error::Server(e.message),
-            ErrorKind::PermissionDenied => Error::PermissionDenied(e.message),
-        }),
-        other => Ok(other),
-    }
-}
-
 fn written(resp: Response) -> Result<CausalContext, Error> {
     match resp {
-        Response::Written { context } => Ok(CausalContext(context)),
+        Response::Written { context } => Ok(CausalContext::from_bytes(context)),
         other => Err(unexpected(other)),
     }
 }
 
-pub(crate) fn unexpected(resp: Response) -> Error {
-    Error::Unexpected(format!("{resp:?}").chars().take(200).collect())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chorus_ring::{Member, Ring};
-
-    fn info(down: &[&str]) -> RingInfo {
-        let members = (1..=5)
-            .map(|k| Member {
-                id: format!("n{k}"),
-                zone: None,
-            })
-            .collect();
-        RingInfo {
-            ring: Ring::new(64, 3, members).expect("ring"),
-            addresses: (1..=5)
-                .map(|k| (format!("n{k}"), format!("127.0.0.1:{}", 7000 + k)))
-                .collect(),
-            default_n: 3,
-            bucket_n: Vec::new(),
-            down: down.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    fn port_of(info: &RingInfo, id: &str) -> u16 {
-        resolve(info.address_of(id).expect("address"))
-            .expect("addr")
-            .port()
-    }
-
-    #[test]
-    fn routes_to_the_preference_list_first_and_down_nodes_last() {
-        let seed: SocketAddr = "127.0.0.9:9".parse().expect("addr");
-        let up = info(&[]);
-        let p = up.ring.partition_of(b"b", b"k");
-        let order: Vec<String> = up.ring.order(p).into_iter().map(str::to_string).collect();
-        let got = route(Some(&up), b"b", b"k", &[seed]);
-        let want: Vec<u16> = order.iter().map(|id| port_of(&up, id)).collect();
-        assert_eq!(
-            got.iter().map(|a| a.port()).take(5).collect::<Vec<_>>(),
-            want
-        );
-        assert_eq!(got.last(), Some(&seed));
-
-        // The first replica reported down goes after every live node.
-        let down = info(&[order[0].as_str()]);
-        let got = route(Some(&down), b"b", b"k", &[seed]);
-        assert_eq!(got[0].port(), port_of(&down, &order[1]));
-        assert_eq!(got[4].port(), port_of(&down, &order[0]));
-
-        // Without routing information, the seeds.
-        assert_eq!(route(None, b"b", b"k", &[seed]), vec![seed]);
-    }
-
-    #[test]
-    fn context_strings_round_trip_and_garbage_is_refused() {
-        let c = CausalContext::from_bytes(vec![1, 2, 3, 250]);
-        assert_eq!(c.to_string().parse::<CausalContext>().expect("parse"), c);
-        assert!("!!".parse::<CausalContext>().is_err());
-        assert!("".parse::<CausalContext>().expect("empty").is_empty());
-    }
-}
+pub(crate) mod tests;

@@ -13,6 +13,7 @@ pub mod client;
 mod dial;
 pub mod exchange;
 pub mod link;
+pub mod report;
 pub mod tls;
 pub mod wire;
 

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context as _, Result};
 use chorus_client::{CausalContext, Client, ClientConfig, Level, WriteOptions};
 use clap::{Parser, Subcommand};
-use serde_json::json;
 
 use chorus_node::certs::Ca;
 use chorus_node::config::NodeConfig;
@@ -266,7 +265,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ring { key, bucket, json } => {
             let client = connect(cli.config.as_deref()).await?;
             let info = client.refresh_ring().await?;
-            print_ring(&info, key.as_deref(), &bucket, json);
+            crate::cli_show::print_ring(&info, key.as_deref(), &bucket, json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Leave { node, force } => {
@@ -314,152 +313,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Some(node) => client.get_replica(&bucket, &key, &node).await?,
                 None => client.get(&bucket, &key, r).await?,
             };
-            print_get(&res, json);
+            crate::cli_show::print_get(&res, json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {
             let client = connect(cli.config.as_deref()).await?;
             let st = client.status().await?;
-            if json {
-                let nodes: Vec<_> = st
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        json!({
-                            "id": n.id,
-                            "address": n.address,
-                            "zone": n.zone,
-                            "status": n.status,
-                            "partitions": n.partitions,
-                            "hints_pending": n.hints_pending,
-                            "recovery": n.recovery.as_ref().map(|r| json!({
-                                "reason": r.reason,
-                                "partitions_exchanged": r.partitions_exchanged,
-                                "partitions_total": r.partitions_total,
-                            })),
-                        })
-                    })
-                    .collect();
-                let c = &st.convergence;
-                let partitions: Vec<_> = c
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        json!({
-                            "partition": p.partition,
-                            "ms_since_clean": p.ms_since_clean,
-                            "keys_repaired": p.keys_repaired,
-                        })
-                    })
-                    .collect();
-                let transfers: Vec<_> = st
-                    .transfers
-                    .iter()
-                    .map(|t| json!({"partition": t.partition, "node": t.node}))
-                    .collect();
-                let workers: Vec<_> = st
-                    .workers
-                    .iter()
-                    .map(|w| {
-                        json!({
-                            "name": w.name,
-                            "state": w.state,
-                            "progress": w.progress,
-                            "iterations": w.iterations,
-                            "errors": w.errors,
-                            "last_error": w.last_error,
-                            "ms_since_step": w.ms_since_step,
-                        })
-                    })
-                    .collect();
-                let out = json!({
-                    "node": st.node,
-                    "ring_version": st.ring_version,
-                    "partitions": st.partitions,
-                    "nodes": nodes,
-                    "transfers_pending": st.transfers_pending,
-                    "transfers": transfers,
-                    "refused": st.refused,
-                    "workers": workers,
-                    "read_repairs": c.read_repairs,
-                    "hints_replayed": c.hints_replayed,
-                    "hints_expired": c.hints_expired,
-                    "tombstones_purged": c.tombstones_purged,
-                    "anti_entropy": {
-                        "rounds": c.anti_entropy_rounds,
-                        "keys_repaired": c.anti_entropy_keys_repaired,
-                        "bytes": c.anti_entropy_bytes,
-                        "max_ms_since_clean": c.partitions.iter().map(|p| p.ms_since_clean).try_fold(0u64, |a, x| x.map(|x| a.max(x))),
-                        "partitions": partitions,
-                    },
-                });
-                println!("{out}");
-            } else {
-                println!(
-                    "as seen by {} (ring version {}, {} partitions)",
-                    st.node, st.ring_version, st.partitions
-                );
-                println!(
-                    "{:<12} {:<24} {:<8} {:>10} {:>8}",
-                    "ID", "ADDRESS", "STATUS", "PARTITIONS", "HINTS"
-                );
-                for n in &st.nodes {
-                    println!(
-                        "{:<12} {:<24} {:<8} {:>10} {:>8}",
-                        n.id, n.address, n.status, n.partitions, n.hints_pending
-                    );
-                }
-                if st.transfers_pending > 0 {
-                    println!("{} partition transfers pending", st.transfers_pending);
-                }
-                for r in &st.refused {
-                    println!("refused: {r}");
-                }
-                let c = &st.convergence;
-                let never = c
-                    .partitions
-                    .iter()
-                    .filter(|p| p.ms_since_clean.is_none())
-                    .count();
-                let worst = c.partitions.iter().filter_map(|p| p.ms_since_clean).max();
-                println!(
-                    "read repairs {}, hints replayed {}, anti-entropy rounds {} ({} keys repaired), tombstones purged {}",
-                    c.read_repairs,
-                    c.hints_replayed,
-                    c.anti_entropy_rounds,
-                    c.anti_entropy_keys_repaired,
-                    c.tombstones_purged
-                );
-                match (never, worst) {
-                    (0, Some(ms)) => println!(
-                        "every partition checked clean within the last {:.1} s",
-                        ms as f64 / 1000.0
-                    ),
-                    (0, None) => {}
-                    (n, _) => {
-                        println!("{n} partitions not yet checked clean since this node started")
-                    }
-                }
-                print_workers(&st.workers);
-            }
+            crate::cli_show::print_status(&st, json);
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// One line with every worker's state, then a line per worker whose last step failed.
-fn print_workers(workers: &[chorus_client::proto::WorkerInfo]) {
-    if workers.is_empty() {
-        return;
-    }
-    let states: Vec<String> = workers
-        .iter()
-        .map(|w| format!("{} {}", w.name, w.state))
-        .collect();
-    println!("workers: {}", states.join(", "));
-    for w in workers.iter().filter(|w| w.state == "error") {
-        let why = w.last_error.as_deref().unwrap_or("unknown");
-        println!("worker {} failed its last step: {why}", w.name);
     }
 }
 
@@ -511,104 +373,6 @@ fn parse_context(s: Option<&str>) -> Result<Option<CausalContext>> {
     match s {
         None => Ok(None),
         Some(s) => Ok(Some(s.parse::<CausalContext>()?)),
-    }
-}
-
-fn print_get(res: &chorus_client::GetResult, json: bool) {
-    if json {
-        let values: Vec<String> = res
-            .values
-            .iter()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        let out = json!({
-            "found": res.found,
-            "values": values,
-            "siblings": res.values.len(),
-            "tombstones": res.tombstones,
-            "context": res.context.to_string(),
-            "truncated": res.truncated,
-        });
-        println!("{out}");
-        return;
-    }
-    if !res.found {
-        eprintln!("not found");
-    }
-    for v in &res.values {
-        println!("{}", String::from_utf8_lossy(v));
-    }
-    if res.truncated {
-        eprintln!(
-            "some values were left out (too large together): a write with this context replaces them all"
-        );
-    }
-    if res.values.len() > 1 {
-        eprintln!(
-            "{} siblings: write with --context to resolve them",
-            res.values.len()
-        );
-    }
-    eprintln!("context: {}", res.context);
-}
-
-fn print_ring(info: &chorus_proto::RingInfo, key: Option<&str>, bucket: &str, json: bool) {
-    let ring = &info.ring;
-    if let Some(key) = key {
-        let n = info.n_for(bucket.as_bytes());
-        let p = ring.partition_of(bucket.as_bytes(), key.as_bytes());
-        let pref = ring.preference_list(p, n);
-        let fallbacks = ring.fallbacks(p, n);
-        if json {
-            let out = json!({
-                "bucket": bucket,
-                "key": key,
-                "partition": p,
-                "n": n,
-                "preference_list": pref,
-                "fallbacks": fallbacks,
-                "ring_version": ring.version(),
-            });
-            println!("{out}");
-        } else {
-            println!("{bucket}/{key}: partition {p}, N={n}");
-            println!("preference list: {}", pref.join(", "));
-            println!("fallbacks: {}", fallbacks.join(", "));
-        }
-        return;
-    }
-    let n = info.default_n;
-    let shares = ring.shares(n);
-    if json {
-        let partitions: Vec<_> = (0..ring.partition_count())
-            .map(|p| json!({"partition": p, "nodes": ring.preference_list(p, n)}))
-            .collect();
-        let shares: serde_json::Map<String, serde_json::Value> = shares
-            .iter()
-            .map(|(id, c)| (id.clone(), json!(c)))
-            .collect();
-        let out = json!({
-            "version": ring.version(),
-            "partition_count": ring.partition_count(),
-            "n": n,
-            "shares": shares,
-            "partitions": partitions,
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "ring version {}, {} partitions, N={n}",
-            ring.version(),
-            ring.partition_count()
-        );
-        let even =
-            ring.partition_count() as f64 * n.min(shares.len()) as f64 / shares.len().max(1) as f64;
-        for (id, c) in &shares {
-            println!(
-                "{id:<12} {c:>6} partitions ({:+.1} from even)",
-                *c as f64 - even
-            );
-        }
     }
 }
 

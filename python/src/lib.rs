@@ -12,7 +12,6 @@ mod async_client;
 mod batch;
 mod errors;
 mod ops;
-mod report;
 mod result;
 mod runtime;
 mod sync_client;

@@ -4,11 +4,10 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use chorus_client::{CausalContext, Client, ClientConfig, Error, Level};
+use chorus_client::{report, CausalContext, Client, ClientConfig, Error, Level};
 use pyo3::prelude::*;
 
 use crate::errors::{self, Kind};
-use crate::report;
 use crate::result::{Context, Json, Read};
 
 /// A connected client that `close()` can let go of.

@@ -1,7 +1,8 @@
-//! Status and ring reports in the shapes `chorus status --json` and `chorus ring --json`
-//! print, so scripts can move between the CLI and Python without renaming fields.
+//! Status and ring reports as JSON: the one rendering `chorus status --json` and
+//! `chorus ring --json` print and the Python package returns, so scripts can move between
+//! the two without renaming fields.
 
-use chorus_client::proto::{RingInfo, StatusInfo};
+use crate::proto::{RingInfo, StatusInfo};
 use serde_json::{json, Value};
 
 /// The cluster as one node sees it, as `chorus status --json` prints it.
@@ -121,4 +122,52 @@ pub fn ring(info: &RingInfo) -> Value {
         "shares": shares,
         "partitions": partitions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::tests::info;
+
+    /// The common test ring, with a bucket of its own N.
+    fn with_pairs() -> RingInfo {
+        let mut info = info(&[]);
+        info.bucket_n = vec![("pairs".to_string(), 2)];
+        info
+    }
+
+    #[test]
+    fn a_keys_report_names_its_replicas_with_the_buckets_n() {
+        let info = with_pairs();
+        let out = ring_for_key(&info, b"pairs", b"k");
+        let p = info.ring.partition_of(b"pairs", b"k");
+        assert_eq!(out["bucket"], "pairs");
+        assert_eq!(out["key"], "k");
+        assert_eq!(out["partition"], json!(p));
+        assert_eq!(out["n"], 2);
+        assert_eq!(
+            out["preference_list"],
+            json!(info.ring.preference_list(p, 2))
+        );
+        assert_eq!(out["fallbacks"], json!(info.ring.fallbacks(p, 2)));
+        assert_eq!(out["ring_version"], json!(info.ring.version()));
+    }
+
+    #[test]
+    fn the_ring_report_lists_every_partition_and_every_share() {
+        let info = info(&[]);
+        let out = ring(&info);
+        assert_eq!(out["partition_count"], 64);
+        assert_eq!(out["n"], 3);
+        let partitions = out["partitions"].as_array().expect("partitions");
+        assert_eq!(partitions.len(), 64);
+        assert_eq!(
+            partitions[5],
+            json!({"partition": 5, "nodes": info.ring.preference_list(5, 3)})
+        );
+        let shares = out["shares"].as_object().expect("shares");
+        let total: u64 = shares.values().filter_map(Value::as_u64).sum();
+        assert_eq!(shares.len(), 5);
+        assert_eq!(total, 64 * 3, "each partition counted once per replica");
+    }
 }
