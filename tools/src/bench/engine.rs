@@ -11,7 +11,6 @@ use bytes::Bytes;
 
 use super::args::{BenchArgs, Stop};
 use super::driver::{Driver, DriverError};
-use super::errors::ErrorKind;
 use super::pacing::{self, Schedule};
 use super::stats::Stats;
 use super::workload::{self, fnv, Op, Rng, Zipfian};
@@ -86,8 +85,7 @@ impl<D: Driver> Shared<D> {
     /// Runs one operation and records it, its latency counted from `since`.
     async fn run_one(&self, op: Op, rng: &mut Rng, since: Instant) {
         let res = self.execute(op, rng).await;
-        let failed = res.err().map(|e| ErrorKind::of(&e));
-        self.stats.record(op, since.elapsed(), failed);
+        self.stats.record(op, since.elapsed(), res.as_ref().err());
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hdrhistogram::{CreationError, Histogram};
 
+use super::driver::DriverError;
 use super::errors::ErrorKind;
 use super::workload::Op;
 
@@ -27,6 +28,8 @@ fn record_us(h: &mut Histogram<u64>, d: Duration) {
 pub(super) struct Stats {
     hists: Mutex<Hists>,
     errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// The first error of each kind, to show what "other" (or any kind) was.
+    samples: Mutex<BTreeMap<ErrorKind, String>>,
     not_found: AtomicU64,
 }
 
@@ -43,6 +46,8 @@ pub(super) struct Measured {
     /// Open loop only: how late each operation went out.
     pub send_lag: Option<Histogram<u64>>,
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// One error message per kind that occurred.
+    pub error_samples: BTreeMap<String, String>,
     pub not_found: u64,
 }
 
@@ -58,6 +63,7 @@ impl Stats {
                 send_lag: histogram()?,
             }),
             errors: Default::default(),
+            samples: Mutex::default(),
             not_found: AtomicU64::new(0),
         })
     }
@@ -67,9 +73,13 @@ impl Stats {
     }
 
     /// One finished operation: its latency, and what went wrong if it failed.
-    pub(super) fn record(&self, op: Op, latency: Duration, failed: Option<ErrorKind>) {
-        if let Some(kind) = failed {
-            self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    pub(super) fn record(&self, op: Op, latency: Duration, failed: Option<&DriverError>) {
+        if let Some(e) = failed {
+            let kind = ErrorKind::of(e);
+            if self.errors[kind as usize].fetch_add(1, Ordering::Relaxed) == 0 {
+                let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+                samples.entry(kind).or_insert_with(|| e.to_string());
+            }
         }
         if let Some(h) = self.hists().per_op.get_mut(&op) {
             record_us(h, latency);
@@ -107,6 +117,13 @@ impl Stats {
                     let n = self.errors[*k as usize].load(Ordering::Relaxed);
                     (k.name().to_string(), n)
                 })
+                .collect(),
+            error_samples: self
+                .samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, m)| (k.name().to_string(), m.clone()))
                 .collect(),
             not_found: self.not_found.load(Ordering::Relaxed),
         }
@@ -152,6 +169,11 @@ impl Measured {
         };
         for (kind, n) in &other.errors_by_kind {
             *self.errors_by_kind.entry(kind.clone()).or_default() += n;
+        }
+        for (kind, m) in &other.error_samples {
+            self.error_samples
+                .entry(kind.clone())
+                .or_insert_with(|| m.clone());
         }
         self.not_found += other.not_found;
         Ok(())

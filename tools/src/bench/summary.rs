@@ -121,6 +121,7 @@ impl Summary {
         out.insert("ops_per_sec".into(), json!(self.ops_per_sec));
         out.insert("errors".into(), json!(m.errors()));
         out.insert("errors_by_kind".into(), json!(m.errors_by_kind));
+        out.insert("error_samples".into(), json!(m.error_samples));
         out.insert("latency_us".into(), latency);
         out.insert("per_op".into(), Value::Object(per_op));
         out.insert("send_lag_us".into(), json!(send_lag));
@@ -167,6 +168,15 @@ impl Summary {
                 n.as_u64().ok_or_else(|| shape("errors_by_kind"))?,
             );
         }
+        let error_samples = obj
+            .get("error_samples")
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, m)| Some((k.clone(), m.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut setup = Map::new();
         for k in SAME.iter().chain(&SUMMED).chain(&["endpoints"]) {
             if let Some(v) = obj.get(*k) {
@@ -179,6 +189,7 @@ impl Summary {
                 per_op,
                 send_lag,
                 errors_by_kind,
+                error_samples,
                 not_found: obj.get("not_found").and_then(Value::as_u64).unwrap_or(0),
             },
             seconds: num("seconds")?,
@@ -263,6 +274,9 @@ impl Summary {
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
             lines.push(format!("errors by kind: {}", kinds.join(", ")));
+            for (kind, m) in &self.measured.error_samples {
+                lines.push(format!("  first {kind} error: {m}"));
+            }
         }
         if self.setup.contains_key("driver") && self.measured.not_found > 0 {
             lines.push(format!("{} reads found no value", self.measured.not_found));

@@ -275,7 +275,13 @@ async fn the_chorus_summary_keeps_its_fields_and_others_add_theirs() {
         "workload",
     ];
     // What this generator adds: errors by kind, its send lag, and what a merge needs.
-    let added = ["errors_by_kind", "histograms", "processes", "send_lag_us"];
+    let added = [
+        "error_samples",
+        "errors_by_kind",
+        "histograms",
+        "processes",
+        "send_lag_us",
+    ];
     let (_, out) = run_mem(&["--records", "10", "--ops", "100"]).await;
     let keys: Vec<&str> = out
         .as_object()
@@ -416,6 +422,11 @@ async fn errors_are_counted_by_kind() {
         out["errors_by_kind"],
         json!({"timeout": reads, "overloaded": rmw, "unavailable": 0, "quorum": 0, "other": 0})
     );
+    assert_eq!(
+        out["error_samples"]["timeout"],
+        "request timed out after 10s; it may or may not have been applied"
+    );
+    assert_eq!(out["error_samples"]["overloaded"], "node overloaded: busy");
     let text = Summary::from_json(&out).unwrap().text();
     assert!(
         text.contains(&format!(
@@ -437,6 +448,7 @@ fn measured(read: &[(u64, u64)], lag: Option<&[(u64, u64)]>, timeouts: u64) -> M
         per_op: [("read".to_string(), fill(read))].into(),
         send_lag: lag.map(fill),
         errors_by_kind: [("timeout".to_string(), timeouts), ("other".to_string(), 1)].into(),
+        error_samples: [("other".to_string(), format!("other after {timeouts}"))].into(),
         not_found: 0,
     }
 }
@@ -469,6 +481,11 @@ fn two_reports_merge_to_the_right_percentiles_and_counts() {
     assert_eq!(merged["per_op"]["read"]["count"], 2000);
     assert_eq!(merged["errors"], 7);
     assert_eq!(merged["errors_by_kind"], json!({"timeout": 5, "other": 2}));
+    assert_eq!(
+        merged["error_samples"],
+        json!({"other": "other after 2"}),
+        "the first's"
+    );
     assert_eq!(merged["processes"], 2);
     assert_eq!(merged["rate"], 1000, "offered load adds up");
     assert_eq!(merged["seconds"], 10.5, "the longer run");
