@@ -118,26 +118,31 @@ pub(super) async fn load<D: Driver>(shared: &Arc<Shared<D>>, tty: bool) -> Resul
     for _ in 0..shared.args.concurrency.max(1) {
         let (s, next, bar) = (shared.clone(), next.clone(), bar.clone());
         tasks.spawn(async move {
-            let mut failed = 0u64;
+            let (mut failed, mut first) = (0u64, None);
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 if k >= records {
-                    return failed;
+                    return (failed, first);
                 }
-                if s.write(k).await.is_err() {
+                if let Err(e) = s.write(k).await {
                     failed += 1;
+                    first.get_or_insert_with(|| e.to_string());
                 }
                 bar.inc(1);
             }
         });
     }
-    let mut failed = 0;
+    let (mut failed, mut first) = (0, None);
     while let Some(r) = tasks.join_next().await {
-        failed += r.unwrap_or(0);
+        if let Ok((n, e)) = r {
+            failed += n;
+            first = first.or(e);
+        }
     }
     bar.finish_and_clear();
     if failed > 0 {
-        bail!("load phase: {failed} of {records} inserts failed");
+        let first = first.unwrap_or_default();
+        bail!("load phase: {failed} of {records} inserts failed (the first: {first})");
     }
     Ok(())
 }
