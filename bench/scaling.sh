@@ -35,16 +35,18 @@ stop_cluster() {
 }
 trap 'stop_cluster; rm -rf "$WORK"' EXIT
 
-start_cluster() { # nodes
-  local dir=$WORK/cluster-$1
-  "$CHORUS" dev --nodes "$1" --dir "$dir" --base-port "$BASE_PORT" >"$WORK/dev-$1.log" 2>&1 &
+start_cluster() { # nodes name
+  # A fresh directory each time: a reused one holds the earlier runs' siblings, and the
+  # load phase (blind writes) would pile more on.
+  local dir=$WORK/$2
+  "$CHORUS" dev --nodes "$1" --dir "$dir" --base-port "$BASE_PORT" >"$dir.log" 2>&1 &
   DEV_PID=$!
   for _ in $(seq 1 240); do
-    grep -q '^ready' "$WORK/dev-$1.log" && break
-    kill -0 "$DEV_PID" 2>/dev/null || { cat "$WORK/dev-$1.log" >&2; exit 1; }
+    grep -q '^ready' "$dir.log" && break
+    kill -0 "$DEV_PID" 2>/dev/null || { cat "$dir.log" >&2; exit 1; }
     sleep 0.5
   done
-  grep -q '^ready' "$WORK/dev-$1.log" || { echo "cluster of $1 did not start" >&2; exit 1; }
+  grep -q '^ready' "$dir.log" || { echo "cluster of $1 did not start" >&2; exit 1; }
   export CHORUS_CONFIG=$dir/client.toml
   NODE_PIDS=$(pgrep -P "$DEV_PID" | tr '\n' ' ')
   local found
@@ -109,7 +111,7 @@ echo "### Throughput and CPU cost by cluster size (closed loop, ${DURATION} s, c
 echo
 header "nodes, workload"
 for n in $NODES; do
-  start_cluster "$n"
+  start_cluster "$n" "nodes-$n"
   load
   for w in a c; do
     # shellcheck disable=SC2046 # the arguments are words by design
@@ -122,7 +124,7 @@ echo
 echo "### Latency against concurrency (3 nodes, YCSB-A, ${DURATION} s, R=W=quorum)"
 echo
 header "concurrency"
-start_cluster 3
+start_cluster 3 sweep
 load
 for c in $SWEEP; do
   # shellcheck disable=SC2046
