@@ -10,13 +10,13 @@
 # docs/benchmarks.md (between the compare markers) and docs/benchmarks-compare.svg.
 #
 # Run from the repository root as root on Debian 12: bash bench/compare.sh
-# Knobs (environment): RECORDS, OPS, CONCURRENCY, RATE, OPEN_SECONDS, VALUE_SIZE,
+# Knobs (environment): RECORDS, CLOSED_SECONDS, CONCURRENCY, RATE, OPEN_SECONDS, VALUE_SIZE,
 # REDIS_NO_WAIT, ETCD_NO_FSYNC, BASE_PORT, CHORUS_BIN (skip the build), KEEP_TMP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RECORDS=${RECORDS:-10000}          # records loaded before each run
-OPS=${OPS:-50000}                  # operations per closed-loop run
+CLOSED_SECONDS=${CLOSED_SECONDS:-20} # closed loop: how long each run lasts
 CONCURRENCY=${CONCURRENCY:-16}     # requests in flight in the closed loop
 RATE=${RATE:-1000}                 # open loop: operations per second
 OPEN_SECONDS=${OPEN_SECONDS:-10}   # open loop: how long
@@ -30,10 +30,9 @@ OUT_SVG=docs/benchmarks-compare.svg
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-for v in RECORDS OPS CONCURRENCY RATE OPEN_SECONDS VALUE_SIZE BASE_PORT; do
+for v in RECORDS CLOSED_SECONDS CONCURRENCY RATE OPEN_SECONDS VALUE_SIZE BASE_PORT; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
 done
-OPEN_OPS=$((RATE * OPEN_SECONDS))
 
 # --- Packages -------------------------------------------------------------------------
 need=()
@@ -121,15 +120,17 @@ wait_for() {
 }
 
 # bench SYSTEM_LABEL BENCH_ARGS...: the three runs, each line of JSON tagged with the label.
+# Every run lasts a fixed time (--duration), so fast and slow systems are measured over the
+# same stretch rather than the same number of operations.
 # Chorus: each run that writes gets a fresh bucket, so the load phase writes new keys and
 # updates always carry the context of the bench's own previous write (no siblings).
 bench() {
   local label=$1
   shift
   local -a common=(--records "$RECORDS" --value-size "$VALUE_SIZE" --json "$@")
-  run_one "$label" a "closed" --workload a --ops "$OPS" --concurrency "$CONCURRENCY" --bucket cmp-a "${common[@]}"
-  run_one "$label" c "closed" --workload c --ops "$OPS" --concurrency "$CONCURRENCY" --bucket cmp-a --skip-load "${common[@]}"
-  run_one "$label" a "open" --workload a --ops "$OPEN_OPS" --rate "$RATE" --bucket cmp-open "${common[@]}"
+  run_one "$label" a "closed" --workload a --duration "${CLOSED_SECONDS}s" --concurrency "$CONCURRENCY" --bucket cmp-a "${common[@]}"
+  run_one "$label" c "closed" --workload c --duration "${CLOSED_SECONDS}s" --concurrency "$CONCURRENCY" --bucket cmp-a --skip-load "${common[@]}"
+  run_one "$label" a "open" --workload a --duration "${OPEN_SECONDS}s" --rate "$RATE" --bucket cmp-open "${common[@]}"
 }
 
 run_one() {
@@ -138,9 +139,9 @@ run_one() {
   log "$label: workload $workload, $mode loop"
   local out
   out=$("$CHORUS_BIN" bench "$@") || die "chorus bench failed for $label ($workload, $mode)"
-  printf '%s\n' "$out" >&2
-  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["system"]=sys.argv[2]; print(json.dumps(d))' \
-    "$out" "$label" >>"$RESULTS"
+  # The histograms are for merging reports; the results file and the log do without them.
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.pop("histograms",None); d["system"]=sys.argv[2]; print(json.dumps(d))' \
+    "$out" "$label" | tee -a "$RESULTS" >&2
 }
 
 # --- Chorus ---------------------------------------------------------------------------
@@ -222,7 +223,7 @@ python3 bench/report.py \
   --nproc "$(nproc)" --memory-gib "$mem_gib" --cpu "${cpu_model:-unknown}" \
   --kernel "$(uname -r)" --load-before "$LOAD_BEFORE" --date "$(date -u +%Y-%m-%d)" \
   --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-  --records "$RECORDS" --ops "$OPS" --concurrency "$CONCURRENCY" --rate "$RATE" \
+  --records "$RECORDS" --closed-seconds "$CLOSED_SECONDS" --concurrency "$CONCURRENCY" --rate "$RATE" \
   --open-seconds "$OPEN_SECONDS" --value-size "$VALUE_SIZE" \
   --redis-version "$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')" \
   --etcd-version "$(etcd --version | sed -n 's/^etcd Version: //p')"

@@ -142,7 +142,7 @@ def markdown(rows, args, svg_name):
     )
     out.append(
         f"- Work: {args.records:,} records of {args.value_size:,} bytes, loaded before "
-        f"each run; scrambled-zipfian keys (θ 0.99). Closed loop: {args.ops:,} operations "
+        f"each run; scrambled-zipfian keys (θ 0.99). Closed loop: {args.closed_seconds} s "
         f"with {args.concurrency} in flight. Open loop: {args.rate:,} operations/s for "
         f"{args.open_seconds} s ({args.rate * args.open_seconds:,} operations), latency "
         "counted from each intended send time."
@@ -198,16 +198,26 @@ def markdown(rows, args, svg_name):
     out.append("")
     notes.append(
         "Open-loop latency counts from each operation's intended send time (no "
-        "coordinated omission). The load generator schedules sends with tokio's "
-        "millisecond-granularity timer, so every open-loop latency includes up to about "
-        "1–2 ms of send delay: differences below that don't show there (compare the "
-        "closed-loop and open-loop p50 of Redis)."
+        "coordinated omission). The load generator paces sends on a thread of its own "
+        "(sleep, then spin to the instant) and measures its own send lag, from the "
+        "intended instant to the moment the operation starts: that lag is part of every "
+        "open-loop latency."
     )
-    if any(r["mode"] == "closed" and r["ops_per_sec"] * 2 > args.ops for r in rows):
-        notes.append(
-            f"Runs are a fixed {args.ops:,} operations, so the fastest systems' closed-loop "
-            "runs last under a few seconds and vary more from run to run."
-        )
+    lags = [
+        f"{system_info(r['system'])['name']} {fmt_int(r['send_lag_us']['p99'])} µs"
+        for r in rows
+        if r["mode"] == "open" and isinstance(r.get("send_lag_us"), dict)
+    ]
+    if lags:
+        notes.append("Send lag p99 in the open-loop runs: " + ", ".join(lags) + ".")
+    errs = [
+        f"{system_info(r['system'])['name']} ({r['workload']}, {r['mode']}): "
+        + ", ".join(f"{k} {n}" for k, n in sorted(r["errors_by_kind"].items()) if n)
+        for r in rows
+        if r.get("errors") and isinstance(r.get("errors_by_kind"), dict)
+    ]
+    if errs:
+        notes.append("Errors by kind: " + "; ".join(errs) + ".")
     for n in notes:
         out.append(f"- {n}")
     if notes:
@@ -435,7 +445,7 @@ def main():
     p.add_argument("--date", required=True)
     p.add_argument("--commit", default="unknown")
     p.add_argument("--records", type=int, required=True)
-    p.add_argument("--ops", type=int, required=True)
+    p.add_argument("--closed-seconds", type=int, required=True)
     p.add_argument("--concurrency", type=int, required=True)
     p.add_argument("--rate", type=int, required=True)
     p.add_argument("--open-seconds", type=int, required=True)
