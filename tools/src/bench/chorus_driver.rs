@@ -47,21 +47,37 @@ impl ChorusDriver {
 }
 
 impl Driver for ChorusDriver {
+    /// A read's context covers every sibling it saw: the next update replaces them all.
     async fn read(&self, key: u64) -> Result<bool, DriverError> {
         let res = self.client.get(&self.bucket, key_name(key), self.r).await?;
+        self.remember(key, res.context);
         Ok(res.found)
     }
 
+    /// Writes with the key's latest context. Concurrent updates of a hot key from stale
+    /// contexts leave siblings, as they would for any client; one refused for having too
+    /// many is read and written again with the read's context (what an application does).
     async fn write(&self, key: u64, value: Bytes) -> Result<(), DriverError> {
-        let opts = WriteOptions {
+        let mut opts = WriteOptions {
             context: self.context(key),
             w: self.w,
             sloppy: false,
         };
-        let ctx = self
+        let name = key_name(key);
+        let ctx = match self
             .client
-            .put_with(&self.bucket, key_name(key), value.to_vec(), &opts)
-            .await?;
+            .put_with(&self.bucket, &name, value.to_vec(), &opts)
+            .await
+        {
+            Err(chorus_client::Error::BadRequest(m)) if m.contains("siblings") => {
+                let res = self.client.get(&self.bucket, &name, self.r).await?;
+                opts.context = Some(res.context);
+                self.client
+                    .put_with(&self.bucket, &name, value.to_vec(), &opts)
+                    .await?
+            }
+            r => r?,
+        };
         self.remember(key, ctx);
         Ok(())
     }
