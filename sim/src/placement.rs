@@ -73,8 +73,11 @@ impl Placement {
                 None => Vec::new(),
             })
             .collect();
+        // `ClusterState::old_ring_for` for every partition, with the pending transfers
+        // worked out once.
+        let pending = state.pending();
         let old = (0..partitions)
-            .map(|p| state.old_ring_for(p).is_some())
+            .map(|p| state.prev.is_some() && pending.iter().any(|(q, _)| *q == p))
             .collect();
         let members = state
             .members

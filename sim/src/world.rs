@@ -166,6 +166,9 @@ impl World {
                 .map(|s| format!("since {:?} {:?}", s.tombstone_since, s.object))
         };
         let before = watched(node, &env.cfg.watch);
+        let watching = env.cfg.watch.is_some();
+        let ring = |n: &Node| watching.then(|| (n.place.version(), n.cluster.pending().len()));
+        let ring_before = ring(node);
         f(node, &mut env);
         let after = watched(node, &env.cfg.watch);
         if before != after {
@@ -173,6 +176,22 @@ impl World {
                 "{:>9} n{i} stores {}",
                 env.now,
                 after.as_deref().unwrap_or("nothing")
+            );
+        }
+        if let Some((v, pending)) = ring(node).filter(|r| Some(*r) != ring_before) {
+            let pref = env
+                .cfg
+                .watch
+                .as_deref()
+                .map(|k| node.place.pref_of(k).to_vec());
+            let moving = env
+                .cfg
+                .watch
+                .as_deref()
+                .map(|k| node.place.moving(node.place.partition(k)));
+            println!(
+                "{:>9} n{i} ring v{v}, {pending} transfers pending; key's replicas {pref:?}, moving {moving:?}",
+                env.now
             );
         }
         let (sends, timers) = (env.sends, env.timers);
