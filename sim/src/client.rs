@@ -135,7 +135,11 @@ impl Client {
     fn get(&mut self, env: &mut ClientEnv, io: &mut ClientIo, key: &str) {
         *env.ids += 1;
         let op = *env.ids;
-        let node = env.rng.random_range(0..env.place.names().len());
+        let members = env.place.members();
+        let node = members
+            .get(env.rng.random_range(0..members.len().max(1)))
+            .copied()
+            .unwrap_or(0);
         let r = env.cfg.r;
         let msg = Msg::Get {
             op,
@@ -158,7 +162,12 @@ impl Client {
     ) {
         *env.ids += 1;
         let op = *env.ids;
-        let pref = env.place.pref_of(key);
+        // The replicas that coordinate: while the partition moves, the old set.
+        let pref: Vec<usize> = env
+            .place
+            .plan(key, env.cfg.w, true)
+            .map(|p| p.pref.iter().filter_map(|n| env.place.index(n)).collect())
+            .unwrap_or_default();
         let node = pref
             .get(env.rng.random_range(0..pref.len().max(1)))
             .copied()

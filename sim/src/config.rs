@@ -24,16 +24,25 @@ pub enum Bug {
     /// newer delete can then be purged before its grace, while hints older than it are
     /// still live (seed 397 resurrects a deleted key this way).
     TombstoneAgeKept,
+    /// During a transition writes plan with the new ring only (no dual quorum): a write
+    /// acknowledged by the new replica set can be missed by reads, which still go to the
+    /// old set until every gainer confirmed its transfer.
+    TransitionNewOnly,
+    /// A node drops a partition as soon as its ring no longer gives it one, before the
+    /// gainers confirmed their transfers and without a last exchange with the replicas.
+    EarlyDrop,
 }
 
 impl Bug {
     /// Every negative control.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 7] = [
         Bug::CounterRestart,
         Bug::WipedCounts,
         Bug::DropSiblings,
         Bug::R1W1,
         Bug::TombstoneAgeKept,
+        Bug::TransitionNewOnly,
+        Bug::EarlyDrop,
     ];
 
     /// The name used on the command line.
@@ -44,6 +53,8 @@ impl Bug {
             Bug::DropSiblings => "drop-siblings",
             Bug::R1W1 => "r1w1",
             Bug::TombstoneAgeKept => "tombstone-age-kept",
+            Bug::TransitionNewOnly => "transition-new-only",
+            Bug::EarlyDrop => "early-drop",
         }
     }
 }
@@ -56,7 +67,7 @@ impl fmt::Display for Bug {
 
 /// A name that is not one of [`Bug::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown bug {0:?}; known: counter-restart, wiped-counts, drop-siblings, r1w1, tombstone-age-kept")]
+#[error("unknown bug {0:?}; known: counter-restart, wiped-counts, drop-siblings, r1w1, tombstone-age-kept, transition-new-only, early-drop")]
 pub struct UnknownBug(String);
 
 impl FromStr for Bug {
@@ -101,6 +112,13 @@ pub struct SimConfig {
     pub request_timeout: Time,
     /// A client gives up on its coordinator after this (outcome unknown).
     pub client_timeout: Time,
+    /// Membership changes (joins, leaves, removes) run in one seed of this many (the seeds
+    /// `s` with `s % k == k - 1`); 1: every seed, 0: none. The other seeds keep one ring.
+    pub membership_one_in: u64,
+    /// Node slots beyond `nodes` that may join in a seed with membership changes.
+    pub spares: usize,
+    /// Time between membership gossip rounds of a node.
+    pub gossip_interval: Time,
     /// The negative control switched on, if any.
     pub bug: Option<Bug>,
     /// Print every message, fault and replica change touching this key (for debugging a
@@ -125,6 +143,9 @@ impl Default for SimConfig {
             sync_interval: 500 * MS,
             request_timeout: SEC,
             client_timeout: 2 * SEC,
+            membership_one_in: 3,
+            spares: 2,
+            gossip_interval: SEC,
             bug: None,
             watch: None,
         }
@@ -140,6 +161,11 @@ impl SimConfig {
             self.w = 1;
         }
         self
+    }
+
+    /// Whether `seed` runs membership changes.
+    pub fn changes_membership(&self, seed: u64) -> bool {
+        self.membership_one_in > 0 && seed % self.membership_one_in == self.membership_one_in - 1
     }
 
     /// Whether `bug` is switched on.

@@ -21,9 +21,13 @@ struct Args {
     /// Explore random seeds until stopped.
     #[arg(long)]
     long: bool,
-    /// Switch on a negative control: counter-restart, wiped-counts, drop-siblings, r1w1.
+    /// Switch on a negative control: counter-restart, wiped-counts, drop-siblings, r1w1,
+    /// tombstone-age-kept, transition-new-only, early-drop.
     #[arg(long)]
     bug: Option<Bug>,
+    /// Membership changes in one seed of this many (1: every seed, 0: none).
+    #[arg(long)]
+    membership_one_in: Option<u64>,
     /// With --seed: print everything that touches this key.
     #[arg(long)]
     watch: Option<String>,
@@ -36,6 +40,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let mut cfg = SimConfig::default().with_bug(args.bug);
     cfg.watch = args.watch.clone();
+    if let Some(k) = args.membership_one_in {
+        cfg.membership_one_in = k;
+    }
     if let Some(seed) = args.seed {
         let r = run(&cfg, seed);
         print!("{r}");

@@ -1,7 +1,10 @@
 //! Messages between simulated clients and nodes, and between nodes. Objects travel whole,
 //! as they do between real nodes.
 
+use std::rc::Rc;
+
 use chorus_core::context::Context;
+use chorus_core::membership::ClusterState;
 use chorus_core::version::Object;
 
 use crate::net::MsgKind;
@@ -116,6 +119,10 @@ pub enum Msg {
     },
     Ping,
     Pong,
+    /// Membership gossip: the sender's cluster state; the receiver merges it and answers
+    /// with its own merged state.
+    Gossip(Rc<ClusterState>),
+    GossipReply(Rc<ClusterState>),
 }
 
 impl Msg {
@@ -135,6 +142,7 @@ impl Msg {
             Msg::AeOffer { .. } | Msg::AeAnswer { .. } | Msg::AePush { .. } => MsgKind::AntiEntropy,
             Msg::PurgeQuery { .. } | Msg::PurgeAnswer { .. } | Msg::Purge { .. } => MsgKind::Purge,
             Msg::Ping | Msg::Pong => MsgKind::Ping,
+            Msg::Gossip(_) | Msg::GossipReply(_) => MsgKind::Gossip,
         }
     }
 
@@ -157,6 +165,8 @@ impl Msg {
             Msg::Purge { key, .. } => ("purge", key),
             Msg::Ping => ("ping", ""),
             Msg::Pong => ("pong", ""),
+            Msg::Gossip(_) => ("gossip", ""),
+            Msg::GossipReply(_) => ("gossip-reply", ""),
         }
     }
 }

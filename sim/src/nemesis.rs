@@ -50,6 +50,8 @@ pub struct View {
     /// A disk fault is under way (a node lost its disk and hasn't recovered yet).
     pub disk_fault: bool,
     pub has_snapshot: Vec<bool>,
+    /// The message kinds a targeted loss may pick.
+    pub kinds: &'static [MsgKind],
 }
 
 /// The next fault to inject now, and the faults that undo it with their delays.
@@ -87,7 +89,7 @@ pub fn next(rng: &mut SimRng, v: &View) -> (Fault, Vec<(Time, Fault)>) {
             }
             7 => return (Fault::Loss(0.2), vec![(dur, Fault::Loss(0.0))]),
             8 => {
-                let kind = MsgKind::PEER[rng.random_range(0..MsgKind::PEER.len())];
+                let kind = v.kinds[rng.random_range(0..v.kinds.len())];
                 let p = if rng.random_bool(0.5) { 1.0 } else { 0.5 };
                 return (
                     Fault::KindLoss(kind, p),

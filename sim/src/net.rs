@@ -37,6 +37,8 @@ pub enum MsgKind {
     Purge,
     /// Failure-detector pings.
     Ping,
+    /// Membership gossip.
+    Gossip,
 }
 
 impl MsgKind {
@@ -49,6 +51,18 @@ impl MsgKind {
         MsgKind::AntiEntropy,
         MsgKind::Purge,
         MsgKind::Ping,
+    ];
+
+    /// The peer kinds of a run with membership changes: gossip too.
+    pub const PEER_WITH_GOSSIP: [MsgKind; 8] = [
+        MsgKind::Replicate,
+        MsgKind::Read,
+        MsgKind::Repair,
+        MsgKind::Hint,
+        MsgKind::AntiEntropy,
+        MsgKind::Purge,
+        MsgKind::Ping,
+        MsgKind::Gossip,
     ];
 }
 

@@ -1,34 +1,101 @@
-//! Which nodes replicate which key: a `chorus-ring` ring over the simulated nodes, with the
-//! preference list of every partition resolved to node indices once.
+//! Which nodes replicate which key, as one node sees it: a snapshot of that node's gossiped
+//! `chorus_core::membership::ClusterState` (its ring, the ring a transition moves away from,
+//! its members) with every partition's preference list resolved to node indices. A node
+//! rebuilds its snapshot whenever its cluster state changes; requests plan with
+//! `chorus_core::plan::Plan::new` over the same rings, as `chorus-node` does.
 
+use std::collections::BTreeMap;
+
+use chorus_core::membership::{ClusterState, MemberInfo, MemberState};
+use chorus_core::plan::Plan;
 use chorus_ring::{partition_for, Member, Ring, RingError};
 
-/// The cluster's placement (fixed for a run: the simulator has no membership changes yet).
+/// One node's view of the cluster's placement.
 #[derive(Clone, Debug)]
 pub struct Placement {
     partitions: u32,
+    n: usize,
+    /// Every node slot of the run (members or not), so indices and names never change.
     names: Vec<String>,
+    ring: Option<Ring>,
+    /// The ring a moving partition still has its complete data on, per partition
+    /// (`ClusterState::old_ring_for`).
+    old: Vec<bool>,
+    prev: Option<Ring>,
+    /// The current ring's replicas of each partition.
     prefs: Vec<Vec<usize>>,
+    /// Members that haven't left, by index.
+    members: Vec<usize>,
+    version: u64,
+}
+
+/// The cluster state every initial member starts from: `names` all up, in one ring.
+pub fn initial_state(
+    names: &[String],
+    partitions: u32,
+    n: usize,
+) -> Result<ClusterState, RingError> {
+    let ring = Ring::new(partitions, n, names.iter().map(Member::new).collect())?;
+    let members: BTreeMap<String, MemberInfo> = names
+        .iter()
+        .map(|id| (id.clone(), member(id, MemberState::Up, 0)))
+        .collect();
+    Ok(ClusterState {
+        members,
+        ring: Some(ring),
+        ..Default::default()
+    })
+}
+
+/// A member entry as the node's config or a join announces it.
+pub fn member(id: &str, state: MemberState, incarnation: u64) -> MemberInfo {
+    MemberInfo {
+        id: id.to_string(),
+        address: id.to_string(),
+        zone: None,
+        state,
+        incarnation,
+        generation: 0,
+    }
 }
 
 impl Placement {
-    /// A ring of `names` with `partitions` partitions and `n` replicas per key.
-    pub fn new(names: &[String], partitions: u32, n: usize) -> Result<Placement, RingError> {
-        let members = names.iter().map(Member::new).collect();
-        let ring = Ring::new(partitions, n, members)?;
+    /// The placement `state` describes, over the run's node slots `names`.
+    pub fn new(names: &[String], partitions: u32, n: usize, state: &ClusterState) -> Placement {
+        let index = |id: &str| names.iter().position(|x| x == id);
         let prefs = (0..partitions)
-            .map(|p| {
-                ring.preference_list(p, n)
+            .map(|p| match &state.ring {
+                Some(r) => r
+                    .preference_list(p, n)
                     .into_iter()
-                    .filter_map(|name| names.iter().position(|x| x == name))
-                    .collect()
+                    .filter_map(index)
+                    .collect(),
+                None => Vec::new(),
             })
             .collect();
-        Ok(Placement {
+        // `ClusterState::old_ring_for` for every partition, with the pending transfers
+        // worked out once.
+        let pending = state.pending();
+        let old = (0..partitions)
+            .map(|p| state.prev.is_some() && pending.iter().any(|(q, _)| *q == p))
+            .collect();
+        let members = state
+            .members
+            .values()
+            .filter(|m| m.state != MemberState::Left)
+            .filter_map(|m| index(&m.id))
+            .collect();
+        Placement {
             partitions,
+            n,
             names: names.to_vec(),
+            ring: state.ring.clone(),
+            old,
+            prev: state.prev.clone(),
             prefs,
-        })
+            members,
+            version: state.ring.as_ref().map_or(0, Ring::version),
+        }
     }
 
     /// The partition of `key` (all simulated keys live in one bucket).
@@ -36,7 +103,7 @@ impl Placement {
         partition_for(self.partitions, crate::BUCKET, key.as_bytes())
     }
 
-    /// The replicas of a partition, in preference order.
+    /// The replicas of a partition in the current ring, in preference order.
     pub fn pref(&self, partition: u32) -> &[usize] {
         self.prefs
             .get(partition as usize)
@@ -44,14 +111,43 @@ impl Placement {
             .unwrap_or(&[])
     }
 
-    /// The replicas of `key`.
+    /// The replicas of `key` in the current ring.
     pub fn pref_of(&self, key: &str) -> &[usize] {
         self.pref(self.partition(key))
+    }
+
+    /// Whether the partition is moving (some gainer hasn't confirmed its transfer).
+    pub fn moving(&self, partition: u32) -> bool {
+        self.old.get(partition as usize).copied().unwrap_or(false)
+    }
+
+    /// A request's plan for `key` needing `needed` answers per replica set, by core's
+    /// `Plan::new`: while the partition moves, the old set (which holds all of its data)
+    /// and also the new one. `old_too: false` plans with the current ring only (the
+    /// transition-new-only control). `None` before the node knows a ring.
+    pub fn plan(&self, key: &str, needed: usize, old_too: bool) -> Option<Plan> {
+        let ring = self.ring.as_ref()?;
+        let p = self.partition(key);
+        let old = self.prev.as_ref().filter(|_| old_too && self.moving(p));
+        Plan::new(ring, old, p, self.n, |n| {
+            Ok::<_, std::convert::Infallible>(needed.clamp(1, n.max(1)))
+        })
+        .ok()
     }
 
     /// Partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
+    }
+
+    /// The current ring's version (0: no ring known).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Members that haven't left, by index.
+    pub fn members(&self) -> &[usize] {
+        &self.members
     }
 
     /// A node's name (as it appears in actors and quorums).
@@ -64,7 +160,7 @@ impl Placement {
         self.names.iter().position(|n| n == name)
     }
 
-    /// Node names.
+    /// Every node slot's name.
     pub fn names(&self) -> &[String] {
         &self.names
     }

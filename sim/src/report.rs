@@ -168,7 +168,7 @@ pub(crate) fn check(w: &World, seed: u64) -> Report {
         check_deletes(&family(h, "del"), &final_found),
         check_recreate(&family(h, "rc"), &final_values),
     ];
-    let diverged = diverged_keys(&w.nodes, &w.place);
+    let diverged = diverged_keys(&w.nodes, &w.latest_place());
     let recovering = w.nodes.iter().filter(|n| !n.is_whole()).count() as u64;
     let mut counts = BTreeMap::new();
     counts.insert("diverged".to_string(), diverged.len() as u64);

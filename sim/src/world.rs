@@ -3,8 +3,10 @@
 //! until the cluster has converged, final reads, and the checkers.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use chorus_check::checker::Event;
+use chorus_core::membership::{ClusterState, MemberState};
 use rand::Rng;
 
 use crate::client::{Client, ClientEnv, ClientIo, Reply, Role, REGISTER_KEYS};
@@ -13,21 +15,34 @@ use crate::disk::Store;
 use crate::engine::{rng_for, Queue, SimRng, Time, Trace, MS, SEC};
 use crate::msg::Msg;
 use crate::nemesis::{self, Fault, View};
-use crate::net::{Addr, Network};
+use crate::net::{Addr, MsgKind, Network};
 use crate::node::{background, Env, Node, Start, Timer};
-use crate::placement::Placement;
+use crate::placement::{self, Placement};
 use crate::report::{self, Report};
+
+mod schedule;
 
 /// The address final reads come from.
 const FINAL_READER: usize = usize::MAX;
 
 enum Ev {
-    Deliver { from: Addr, to: Addr, msg: Msg },
-    Timer { node: usize, inc: u64, timer: Timer },
+    Deliver {
+        from: Addr,
+        to: Addr,
+        msg: Msg,
+    },
+    Timer {
+        node: usize,
+        inc: u64,
+        timer: Timer,
+    },
     ClientWake(usize),
     ClientTimeout(usize, u64),
     NemesisTick,
     Fault(Fault),
+    MembershipTick,
+    /// A `remove` of this (killed) node is handed to a node that sees it down.
+    Remove(usize),
     Heal,
     SettleCheck,
 }
@@ -38,7 +53,12 @@ pub(crate) struct World {
     pub rng: SimRng,
     pub trace: Trace,
     pub ids: u64,
-    pub place: Placement,
+    /// The run has membership changes.
+    membership: bool,
+    /// Which node slots have ever started (the spares start when they join).
+    started: Vec<bool>,
+    /// A removed node whose data is still being moved away: a disk fault until then.
+    removing: Option<usize>,
     pub net: Network,
     pub nodes: Vec<Node>,
     /// How each down node starts next (a disk fault makes it recover).
@@ -61,8 +81,27 @@ pub(crate) struct World {
 
 impl World {
     fn new(cfg: SimConfig, seed: u64) -> Result<World, chorus_ring::RingError> {
-        let names: Vec<String> = (0..cfg.nodes).map(|i| format!("n{i}")).collect();
-        let place = Placement::new(&names, cfg.partitions, cfg.n)?;
+        let membership = cfg.changes_membership(seed);
+        let slots = cfg.nodes + if membership { cfg.spares } else { 0 };
+        let names: Vec<String> = (0..slots).map(|i| format!("n{i}")).collect();
+        let initial = placement::initial_state(&names[..cfg.nodes], cfg.partitions, cfg.n)?;
+        let nodes = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                // A spare knows only itself, joining, until gossip with the seeds.
+                let state = if i < cfg.nodes {
+                    initial.clone()
+                } else {
+                    let mut s = ClusterState::default();
+                    let me = placement::member(name, MemberState::Joining, 1);
+                    s.members.insert(name.clone(), me);
+                    s
+                };
+                let place = Placement::new(&names, cfg.partitions, cfg.n, &state);
+                Node::new(i, state, place)
+            })
+            .collect();
         let mut roles = vec![Role::Set, Role::Set, Role::Set];
         roles.extend((0..REGISTER_KEYS).map(|k| Role::RegisterWriter(format!("reg{k}"))));
         roles.extend(std::iter::repeat_n(Role::RegisterReader, 3));
@@ -78,16 +117,18 @@ impl World {
             .map(|(i, r)| Client::new(i, r))
             .collect();
         Ok(World {
-            nodes: (0..cfg.nodes).map(Node::new).collect(),
-            restart_as: vec![Start::Clean; cfg.nodes],
-            snapshots: vec![None; cfg.nodes],
+            nodes,
+            restart_as: vec![Start::Clean; slots],
+            snapshots: vec![None; slots],
+            membership,
+            started: (0..slots).map(|i| i < cfg.nodes).collect(),
+            removing: None,
             heal_at: cfg.fault_time,
             cfg,
             q: Queue::default(),
             rng: rng_for(seed),
             trace: Trace::default(),
             ids: 0,
-            place,
             net: Network::default(),
             clients,
             history: Vec::new(),
@@ -104,17 +145,20 @@ impl World {
 
     /// Runs a node handler and carries its sends and timers out.
     fn with_node(&mut self, i: usize, f: impl FnOnce(&mut Node, &mut Env)) {
+        let Some(node) = self.nodes.get_mut(i) else {
+            return;
+        };
+        // The node's own view; a handler that changes it swaps in a new one for later events.
+        let place = node.place.clone();
         let mut env = Env {
             now: self.q.now(),
             rng: &mut self.rng,
             ids: &mut self.ids,
             cfg: &self.cfg,
-            place: &self.place,
+            place: &place,
+            membership: self.membership,
             sends: Vec::new(),
             timers: Vec::new(),
-        };
-        let Some(node) = self.nodes.get_mut(i) else {
-            return;
         };
         let watched = |n: &Node, k: &Option<String>| {
             k.as_ref()
@@ -122,6 +166,9 @@ impl World {
                 .map(|s| format!("since {:?} {:?}", s.tombstone_since, s.object))
         };
         let before = watched(node, &env.cfg.watch);
+        let watching = env.cfg.watch.is_some();
+        let ring = |n: &Node| watching.then(|| (n.place.version(), n.cluster.pending().len()));
+        let ring_before = ring(node);
         f(node, &mut env);
         let after = watched(node, &env.cfg.watch);
         if before != after {
@@ -129,6 +176,22 @@ impl World {
                 "{:>9} n{i} stores {}",
                 env.now,
                 after.as_deref().unwrap_or("nothing")
+            );
+        }
+        if let Some((v, pending)) = ring(node).filter(|r| Some(*r) != ring_before) {
+            let pref = env
+                .cfg
+                .watch
+                .as_deref()
+                .map(|k| node.place.pref_of(k).to_vec());
+            let moving = env
+                .cfg
+                .watch
+                .as_deref()
+                .map(|k| node.place.moving(node.place.partition(k)));
+            println!(
+                "{:>9} n{i} ring v{v}, {pending} transfers pending; key's replicas {pref:?}, moving {moving:?}",
+                env.now
             );
         }
         let (sends, timers) = (env.sends, env.timers);
@@ -158,13 +221,31 @@ impl World {
         }
     }
 
+    /// The newest placement any started node has (the lowest index among equals): what a
+    /// token-aware client learns, and what convergence and final reads go by.
+    fn latest(&self) -> usize {
+        let mut best = 0;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let v = n.place.version();
+            if self.started[i] && v > self.nodes[best].place.version() {
+                best = i;
+            }
+        }
+        best
+    }
+
+    pub(crate) fn latest_place(&self) -> Rc<Placement> {
+        self.nodes[self.latest()].place.clone()
+    }
+
     fn with_client(&mut self, c: usize, f: impl FnOnce(&mut Client, &mut ClientEnv) -> ClientIo) {
+        let place = self.latest_place();
         let mut env = ClientEnv {
             now: self.q.now(),
             rng: &mut self.rng,
             ids: &mut self.ids,
             cfg: &self.cfg,
-            place: &self.place,
+            place: &place,
             running: self.running,
         };
         let Some(client) = self.clients.get_mut(c) else {
@@ -217,12 +298,27 @@ impl World {
             up: self.nodes.iter().map(Node::is_up).collect(),
             disk_fault: self.disk_fault(),
             has_snapshot: self.snapshots.iter().map(Option::is_some).collect(),
+            kinds: if self.membership {
+                &MsgKind::PEER_WITH_GOSSIP
+            } else {
+                &MsgKind::PEER
+            },
         }
     }
 
     /// Some node lost its disk and hasn't recovered yet.
     fn disk_fault(&self) -> bool {
         self.q.now() < self.disk_fault_until
+            || self.removing.is_some_and(|r| {
+                // Its copies are gone until the gainers have pulled them from the others.
+                let state = &self.nodes[self.latest()].cluster;
+                let name = format!("n{r}");
+                state.prev.is_some()
+                    || state
+                        .members
+                        .get(&name)
+                        .is_none_or(|m| m.state != MemberState::Left)
+            })
             || self.nodes.iter().enumerate().any(|(i, n)| match &n.proc {
                 Some(p) => p.recovery.is_some(),
                 None => self.restart_as[i] == Start::Recovering,
@@ -278,11 +374,12 @@ impl World {
                         .map(|n| n.is_up().then(|| n.is_whole()))
                         .collect();
                     let node = &mut self.nodes[n];
-                    background::drop_restored_partitions(node, &self.place, &whole);
+                    let place = node.place.clone();
+                    background::drop_restored_partitions(node, &place, &whole);
                 }
             }
             Fault::Restart(n) => {
-                if !self.nodes[n].is_up() {
+                if self.started[n] && !self.nodes[n].is_up() {
                     let how = std::mem::replace(&mut self.restart_as[n], Start::Clean);
                     self.start_node(n, how);
                 }
@@ -379,6 +476,8 @@ impl World {
                     self.apply(f);
                 }
             }
+            Ev::MembershipTick => self.membership_tick(),
+            Ev::Remove(n) => self.remove(n),
             Ev::Heal => self.heal(),
             Ev::SettleCheck => self.settle_check(),
         }
@@ -388,6 +487,7 @@ impl World {
     fn heal(&mut self) {
         self.running = false;
         self.net.heal();
+        // Spares that never joined stay off (a restart needs a started node).
         for i in 0..self.nodes.len() {
             self.nodes[i].skew = 0;
             self.apply(Fault::Restart(i));
@@ -398,8 +498,19 @@ impl World {
 
     fn settle_check(&mut self) {
         let now = self.q.now();
-        let quiet = self.nodes.iter().all(Node::is_whole)
-            && report::diverged_keys(&self.nodes, &self.place).is_empty();
+        let started = |i: usize| self.started[i];
+        let latest = self.latest_place();
+        // Every node runs one ring with no transition (membership changes have finished).
+        let settled = self.nodes.iter().enumerate().all(|(i, n)| {
+            !started(i) || (n.place.version() == latest.version() && n.cluster.prev.is_none())
+        });
+        let quiet = settled
+            && self
+                .nodes
+                .iter()
+                .enumerate()
+                .all(|(i, n)| !started(i) || n.is_whole())
+            && report::diverged_keys(&self.nodes, &latest).is_empty();
         if quiet && self.converged_after.is_none() {
             self.converged_after = Some(now - self.heal_at);
         }
@@ -415,10 +526,11 @@ impl World {
         let mut keys: Vec<String> = self.history.iter().map(|e| e.key.clone()).collect();
         keys.sort();
         keys.dedup();
+        let place = self.latest_place();
         for key in keys {
             self.ids += 1;
             let op = self.ids;
-            let coordinator = self.place.pref_of(&key).first().copied().unwrap_or(0);
+            let coordinator = place.pref_of(&key).first().copied().unwrap_or(0);
             self.final_ops.insert(op, key.clone());
             let msg = Msg::Get {
                 op,
@@ -457,7 +569,7 @@ pub fn run(cfg: &SimConfig, seed: u64) -> Report {
         Ok(w) => w,
         Err(e) => return Report::setup_error(seed, cfg, &e.to_string()),
     };
-    for i in 0..w.nodes.len() {
+    for i in 0..cfg.nodes {
         w.start_node(i, Start::Clean);
     }
     for c in 0..w.clients.len() {
@@ -466,6 +578,10 @@ pub fn run(cfg: &SimConfig, seed: u64) -> Report {
     }
     let first_fault = w.rng.random_range(SEC..3 * SEC);
     w.q.at(first_fault, Ev::NemesisTick);
+    if w.membership {
+        let first = w.rng.random_range(3 * SEC..8 * SEC);
+        w.q.at(first, Ev::MembershipTick);
+    }
     w.q.at(cfg.fault_time, Ev::Heal);
     // A hard stop in case final reads never complete.
     let stop = cfg.fault_time + cfg.settle_limit + 10 * SEC;

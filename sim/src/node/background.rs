@@ -26,6 +26,7 @@ const PURGES_PER_ROUND: usize = 64;
 
 pub(crate) struct PurgeReq {
     key: String,
+    peers: Vec<usize>,
     agreement: Agreement,
 }
 
@@ -150,7 +151,10 @@ pub fn on_hint_ack(node: &mut Node, req: u64, ok: bool) {
 }
 
 /// The node's keys and digests, by partition.
-fn by_partition(node: &Node, place: &Placement) -> BTreeMap<u32, Vec<(String, [u8; 32])>> {
+pub(crate) fn by_partition(
+    node: &Node,
+    place: &Placement,
+) -> BTreeMap<u32, Vec<(String, [u8; 32])>> {
     let mut out: BTreeMap<u32, Vec<(String, [u8; 32])>> = BTreeMap::new();
     for (k, s) in &node.disk.view().data {
         out.entry(place.partition(k))
@@ -160,19 +164,18 @@ fn by_partition(node: &Node, place: &Placement) -> BTreeMap<u32, Vec<(String, [u
     out
 }
 
-fn offer(
+/// Starts an exchange of `partition` with `peer`; returns its id.
+pub(crate) fn offer(
     node: &mut Node,
     env: &mut Env,
     peer: usize,
     partition: u32,
     digests: Vec<(String, [u8; 32])>,
-) {
+) -> Option<u64> {
     let pull_only = !node.is_whole();
     let root = replica::root(node, partition);
     let xid = env.id();
-    let Some(proc) = node.proc.as_mut() else {
-        return;
-    };
+    let proc = node.proc.as_mut()?;
     proc.exchanges.insert(xid, (partition, peer));
     env.send(
         Addr::Node(peer),
@@ -184,6 +187,7 @@ fn offer(
             pull_only,
         },
     );
+    Some(xid)
 }
 
 /// One anti-entropy round of a whole node: an exchange with every live peer for every
@@ -211,22 +215,20 @@ pub fn anti_entropy_round(node: &mut Node, env: &mut Env) {
 /// One recovery step: pull from every replica still owed an exchange that is up and has
 /// none open. Returns whether to keep going.
 pub fn recovery_round(node: &mut Node, env: &mut Env) -> bool {
+    let owed = recovery_obligations(node.index, env.place);
     let Some(proc) = node.proc.as_mut() else {
         return false;
     };
-    let Some(pending) = &proc.recovery else {
+    let Some(done) = &proc.recovery else {
         return false;
     };
+    let pending: Vec<(u32, usize)> = owed.difference(done).copied().collect();
     if pending.is_empty() {
         proc.recovery = None;
         return false;
     }
     let open: BTreeSet<(u32, usize)> = proc.exchanges.values().copied().collect();
-    let todo: Vec<(u32, usize)> = pending
-        .iter()
-        .filter(|x| !open.contains(x))
-        .copied()
-        .collect();
+    let todo: Vec<(u32, usize)> = pending.into_iter().filter(|x| !open.contains(x)).collect();
     let mut keys = by_partition(node, env.place);
     for (p, peer) in todo {
         if node.sees_up(peer, env.now) {
@@ -362,12 +364,14 @@ pub fn on_answer(
     if !push.is_empty() {
         env.send(from, Msg::AePush { objects: push });
     }
+    super::membership::exchanged(node, env, xid, partition, peer);
     if !whole {
-        if let Some(pending) = node.proc.as_mut().and_then(|p| p.recovery.as_mut()) {
-            pending.remove(&(partition, peer));
-            if pending.is_empty() {
-                if let Some(p) = node.proc.as_mut() {
-                    p.recovery = None;
+        let owed = recovery_obligations(node.index, env.place);
+        if let Some(proc) = node.proc.as_mut() {
+            if let Some(done) = proc.recovery.as_mut() {
+                done.insert((partition, peer));
+                if owed.is_subset(done) {
+                    proc.recovery = None;
                 }
             }
         }
@@ -403,7 +407,8 @@ pub fn purge_round(node: &mut Node, env: &mut Env) {
             .map(|&n| env.place.name(n).to_string())
             .collect();
         let is_up = |p: &str| env.place.index(p).is_some_and(|i| node.sees_up(i, now));
-        let Ok(Turn::Mine { peers }) = whose_turn(&me, &pref, false, is_up) else {
+        let moving = env.place.moving(env.place.partition(&key));
+        let Ok(Turn::Mine { peers }) = whose_turn(&me, &pref, moving, is_up) else {
             continue;
         };
         let Some(mine) = replica::local(node, &key) else {
@@ -413,7 +418,8 @@ pub fn purge_round(node: &mut Node, env: &mut Env) {
             continue;
         };
         let req = env.id();
-        for peer in peers.iter().filter_map(|p| env.place.index(p)) {
+        let peers: Vec<usize> = peers.iter().filter_map(|p| env.place.index(p)).collect();
+        for &peer in &peers {
             env.send(
                 Addr::Node(peer),
                 Msg::PurgeQuery {
@@ -423,7 +429,14 @@ pub fn purge_round(node: &mut Node, env: &mut Env) {
             );
         }
         if let Some(proc) = node.proc.as_mut() {
-            proc.purges.insert(req, PurgeReq { key, agreement });
+            proc.purges.insert(
+                req,
+                PurgeReq {
+                    key,
+                    peers,
+                    agreement,
+                },
+            );
         }
         env.timer(env.cfg.request_timeout, Timer::PurgeDeadline(req));
     }
@@ -460,17 +473,15 @@ pub fn on_purge_answer(
     let Some(p) = proc.purges.remove(&req) else {
         return;
     };
-    for &n in env.place.pref_of(&p.key) {
-        if n == node.index {
-            replica::purge(node, env, &p.key, digest);
-        } else {
-            env.send(
-                Addr::Node(n),
-                Msg::Purge {
-                    key: p.key.clone(),
-                    digest,
-                },
-            );
-        }
+    // This replica first, then the peers that agreed, as the plan was made.
+    replica::purge(node, env, &p.key, digest);
+    for &n in &p.peers {
+        env.send(
+            Addr::Node(n),
+            Msg::Purge {
+                key: p.key.clone(),
+                digest,
+            },
+        );
     }
 }

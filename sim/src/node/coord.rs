@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chorus_core::context::Context;
 use chorus_core::get::{GetAction, GetCoordinator, GetReply, GetTiming, ReadAnswer as Answer};
-use chorus_core::plan::{route_write, Plan, WriteRoute};
+use chorus_core::plan::{route_write, WriteRoute};
 use chorus_core::put::{PutAction, PutCoordinator, PutOptions, PutReply};
 use chorus_core::version::Object;
 use rand::Rng;
@@ -62,17 +62,15 @@ fn micros(d: Duration) -> Time {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn names(env: &Env, nodes: &[usize]) -> Vec<String> {
-    nodes
-        .iter()
-        .map(|&n| env.place.name(n).to_string())
-        .collect()
-}
-
 /// A client read arrived: any node coordinates.
 pub fn start_get(node: &mut Node, env: &mut Env, client: Addr, op: u64, key: String, r: usize) {
-    let pref = names(env, env.place.pref_of(&key));
-    let r = r.clamp(1, pref.len().max(1));
+    // While the key's partition moves, reads go to the old set, which holds all its data.
+    let Some(plan) = env.place.plan(&key, r, true) else {
+        let result = Err("this node knows no ring yet".to_string());
+        env.send(client, Msg::GetReply { op, result });
+        return;
+    };
+    let (pref, r) = (plan.pref, plan.needed);
     let full = env.rng.random_bool(FULL_READ_CHANCE);
     let me = env.place.name(node.index).to_string();
     let timing = GetTiming {
@@ -263,8 +261,9 @@ fn owned<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     names.map(str::to_string).collect()
 }
 
-/// A client write arrived. Clients route to a replica; a write reaching another node is
-/// refused (the sim has no forwarding).
+/// A client write arrived, planned by core's `Plan::new` (during a transition: the old set
+/// coordinates, and the write needs W acknowledgements from the new set too). Clients route
+/// to a replica; a write reaching another node is refused (the sim has no forwarding).
 #[allow(clippy::too_many_arguments)]
 pub fn start_put(
     node: &mut Node,
@@ -276,13 +275,12 @@ pub fn start_put(
     value: Option<Vec<u8>>,
     w: usize,
 ) {
-    let pref = names(env, env.place.pref_of(&key));
-    let plan = Plan {
-        partition: env.place.partition(&key),
-        needed: w.clamp(1, pref.len().max(1)),
-        pref,
-        also: None,
-        fallbacks: Vec::new(),
+    // The transition-new-only control plans without the old ring: no dual quorum.
+    let old_too = !env.cfg.has(Bug::TransitionNewOnly);
+    let Some(plan) = env.place.plan(&key, w, old_too) else {
+        let result = Err("this node knows no ring yet".to_string());
+        env.send(client, Msg::PutReply { op, result });
+        return;
     };
     let me = env.place.name(node.index).to_string();
     let now = env.now;

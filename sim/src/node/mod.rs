@@ -2,14 +2,18 @@
 //! turns messages and timers into core calls and outgoing messages. Each piece of node
 //! logic lives in one submodule so it can be swapped for the matching core state machine:
 //! [`replica`] (the local apply rule), [`coord`] (get/put coordination, read repair),
-//! [`background`] (hints, anti-entropy, recovery, tombstone purge).
+//! [`background`] (hints, anti-entropy, recovery, tombstone purge), [`membership`] (gossip,
+//! the claimant's ring changes, partition transfers and drops).
 
 pub mod background;
 pub mod coord;
+pub mod membership;
 pub mod replica;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
+use chorus_core::membership::ClusterState;
 use chorus_core::merkle::Tree;
 use chorus_core::version::Actor;
 use rand::Rng;
@@ -44,6 +48,10 @@ pub enum Timer {
     Get(u64),
     PutDeadline(u64),
     PurgeDeadline(u64),
+    /// A membership gossip round (runs with membership changes only).
+    Gossip,
+    /// Partition transfers and drops (runs with membership changes only).
+    Transfer,
 }
 
 /// What a handler needs from the world, and where it leaves its sends and timers.
@@ -52,7 +60,10 @@ pub struct Env<'a> {
     pub rng: &'a mut SimRng,
     pub ids: &'a mut u64,
     pub cfg: &'a SimConfig,
+    /// This node's view of the placement.
     pub place: &'a Placement,
+    /// The run has membership changes: nodes gossip and move partitions.
+    pub membership: bool,
     pub sends: Vec<(Addr, Msg)>,
     pub timers: Vec<(Time, Timer)>,
 }
@@ -86,8 +97,9 @@ pub struct Proc {
     pub actor: Actor,
     /// The highest counter this process has minted (the node-wide counter floor).
     pub floor: u64,
-    /// Exchanges still needed before the node counts toward R: (partition, peer).
-    /// `None` once whole.
+    /// Recovery exchanges completed so far: (partition, peer). The node counts toward R
+    /// once it has one with every other replica of each partition it replicates in its
+    /// current ring (`background::recovery_obligations`). `None` once whole.
     pub recovery: Option<BTreeSet<(u32, usize)>>,
     /// When each peer was last heard from (the failure detector).
     last_heard: Vec<Time>,
@@ -101,6 +113,8 @@ pub struct Proc {
     /// Core's Merkle tree of each partition's key digests, kept in memory and rebuilt from
     /// the disk at every start.
     pub(crate) trees: BTreeMap<u32, Tree>,
+    /// Partitions this node pulls in the current transition, and those it drops.
+    pub(crate) moves: membership::Moves,
 }
 
 /// A peer silent for this long is taken as down.
@@ -114,16 +128,30 @@ pub struct Node {
     pub proc: Option<Proc>,
     /// This node's clock minus true time, in microseconds.
     pub skew: i64,
+    /// Its gossiped cluster state. Persisted as the node persists it, and (a simplification)
+    /// kept through disk faults too.
+    pub cluster: ClusterState,
+    /// The placement `cluster` describes.
+    pub place: Rc<Placement>,
 }
 
 impl Node {
-    pub fn new(index: usize) -> Node {
+    pub fn new(index: usize, cluster: ClusterState, place: Placement) -> Node {
         Node {
             index,
             disk: Disk::default(),
             proc: None,
             skew: 0,
+            cluster,
+            place: Rc::new(place),
         }
+    }
+
+    /// Takes `next` as the node's cluster state (the placement follows).
+    pub fn set_cluster(&mut self, next: ClusterState, cfg: &SimConfig) {
+        let place = Placement::new(self.place.names(), cfg.partitions, cfg.n, &next);
+        self.cluster = next;
+        self.place = Rc::new(place);
     }
 
     /// The node's own clock.
@@ -162,7 +190,7 @@ impl Node {
         };
         let recovery = match how {
             Start::Clean => None,
-            Start::Recovering => Some(background::recovery_obligations(self.index, env.place)),
+            Start::Recovering => Some(BTreeSet::new()),
         };
         self.proc = Some(Proc {
             inc,
@@ -177,6 +205,7 @@ impl Node {
             exchanges: BTreeMap::new(),
             hint_sends: BTreeMap::new(),
             trees: replica::build_trees(&self.disk, env.place),
+            moves: membership::Moves::default(),
         });
         let cfg = env.cfg;
         for (after, t) in [
@@ -189,6 +218,15 @@ impl Node {
         ] {
             let after = env.jitter(after);
             env.timer(after, t);
+        }
+        if env.membership {
+            for (after, t) in [
+                (cfg.gossip_interval, Timer::Gossip),
+                (membership::TRANSFER_EVERY, Timer::Transfer),
+            ] {
+                let after = env.jitter(after);
+                env.timer(after, t);
+            }
         }
     }
 
@@ -261,6 +299,8 @@ impl Node {
             Msg::Purge { key, digest } => replica::purge(self, env, &key, digest),
             Msg::Ping => env.send(from, Msg::Pong),
             Msg::Pong => {}
+            Msg::Gossip(theirs) => membership::on_gossip(self, env, from, &theirs),
+            Msg::GossipReply(theirs) => membership::merge(self, env, &theirs),
             Msg::GetReply { .. } | Msg::PutReply { .. } => {}
         }
     }
@@ -273,7 +313,7 @@ impl Node {
                 env.timer(env.cfg.sync_interval, Timer::Sync);
             }
             Timer::Ping => {
-                for peer in 0..env.place.names().len() {
+                for &peer in env.place.members() {
                     if peer != self.index {
                         env.send(Addr::Node(peer), Msg::Ping);
                     }
@@ -306,6 +346,15 @@ impl Node {
                 if let Some(p) = self.proc.as_mut() {
                     p.purges.remove(&req);
                 }
+            }
+            Timer::Gossip => {
+                membership::gossip_round(self, env);
+                let after = env.jitter(env.cfg.gossip_interval);
+                env.timer(after, Timer::Gossip);
+            }
+            Timer::Transfer => {
+                membership::transfer_round(self, env);
+                env.timer(membership::TRANSFER_EVERY, Timer::Transfer);
             }
         }
     }
