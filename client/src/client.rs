@@ -22,6 +22,11 @@ use crate::wire::{WireError, DEFAULT_MAX_FRAME};
 
 /// How old routing information may get before the next request refreshes it.
 const RING_REFRESH: Duration = Duration::from_secs(10);
+/// Retries of a request a node refused as overloaded, and the pauses before them (each
+/// doubled, drawn uniformly below the bound).
+const OVERLOAD_RETRIES: u32 = 5;
+const OVERLOAD_FIRST_PAUSE: Duration = Duration::from_millis(2);
+const OVERLOAD_MAX_PAUSE: Duration = Duration::from_millis(100);
 
 /// A client connected to a Chorus cluster.
 ///
@@ -341,13 +346,38 @@ impl Client {
         out
     }
 
-    /// Sends `req` to the first target that takes it. Nodes that recently failed go last;
-    /// several are dialed at once when the first doesn't answer quickly.
+    /// Sends `req` to the first target that takes it; a request a node refused as
+    /// overloaded is sent again after a growing, jittered pause while the request's deadline
+    /// allows. A node refuses so before it applies anything, so a write is never doubled.
     pub(crate) async fn call(
         &self,
         targets: &[SocketAddr],
         req: &Request,
     ) -> Result<Response, Error> {
+        let started = Instant::now();
+        let mut pause = OVERLOAD_FIRST_PAUSE;
+        let mut retries = 0;
+        loop {
+            match self.call_once(targets, req).await {
+                Err(Error::Overloaded(why)) if retries < OVERLOAD_RETRIES => {
+                    // Full jitter: clients refused together come back spread out.
+                    let wait = pause.mul_f64(jitter());
+                    if started.elapsed() + wait >= self.inner.timeout {
+                        return Err(Error::Overloaded(why));
+                    }
+                    tracing::debug!(?wait, %why, "node overloaded, retrying");
+                    tokio::time::sleep(wait).await;
+                    pause = (pause * 2).min(OVERLOAD_MAX_PAUSE);
+                    retries += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends `req` to the first target that takes it. Nodes that recently failed go last;
+    /// several are dialed at once when the first doesn't answer quickly.
+    async fn call_once(&self, targets: &[SocketAddr], req: &Request) -> Result<Response, Error> {
         let dialer = &self.inner.dialer;
         let mut untried = dialer.order(targets);
         let mut failures = Vec::new();
@@ -469,6 +499,15 @@ pub fn route(
 
 /// A fresh trace id: a per-process random-ish seed plus a counter, so ids from different
 /// clients rarely collide and ids from one client never do.
+/// A factor in [0, 1), from the trace sequence (good enough to spread retries apart).
+fn jitter() -> f64 {
+    let mut x = next_trace();
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn next_trace() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;

@@ -273,3 +273,43 @@ async fn a_client_whose_first_address_is_down_fails_over_quickly() {
         assert!(started.elapsed() < Duration::from_millis(1000));
     }
 }
+
+/// Sum of `chorus_overloaded_total` on node `k`'s metrics endpoint.
+fn overloaded_total(c: &TestCluster, k: usize) -> u64 {
+    use std::io::{Read, Write};
+    let cfg = chorus_node::config::NodeConfig::load(&c.node_dir(k).join("node.toml"), &[])
+        .expect("node config");
+    let at = cfg.admin.listen.expect("the test cluster serves metrics");
+    let mut s = std::net::TcpStream::connect(at).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("ask");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read metrics");
+    text.lines()
+        .filter(|l| l.starts_with("chorus_overloaded_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_retries_a_write_refused_as_overloaded_with_backoff_then_reports_it() {
+    // Every write to 2 replicas needs 2 fan-out slots; with 1, each attempt is refused
+    // before anything is applied.
+    let c = TestCluster::start(2, &["limits.max_fanout=1"]).await;
+    let client = c.client().await;
+    let before = overloaded_total(&c, 1) + overloaded_total(&c, 2);
+    let started = Instant::now();
+    let r = client.put("o", "k", b"v".to_vec(), None, Level::All).await;
+    assert!(matches!(r, Err(Error::Overloaded(_))), "{r:?}");
+    let refused = overloaded_total(&c, 1) + overloaded_total(&c, 2) - before;
+    // The first attempt and five retries, each refused.
+    assert_eq!(refused, 6, "attempts refused as overloaded");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "retries back off briefly, well inside the request deadline: {:?}",
+        started.elapsed()
+    );
+    // Nothing was applied by any attempt.
+    let g = client.get("o", "k", Level::All).await.expect("get");
+    assert!(!g.found, "{g:?}");
+}
