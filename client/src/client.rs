@@ -22,9 +22,8 @@ use crate::wire::{WireError, DEFAULT_MAX_FRAME};
 
 /// How old routing information may get before the next request refreshes it.
 const RING_REFRESH: Duration = Duration::from_secs(10);
-/// Retries of a request a node refused as overloaded, and the pauses before them (each
-/// doubled, drawn uniformly below the bound).
-const OVERLOAD_RETRIES: u32 = 5;
+/// Pauses before retries of a request a node refused as overloaded (each doubled, drawn
+/// uniformly below the bound).
 const OVERLOAD_FIRST_PAUSE: Duration = Duration::from_millis(2);
 const OVERLOAD_MAX_PAUSE: Duration = Duration::from_millis(100);
 
@@ -53,6 +52,7 @@ struct Inner {
     seeds: Vec<SocketAddr>,
     token_aware: bool,
     timeout: Duration,
+    overload_retries: u32,
     routing: Mutex<Option<(Arc<RingInfo>, Instant)>>,
 }
 
@@ -111,6 +111,7 @@ impl Client {
                 seeds,
                 token_aware: cfg.token_aware,
                 timeout: cfg.timeout,
+                overload_retries: cfg.overload_retries,
                 routing: Mutex::new(None),
             }),
         };
@@ -359,7 +360,7 @@ impl Client {
         let mut retries = 0;
         loop {
             match self.call_once(targets, req).await {
-                Err(Error::Overloaded(why)) if retries < OVERLOAD_RETRIES => {
+                Err(Error::Overloaded(why)) if retries < self.inner.overload_retries => {
                     // Full jitter: clients refused together come back spread out.
                     let wait = pause.mul_f64(jitter());
                     if started.elapsed() + wait >= self.inner.timeout {

@@ -36,6 +36,14 @@ pub struct ClientConfig {
     /// batches (default). Off: one QUIC stream per request.
     #[serde(default = "default_true")]
     pub links: bool,
+    /// How many times a request a node refused as overloaded is sent again (after doubling,
+    /// jittered pauses from 2 ms, within `timeout`); 0 returns the refusal at once.
+    #[serde(default = "default_overload_retries")]
+    pub overload_retries: u32,
+}
+
+fn default_overload_retries() -> u32 {
+    5
 }
 
 fn default_true() -> bool {
