@@ -76,6 +76,19 @@ async fn settled(c: &TestCluster, running: &[usize], expect: &[(usize, &str)], w
     .await;
 }
 
+/// Polls [`fully_replicated`] until it holds: a node that gained partitions may still be
+/// planning its transfers when the status first shows none pending.
+async fn eventually_fully_replicated(client: &Client, keys: &[String], what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match fully_replicated(client, keys).await {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
 /// Every key has a local copy on each node of its preference list (as the ring says now).
 async fn fully_replicated(client: &Client, keys: &[String]) -> Result<(), String> {
     let info = client.refresh_ring().await.map_err(|e| e.to_string())?;
@@ -160,9 +173,7 @@ async fn a_leaving_node_hands_everything_to_the_others() {
     // n4 can stop now: everything is on the three others.
     c.kill(4);
     let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
-    fully_replicated(&client, &keys)
-        .await
-        .expect("three nodes hold everything");
+    eventually_fully_replicated(&client, &keys, "three nodes hold everything").await;
     // n4 dropped what it no longer owns.
     for key in keys.iter().take(50) {
         let r = client
@@ -183,9 +194,7 @@ async fn removing_a_dead_node_restores_full_replication() {
     c.admin().await.remove("n3").await.expect("remove accepted");
     settled(&c, &[1, 2, 4], &[(3, "left")], Duration::from_secs(60)).await;
     let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
-    fully_replicated(&client, &keys)
-        .await
-        .expect("every key back on 3 replicas");
+    eventually_fully_replicated(&client, &keys, "every key back on 3 replicas").await;
     let info = client.refresh_ring().await.expect("ring");
     assert!(!info.ring.contains("n3"));
 }
@@ -219,9 +228,7 @@ async fn a_joining_node_killed_mid_transfer_resumes_after_restart() {
     settled(&c, &[1, 2, 3, k4], &[(k4, "up")], Duration::from_secs(120)).await;
     assert!(pending_before > 0);
     let keys: Vec<String> = (0..3000).map(|i| format!("k{i}")).collect();
-    fully_replicated(&client, &keys)
-        .await
-        .expect("the join completed");
+    eventually_fully_replicated(&client, &keys, "the join completed").await;
     // The restarted node received the rest, not everything again.
     let received = c.log(k4).matches("partition received").count();
     assert!(
