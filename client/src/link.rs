@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::exchange::{exchange_encoded, Answer, Exchange, ExchangeError};
-use crate::wire::{self, Encoded, WireError, LINK_MAGIC};
+use crate::wire::{self, eof_is_truncated, Encoded, WireError, LINK_MAGIC};
 
 /// Requests whose envelope is larger than this go on a stream of their own.
 pub const LINK_MAX_REQUEST: usize = 64 * 1024;
@@ -238,24 +238,7 @@ where
     let Some((id, size)) = read_link_header(r, max).await? else {
         return Ok(None);
     };
-    let mut body = Vec::with_capacity(size.min(LINK_MAX_REQUEST));
-    let got = (&mut *r)
-        .take(size as u64)
-        .read_to_end(&mut body)
-        .await
-        .map_err(eof_is_truncated)?;
-    if got < size {
-        return Err(WireError::Truncated);
-    }
-    Ok(Some((id, body)))
-}
-
-fn eof_is_truncated(e: std::io::Error) -> WireError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        WireError::Truncated
-    } else {
-        WireError::Io(e)
-    }
+    Ok(Some((id, wire::read_body(r, size).await?)))
 }
 
 /// A connection as callers hold it: its link for small foreground requests, and streams of

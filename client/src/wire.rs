@@ -31,6 +31,15 @@ where
     if size > max {
         return Err(WireError::TooLarge { size, limit: max });
     }
+    read_body(r, size).await
+}
+
+/// Reads a frame body of `size` bytes, already checked against the limit; the buffer grows
+/// with the bytes that arrive.
+pub async fn read_body<R>(r: &mut R, size: usize) -> Result<Vec<u8>, WireError>
+where
+    R: AsyncRead + Unpin,
+{
     let mut body = Vec::with_capacity(size.min(FIRST_CHUNK));
     let got = r
         .take(size as u64)
@@ -56,7 +65,8 @@ where
     decode(&body)
 }
 
-fn eof_is_truncated(e: std::io::Error) -> WireError {
+/// A stream that ended mid-frame is a truncated frame.
+pub fn eof_is_truncated(e: std::io::Error) -> WireError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         WireError::Truncated
     } else {

@@ -166,17 +166,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server sizes its runtime from its config (runtime.threads); other commands are
     // short-lived clients.
-    let mut threads = None;
+    let mut server_cfg = None;
     if let (Command::Server { set }, Some(path)) = (&cli.command, &cli.config) {
         match NodeConfig::load(path, set) {
-            Ok(cfg) => threads = Some(cfg.runtime.threads()),
+            Ok(cfg) => server_cfg = Some(cfg),
             Err(e) => {
                 eprintln!("error: {}", e.to_string().replace('\n', " "));
                 return ExitCode::FAILURE;
             }
         }
     }
-    let runtime = match threads {
+    let runtime = match server_cfg.as_ref().map(|c| c.runtime.threads()) {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
@@ -195,7 +195,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, server_cfg)) {
         Ok(code) => code,
         Err(e) => {
             // One line: the error and its causes.
@@ -206,13 +206,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+/// `server_cfg`: the server's config, loaded before the runtime was sized from it.
+async fn run(cli: Cli, server_cfg: Option<NodeConfig>) -> Result<ExitCode> {
     match cli.command {
-        Command::Server { set } => {
-            let path = cli
-                .config
-                .ok_or_else(|| anyhow!("server needs --config FILE (a node.toml)"))?;
-            serve(&path, &set).await?;
+        Command::Server { .. } => {
+            let cfg =
+                server_cfg.ok_or_else(|| anyhow!("server needs --config FILE (a node.toml)"))?;
+            serve(cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => crate::dev::run(args).await,
@@ -325,8 +325,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn serve(path: &Path, set: &[String]) -> Result<()> {
-    let cfg = NodeConfig::load(path, set)?;
+async fn serve(cfg: NodeConfig) -> Result<()> {
     init_logging();
     let node = Node::start(cfg).await?;
     shutdown_signal().await;

@@ -57,17 +57,12 @@ impl Node {
             read_request(&mut recv, size, max, budget).await.map(Some)
         })
         .await;
-        let read = match read {
+        let body = match read {
             Ok(Ok(None)) => {
                 self.serve_link(role, admin, send, recv).await;
                 return;
             }
-            Ok(Ok(Some(b))) => Ok(Ok(b)),
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(e) => Err(e),
-        };
-        let (body, _bytes) = match read {
-            Ok(Ok(b)) => b,
+            Ok(Ok(Some((body, _charge)))) => body,
             Err(_) => {
                 // Stalled: drop the stream and everything it held.
                 let _ = recv.stop(0u32.into());
@@ -77,30 +72,7 @@ impl Node {
             Ok(Err(e)) => {
                 // Don't read the rest of an oversized or refused frame; answer and move on.
                 let _ = recv.stop(0u32.into());
-                let (kind, msg) = match &e {
-                    ReadError::Wire(e @ WireError::TooLarge { .. }) => {
-                        (ErrorKind::TooLarge, format!("request rejected: {e}"))
-                    }
-                    ReadError::Wire(e) => (ErrorKind::BadRequest, format!("request rejected: {e}")),
-                    ReadError::Overloaded(e) => (ErrorKind::Overloaded, e.to_string()),
-                };
-                match role {
-                    Role::Client => self.answer(&mut send, &Response::error(kind, msg), 0).await,
-                    Role::Peer => {
-                        let err = match e {
-                            ReadError::Wire(WireError::TooLarge { size, limit }) => {
-                                PeerError::TooLarge {
-                                    what: "request frame".into(),
-                                    size: size as u64,
-                                    limit: limit as u64,
-                                }
-                            }
-                            ReadError::Wire(_) => PeerError::BadRequest(msg),
-                            ReadError::Overloaded(e) => e.into(),
-                        };
-                        self.answer(&mut send, &PeerResponse::Error(err), 0).await
-                    }
-                }
+                self.send_bounded(&mut send, refusal(role, e)).await;
                 return;
             }
         };
@@ -173,10 +145,6 @@ impl Node {
         Encoded::new(&resp, trace)
     }
 
-    async fn answer<T: serde::Serialize>(&self, send: &mut quinn::SendStream, msg: &T, trace: u64) {
-        self.send_bounded(send, Encoded::new(msg, trace)).await
-    }
-
     /// Sends a reply, giving up on a reader that doesn't take it within the read deadline.
     async fn send_bounded(&self, send: &mut quinn::SendStream, frame: Result<Encoded, WireError>) {
         let (buf, start) = match frame {
@@ -196,6 +164,32 @@ impl Node {
                 tracing::debug!("reply not taken within limits.request_read_timeout");
                 let _ = send.reset(0u32.into());
             }
+        }
+    }
+}
+
+/// The answer to a request frame that could not be taken, in the protocol of `role`.
+pub(crate) fn refusal(role: Role, e: ReadError) -> Result<Encoded, WireError> {
+    let (kind, msg) = match &e {
+        ReadError::Wire(e @ WireError::TooLarge { .. }) => {
+            (ErrorKind::TooLarge, format!("request rejected: {e}"))
+        }
+        ReadError::Wire(e) => (ErrorKind::BadRequest, format!("request rejected: {e}")),
+        ReadError::Overloaded(e) => (ErrorKind::Overloaded, e.to_string()),
+    };
+    match role {
+        Role::Client => Encoded::new(&Response::error(kind, msg), 0),
+        Role::Peer => {
+            let err = match e {
+                ReadError::Wire(WireError::TooLarge { size, limit }) => PeerError::TooLarge {
+                    what: "request frame".into(),
+                    size: size as u64,
+                    limit: limit as u64,
+                },
+                ReadError::Wire(_) => PeerError::BadRequest(msg),
+                ReadError::Overloaded(e) => e.into(),
+            };
+            Encoded::new(&PeerResponse::Error(err), 0)
         }
     }
 }

@@ -12,13 +12,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chorus_client::link::{read_link_header, write_loop};
-use chorus_client::wire::{Encoded, WireError};
-use chorus_proto::{ErrorKind, Response};
+use chorus_client::wire::WireError;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::intake::{read_request, ReadError};
-use crate::rpc::{PeerError, PeerResponse};
+use crate::intake::{read_request, refusal, ReadError};
 use crate::server::Node;
 use crate::transport::Role;
 
@@ -65,18 +63,12 @@ impl Node {
             .await;
             let (body, charge) = match body {
                 Ok(Ok(b)) => b,
-                Ok(Err(ReadError::Overloaded(e))) => {
+                Ok(Err(e @ ReadError::Overloaded(_))) => {
                     // Skip the body so the framing holds, and say why.
                     if skip(&mut recv, size).await.is_err() {
                         break;
                     }
-                    let reply = match role {
-                        Role::Client => {
-                            Encoded::new(&Response::error(ErrorKind::Overloaded, e.to_string()), 0)
-                        }
-                        Role::Peer => Encoded::new(&PeerResponse::Error(PeerError::from(e)), 0),
-                    };
-                    if let Ok(r) = reply {
+                    if let Ok(r) = refusal(role, e) {
                         let _ = answers.send(Bytes::from(r.into_link_frame(id))).await;
                     }
                     continue;
