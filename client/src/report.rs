@@ -71,6 +71,7 @@ pub fn status(st: &StatusInfo) -> Value {
         "nodes": nodes,
         "transfers_pending": st.transfers_pending,
         "transfers": transfers,
+        "ring_waits_for": st.ring_waits_for,
         "refused": st.refused,
         "workers": workers,
         "read_repairs": c.read_repairs,

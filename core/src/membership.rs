@@ -12,12 +12,25 @@
 //! member changes into a new ring with [`ClusterState::plan`]: it rebalances with minimal
 //! movement and keeps the previous ring until every node that gained a partition has
 //! confirmed its transfer. Until then, writes go to both replica sets and reads to the old
-//! one. The planner is pure, so its rules are unit-tested without a network.
+//! one.
+//!
+//! Nodes learn of a ring and of its confirmations at different times, so each step waits
+//! until every member has taken the one before (acknowledgements ride on gossip): a
+//! partition's reads move to the new set once its gainers have all confirmed *and* every
+//! member holds the new ring (`holds`), and the ring changes again (the transition
+//! finishes, or a new one starts) only once every member reads from the new set
+//! everywhere (`seen`). Two nodes' views of a partition are then never more than one step
+//! apart (before the change, moving, reading the new set, finished), and any two adjacent
+//! steps share a replica set that both a write quorum and a read quorum use.
+//!
+//! The planner is pure, so its rules are unit-tested without a network.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_ring::{Member, Ring};
 use serde::{Deserialize, Serialize};
+
+use crate::plan::Moving;
 
 /// Where a member is in its life. Ordered: a later state wins a merge at equal incarnation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,6 +78,15 @@ pub struct ClusterState {
     pub prev: Option<Ring>,
     /// Transfers into `ring` that the gaining node confirmed: (partition, node).
     pub done: BTreeSet<(u32, String)>,
+    /// Per member, the highest ring version it holds (see [`ClusterState::acknowledge`]).
+    /// Merged by maximum.
+    #[serde(default)]
+    pub holds: BTreeMap<String, u64>,
+    /// Per member, the highest ring version it has held with every transfer into it
+    /// confirmed and every member holding it: it reads from the new sets everywhere.
+    /// Merged by maximum.
+    #[serde(default)]
+    pub seen: BTreeMap<String, u64>,
     /// The cluster's id and settings (see `identity`): fixed, never merged. Gossip from a
     /// state with other ones is refused.
     #[serde(default)]
@@ -74,6 +96,14 @@ pub struct ClusterState {
 }
 
 const STATE_FORMAT: u8 = 1;
+
+/// Raises `map[id]` to `v`; true if it was lower.
+fn raise(map: &mut BTreeMap<String, u64>, id: &str, v: u64) -> bool {
+    let e = map.entry(id.to_string()).or_insert(0);
+    let lower = *e < v;
+    *e = (*e).max(v);
+    lower
+}
 
 fn ring_digest(r: &Ring) -> [u8; 32] {
     let bytes = rmp_serde::to_vec(r).unwrap_or_default();
@@ -108,6 +138,15 @@ impl ClusterState {
                         *mine = theirs.clone();
                     }
                 }
+            }
+        }
+        for (mine, theirs) in [
+            (&mut self.holds, &other.holds),
+            (&mut self.seen, &other.seen),
+        ] {
+            for (id, v) in theirs {
+                let m = mine.entry(id.clone()).or_insert(0);
+                *m = (*m).max(*v);
             }
         }
         match (&self.ring, &other.ring) {
@@ -157,14 +196,71 @@ impl ClusterState {
         self.pending_with(&BTreeSet::new())
     }
 
-    /// The ring that still holds a partition's complete data while it moves: `prev` while
-    /// any gainer of the partition hasn't confirmed.
-    pub fn old_ring_for(&self, partition: u32) -> Option<&Ring> {
-        let prev = self.prev.as_ref()?;
-        self.pending()
-            .iter()
-            .any(|(p, _)| *p == partition)
-            .then_some(prev)
+    /// Where a partition stands in the ring change in progress, if one is: the ring it
+    /// moves from, and whether its reads go to the new set yet (every gainer of it has
+    /// confirmed its transfer and every member holds the new ring, so none still writes
+    /// to the old set alone).
+    pub fn moving(&self, partition: u32) -> Option<Moving<'_>> {
+        let from = self.prev.as_ref()?;
+        let confirmed = self.all_hold() && !self.pending().iter().any(|(p, _)| *p == partition);
+        Some(Moving { from, confirmed })
+    }
+
+    fn version(&self) -> u64 {
+        self.ring.as_ref().map_or(0, Ring::version)
+    }
+
+    /// Members that haven't left, whose acknowledgements the steps wait for.
+    fn voters(&self) -> impl Iterator<Item = &str> {
+        self.members
+            .values()
+            .filter(|m| m.state != MemberState::Left)
+            .map(|m| m.id.as_str())
+    }
+
+    /// Whether every member that hasn't left holds the current ring.
+    pub fn all_hold(&self) -> bool {
+        let v = self.version();
+        self.voters()
+            .all(|id| self.holds.get(id).copied().unwrap_or(0) >= v)
+    }
+
+    /// Records that `me` holds this state's ring and, once every transfer into it is
+    /// confirmed and every member holds it, that `me` reads from the new sets everywhere;
+    /// true if that is news. Every node calls it after each change to its state.
+    pub fn acknowledge(&mut self, me: &str) -> bool {
+        if self.ring.is_none() {
+            return false;
+        }
+        let v = self.version();
+        let mut news = raise(&mut self.holds, me, v);
+        if self.pending().is_empty() && self.all_hold() {
+            news |= raise(&mut self.seen, me, v);
+        }
+        news
+    }
+
+    /// Members the next ring change waits for: those that don't hold the current ring yet
+    /// if there are any (the others can't move on before them), else those that haven't
+    /// acknowledged reading from its new sets. Empty: the ring may change. A member that is
+    /// down holds ring changes until it is back or removed.
+    pub fn unacknowledged(&self) -> Vec<String> {
+        if self.ring.is_none() {
+            return Vec::new();
+        }
+        let v = self.version();
+        let behind = |map: &BTreeMap<String, u64>| -> Vec<String> {
+            self.voters()
+                .filter(|id| map.get(*id).copied().unwrap_or(0) < v)
+                .map(str::to_string)
+                .collect()
+        };
+        let not_holding = behind(&self.holds);
+        if not_holding.is_empty() {
+            behind(&self.seen)
+        } else {
+            not_holding
+        }
     }
 
     /// Members that should own partitions: joining or up.
@@ -199,7 +295,7 @@ impl ClusterState {
         };
         let mut next = self.clone();
         let pending = self.pending();
-        if next.prev.is_some() && pending.is_empty() {
+        if next.prev.is_some() && pending.is_empty() && self.unacknowledged().is_empty() {
             // Finishing is a new ring version (same placement), so every node adopts it.
             next.ring = Some(ring.rebalance(ring.members().to_vec())?);
             next.prev = None;
@@ -213,7 +309,13 @@ impl ClusterState {
         let gainer_gone = pending
             .iter()
             .any(|(_, g)| !active_ids.contains(g.as_str()));
-        if (next.prev.is_none() && active_ids != ring_ids && !active.is_empty()) || gainer_gone {
+        // Right after finishing, nobody has acknowledged the finished ring yet: the next
+        // change waits for that too.
+        let start = next.prev.is_none()
+            && active_ids != ring_ids
+            && !active.is_empty()
+            && next.unacknowledged().is_empty();
+        if start || gainer_gone {
             let base = next.prev.clone().unwrap_or_else(|| ring.clone());
             let mut new_ring = base.rebalance(active)?;
             // Versions only grow, even when planning again from the old ring.
@@ -278,20 +380,32 @@ mod tests {
                 .collect(),
         )
         .expect("ring");
-        ClusterState {
+        let mut s = ClusterState {
             members,
             ring: Some(ring),
             prev: None,
             done: BTreeSet::new(),
             ..Default::default()
+        };
+        ack_all(&mut s);
+        s
+    }
+
+    /// Every member acknowledges the state, as each would once gossip brings it.
+    fn ack_all(s: &mut ClusterState) {
+        let ids: Vec<String> = s.members.keys().cloned().collect();
+        // Twice: a member's second acknowledgement sees that all hold the ring.
+        for id in ids.iter().chain(&ids) {
+            s.acknowledge(id);
         }
     }
 
-    /// Confirms every pending transfer, as the gainers would.
+    /// Confirms every pending transfer, as the gainers would, and every member hears of it.
     fn confirm_all(s: &mut ClusterState) {
         for t in s.pending() {
             s.done.insert(t);
         }
+        ack_all(s);
     }
 
     #[test]
@@ -314,6 +428,7 @@ mod tests {
         let mut c = ab.clone();
         c.members
             .insert("b".into(), member("b", MemberState::Joining, 1));
+        ack_all(&mut c);
         ab.merge(&c);
         assert_eq!(ab.members["b"].state, MemberState::Joining);
     }
@@ -323,6 +438,7 @@ mod tests {
         let mut s = cluster(&["a", "b", "c"]);
         s.members
             .insert("d".into(), member("d", MemberState::Joining, 1));
+        ack_all(&mut s);
         let mut s = s.plan().expect("plan").expect("a change is due");
         let ring = s.ring.clone().expect("ring");
         assert!(ring.contains("d"));
@@ -335,7 +451,7 @@ mod tests {
         );
         // During the transition the old ring holds each moving partition.
         let (p, _) = pending[0].clone();
-        assert!(s.old_ring_for(p).is_some());
+        assert!(s.moving(p).is_some_and(|m| !m.confirmed));
         assert_eq!(s.members["d"].state, MemberState::Joining);
         // Nothing more to do until transfers are confirmed.
         assert_eq!(s.plan().expect("plan"), None);
@@ -382,6 +498,7 @@ mod tests {
         let mut s = cluster(&["a", "b", "c"]);
         s.members
             .insert("d".into(), member("d", MemberState::Joining, 1));
+        ack_all(&mut s);
         let mut s = s.plan().expect("plan").expect("join");
         let old = s.prev.clone().expect("prev");
         s.members.get_mut("d").expect("d").state = MemberState::Left;
@@ -401,9 +518,11 @@ mod tests {
         let mut x = base.clone();
         x.members
             .insert("d".into(), member("d", MemberState::Joining, 1));
+        ack_all(&mut x);
         let mut y = base.clone();
         y.members
             .insert("e".into(), member("e", MemberState::Joining, 1));
+        ack_all(&mut y);
         let x = x.plan().expect("plan").expect("x");
         let y = y.plan().expect("plan").expect("y");
         let mut xy = x.clone();
@@ -414,18 +533,18 @@ mod tests {
         assert_eq!(xy, yx);
     }
 
-    /// Found by the simulator (CI seeds listed as `KNOWN_OPEN_RING_VIEWS` in
-    /// `sim/tests/sim.rs`): a node that has seen a partition's transfer confirmed plans its
-    /// writes for the new replica set only, while a node that hasn't yet still plans its
-    /// reads for the old set; a W=2 write and an R=2 read then need not share a replica.
+    /// Found by the simulator (seeds once listed as known-open in `sim/tests/sim.rs`): a
+    /// node that had seen a partition's transfer confirmed planned its writes for the new
+    /// replica set only, while a node that hadn't yet still planned its reads for the old
+    /// set; a W=2 write and an R=2 read then needed not share a replica. Writes now reach
+    /// both sets until the transition finishes.
     #[test]
-    #[ignore = "open: read-your-writes across a ring change rests on every node's view \
-                (docs/ARCHITECTURE.md, Simulator)"]
     fn a_write_planned_after_a_confirmation_meets_a_read_planned_before_it() {
         use crate::plan::Plan;
         let mut s = cluster(&["a", "b", "c", "d"]);
         s.members
             .insert("e".into(), member("e", MemberState::Joining, 1));
+        ack_all(&mut s);
         let stale = s.plan().expect("plan").expect("join");
         let (p, _) = stale.pending()[0].clone();
         let mut fresh = stale.clone();
@@ -434,8 +553,8 @@ mod tests {
         }
         let quorum = |n: usize| Ok::<_, ()>(n / 2 + 1);
         let ring = stale.ring.as_ref().expect("ring");
-        let read = Plan::new(ring, stale.old_ring_for(p), p, 3, quorum).expect("read plan");
-        let write = Plan::new(ring, fresh.old_ring_for(p), p, 3, quorum).expect("write plan");
+        let read = Plan::new(ring, stale.moving(p), p, 3, quorum).expect("read plan");
+        let write = Plan::new(ring, fresh.moving(p), p, 3, quorum).expect("write plan");
         // Any W of some set the write must reach has to share a node with any R of the read.
         let forced = |set: &Vec<String>| {
             let shared = set.iter().filter(|n| read.pref.contains(n)).count();
@@ -450,6 +569,159 @@ mod tests {
             write.also,
             read.pref
         );
+    }
+
+    /// Whether every write quorum `writer` plans for `p` shares a node with every read
+    /// quorum `reader` plans (N=3, quorum levels).
+    fn meets(reader: &ClusterState, writer: &ClusterState, p: u32) -> bool {
+        use crate::plan::Plan;
+        let quorum = |n: usize| Ok::<_, ()>(n / 2 + 1);
+        let plan = |s: &ClusterState| {
+            Plan::new(s.ring.as_ref().expect("ring"), s.moving(p), p, 3, quorum).expect("plan")
+        };
+        let (read, write) = (plan(reader), plan(writer));
+        let forced = |set: &Vec<String>| {
+            let shared = set.iter().filter(|n| read.pref.contains(n)).count();
+            shared > (set.len() - write.needed) + (read.pref.len() - read.needed)
+        };
+        std::iter::once(&write.pref)
+            .chain(write.also.iter())
+            .any(forced)
+    }
+
+    #[test]
+    fn views_one_step_apart_always_share_a_quorum_and_two_steps_apart_need_not() {
+        let mut before = cluster(&["a", "b", "c", "d"]);
+        before
+            .members
+            .insert("e".into(), member("e", MemberState::Joining, 1));
+        ack_all(&mut before);
+        // Only the claimant holds the new ring yet.
+        let mut moving = before.plan().expect("plan").expect("join");
+        moving.acknowledge("a");
+        let moved: Vec<u32> = moving.pending().iter().map(|(p, _)| *p).collect();
+        assert!(!moved.is_empty());
+        // Every gainer confirmed, but not every member holds the new ring: reads stay on
+        // the old set, since a node that hasn't heard of the change writes it alone.
+        let mut unheld = moving.clone();
+        for t in unheld.pending() {
+            unheld.done.insert(t);
+        }
+        unheld.acknowledge("e");
+        assert!(moved
+            .iter()
+            .all(|&p| unheld.moving(p).is_some_and(|m| !m.confirmed)));
+        let mut reading_new = unheld.clone();
+        ack_all(&mut reading_new);
+        assert!(moved
+            .iter()
+            .all(|&p| reading_new.moving(p).is_some_and(|m| m.confirmed)));
+        let finished = reading_new.plan().expect("plan").expect("finish");
+        assert!(finished.prev.is_none());
+        for &p in &moved {
+            for (x, y) in [
+                (&before, &moving),
+                (&before, &unheld),
+                (&moving, &reading_new),
+                (&unheld, &reading_new),
+                (&reading_new, &finished),
+            ] {
+                assert!(meets(x, y, p), "partition {p}: read before, write after");
+                assert!(meets(y, x, p), "partition {p}: read after, write before");
+            }
+        }
+        // The controls: views two steps apart can miss, which is why each step waits for
+        // every member's acknowledgement of the one before.
+        assert!(
+            moved.iter().any(|&p| !meets(&moving, &finished, p)),
+            "reading the old set while writing the finished ring alone should be able to miss"
+        );
+        assert!(
+            moved.iter().any(|&p| !meets(&reading_new, &before, p)),
+            "reading the new set while writing the old ring alone should be able to miss"
+        );
+    }
+
+    #[test]
+    fn the_ring_changes_only_once_every_member_has_acknowledged_it() {
+        let mut s = cluster(&["a", "b", "c", "d"]);
+        s.members
+            .insert("e".into(), member("e", MemberState::Joining, 1));
+        assert_eq!(s.unacknowledged(), vec!["e".to_string()]);
+        assert_eq!(
+            s.plan().expect("plan"),
+            None,
+            "e hasn't acknowledged the ring"
+        );
+        assert!(s.acknowledge("e"));
+        assert!(!s.acknowledge("e"), "news only once");
+        let mut s = s.plan().expect("plan").expect("join");
+        let v = s.ring.as_ref().expect("ring").version();
+        assert!(s.acknowledge("a"), "a holds the new ring");
+        assert!(
+            s.seen["a"] < v,
+            "but reads the old sets while transfers are pending"
+        );
+        for t in s.pending() {
+            s.done.insert(t);
+        }
+        for id in ["a", "b", "c", "d"] {
+            s.acknowledge(id);
+        }
+        // e, say, is down: its partitions are in, but the transition doesn't finish.
+        let held = s.plan().expect("plan").expect("e is up now");
+        assert!(
+            held.prev.is_some(),
+            "not finished while e hasn't acknowledged"
+        );
+        assert_eq!(held.unacknowledged(), vec!["e".to_string()]);
+        // Gossip carries acknowledgements: they merge by maximum.
+        let mut from_e = held.clone();
+        from_e.acknowledge("e");
+        let mut merged = held.clone();
+        assert!(merged.merge(&from_e));
+        assert!(
+            merged.unacknowledged().len() > 1,
+            "the others haven't seen that yet"
+        );
+        assert_eq!(merged.plan().expect("plan"), None);
+        // Once they have, they read the new sets, and then the change finishes.
+        ack_all(&mut merged);
+        let finished = merged.plan().expect("plan").expect("finish");
+        assert!(finished.prev.is_none());
+        // The next change waits for the finished ring's acknowledgements, too.
+        let mut next = finished.clone();
+        next.members
+            .insert("f".into(), member("f", MemberState::Joining, 1));
+        next.acknowledge("f");
+        assert_eq!(next.plan().expect("plan"), None);
+        ack_all(&mut next);
+        assert!(next.plan().expect("plan").expect("start").prev.is_some());
+    }
+
+    #[test]
+    fn a_removed_member_no_longer_holds_ring_changes() {
+        let mut s = cluster(&["a", "b", "c", "d"]);
+        s.members
+            .insert("e".into(), member("e", MemberState::Joining, 1));
+        ack_all(&mut s);
+        let mut s = s.plan().expect("plan").expect("join");
+        s.members
+            .insert("x".into(), member("x", MemberState::Up, 0));
+        for t in s.pending() {
+            s.done.insert(t);
+        }
+        for id in ["a", "b", "c", "d", "e"] {
+            s.acknowledge(id);
+        }
+        assert_eq!(s.unacknowledged(), vec!["x".to_string()]);
+        assert!(s.plan().expect("plan").is_none_or(|n| n.prev.is_some()));
+        s.members.get_mut("x").expect("x").state = MemberState::Left;
+        for id in ["a", "b", "c", "d", "e"] {
+            s.acknowledge(id);
+        }
+        assert!(s.unacknowledged().is_empty());
+        assert!(s.plan().expect("plan").expect("finish").prev.is_none());
     }
 
     mod laws {

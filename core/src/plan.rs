@@ -5,14 +5,26 @@
 
 use chorus_ring::Ring;
 
+/// A partition in a ring change, as one node's state sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Moving<'a> {
+    /// The ring it moves away from.
+    pub from: &'a Ring,
+    /// Every gainer of the partition confirmed its transfer. Reads then go to the new set
+    /// (which holds all of the data), but writes still reach both sets: a node that hasn't
+    /// heard of the confirmation yet still reads the old set alone.
+    pub confirmed: bool,
+}
+
 /// Where a key lives and what a request needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub partition: u32,
     /// The replicas that coordinate writes and answer reads. While the partition moves to
-    /// new owners this is the old replica set, which holds all of its data.
+    /// new owners and some haven't confirmed their transfer, this is the old replica set,
+    /// which holds all of its data; once all have, the new set.
     pub pref: Vec<String>,
-    /// During a transition, the new replica set, which writes must also reach.
+    /// During a transition, the other replica set, which writes must also reach.
     pub also: Option<Vec<String>>,
     /// Answers needed from each set.
     pub needed: usize,
@@ -22,11 +34,11 @@ pub struct Plan {
 
 impl Plan {
     /// The key's plan. `n` is the bucket's replica count (capped at the ring's size);
-    /// `needed_for` resolves the request's level against that capped N. `old` is the ring
-    /// the partition is moving away from, if it is moving.
+    /// `needed_for` resolves the request's level against that capped N. `moving` is set
+    /// while a ring change is in progress.
     pub fn new<E>(
         ring: &Ring,
-        old: Option<&Ring>,
+        moving: Option<Moving<'_>>,
         partition: u32,
         n: usize,
         needed_for: impl FnOnce(usize) -> Result<usize, E>,
@@ -40,12 +52,14 @@ impl Plan {
                 .collect()
         };
         let new = list(ring, n);
-        let (pref, also) = match old {
-            Some(old) => {
-                let old_pref = list(old, n.min(old.members().len()));
+        let (pref, also) = match moving {
+            Some(m) => {
+                let old_pref = list(m.from, n.min(m.from.members().len()));
                 // An old set too small for the level can't coordinate: use the new one.
                 if old_pref == new || needed > old_pref.len() {
                     (new, None)
+                } else if m.confirmed {
+                    (new, Some(old_pref))
                 } else {
                     (old_pref, Some(new))
                 }
@@ -134,6 +148,10 @@ mod tests {
         Ok(n / 2 + 1)
     }
 
+    fn moving(from: &Ring, confirmed: bool) -> Moving<'_> {
+        Moving { from, confirmed }
+    }
+
     #[test]
     fn a_plan_is_the_preference_list_and_the_rest_as_fallbacks() {
         let r = ring(&["a", "b", "c", "d", "e"]);
@@ -170,7 +188,7 @@ mod tests {
         let moved = (0..16)
             .find(|p| old.preference_list(*p, 3) != new.preference_list(*p, 3))
             .expect("some partition moves");
-        let p = Plan::new(&new, Some(&old), moved, 3, quorum).expect("plan");
+        let p = Plan::new(&new, Some(moving(&old, false)), moved, 3, quorum).expect("plan");
         assert_eq!(p.pref, old.preference_list(moved, 3));
         let new_pref: Vec<String> = new
             .preference_list(moved, 3)
@@ -186,8 +204,31 @@ mod tests {
         let stayed = (0..16)
             .find(|p| old.preference_list(*p, 3) == new.preference_list(*p, 3))
             .expect("some partition stays");
-        let p = Plan::new(&new, Some(&old), stayed, 3, quorum).expect("plan");
+        let p = Plan::new(&new, Some(moving(&old, false)), stayed, 3, quorum).expect("plan");
         assert_eq!(p.also, None);
+    }
+
+    #[test]
+    fn a_confirmed_partition_reads_the_new_set_and_still_writes_both() {
+        let old = ring(&["a", "b", "c", "d"]);
+        let new = old
+            .rebalance(["a", "b", "c", "d", "e"].map(Member::new).to_vec())
+            .expect("rebalance");
+        let moved = (0..16)
+            .find(|p| old.preference_list(*p, 3) != new.preference_list(*p, 3))
+            .expect("some partition moves");
+        let names = |r: &Ring| -> Vec<String> {
+            r.preference_list(moved, 3)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
+        let p = Plan::new(&new, Some(moving(&old, true)), moved, 3, quorum).expect("plan");
+        assert_eq!(p.pref, names(&new), "reads and coordination: the new set");
+        assert_eq!(p.also, Some(names(&old)), "writes also reach the old set");
+        // Before the confirmation, the same partition the other way round.
+        let q = Plan::new(&new, Some(moving(&old, false)), moved, 3, quorum).expect("plan");
+        assert_eq!((q.pref, q.also), (names(&old), Some(names(&new))));
     }
 
     #[test]
@@ -196,7 +237,7 @@ mod tests {
         let new = old
             .rebalance(["a", "b", "c"].map(Member::new).to_vec())
             .expect("rebalance");
-        let p = Plan::new(&new, Some(&old), 0, 3, Ok::<_, String>).expect("plan");
+        let p = Plan::new(&new, Some(moving(&old, false)), 0, 3, Ok::<_, String>).expect("plan");
         assert_eq!((p.pref.len(), p.needed, p.also), (3, 3, None));
     }
 

@@ -77,11 +77,15 @@ mod tests {
             })
             .collect();
         let ring = Ring::new(16, 3, ids.iter().map(|i| Member::new(*i)).collect()).expect("ring");
-        ClusterState {
+        let mut s = ClusterState {
             members,
             ring: Some(ring),
             ..Default::default()
+        };
+        for id in ids.iter().chain(ids) {
+            s.acknowledge(id);
         }
+        s
     }
 
     /// Adds `d` as joining and lets the planner start the transition.
@@ -98,6 +102,9 @@ mod tests {
                 generation: 0,
             },
         );
+        for id in ids.iter().chain(&["d"]).chain(ids).chain(&["d"]) {
+            s.acknowledge(id);
+        }
         s.plan().expect("plan").expect("a transition")
     }
 
@@ -146,6 +153,9 @@ mod tests {
         let mut done = s.clone();
         for t in done.pending() {
             done.done.insert(t);
+        }
+        for m in ["a", "b", "c", "d", "a", "b", "c", "d"] {
+            done.acknowledge(m);
         }
         let finished = done.plan().expect("plan").expect("finishes");
         assert!(finished.prev.is_none());

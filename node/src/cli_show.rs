@@ -28,6 +28,12 @@ pub(crate) fn print_status(st: &StatusInfo, json: bool) {
     if st.transfers_pending > 0 {
         println!("{} partition transfers pending", st.transfers_pending);
     }
+    if !st.ring_waits_for.is_empty() {
+        println!(
+            "ring changes wait for: {} (down members hold them until back or removed)",
+            st.ring_waits_for.join(", ")
+        );
+    }
     for r in &st.refused {
         println!("refused: {r}");
     }

@@ -179,7 +179,7 @@ impl Node {
         let partition = self.partition_of(bucket, key);
         Plan::new(
             ring,
-            state.old_ring_for(partition),
+            state.moving(partition),
             partition,
             self.inner.cfg.n_for(bucket),
             |n| {
@@ -296,6 +296,7 @@ impl Node {
             ring_version: state.ring.as_ref().map(|r| r.version()).unwrap_or(0),
             partitions: self.inner.cfg.cluster.partitions,
             transfers_pending: pending.len() as u64,
+            ring_waits_for: state.unacknowledged(),
             transfers: pending
                 .into_iter()
                 .map(|(partition, node)| TransferStatus { partition, node })

@@ -50,7 +50,9 @@ pub struct Membership {
 }
 
 impl Membership {
-    pub fn new(me: &str, state: ClusterState) -> Membership {
+    pub fn new(me: &str, mut state: ClusterState) -> Membership {
+        // This node holds the state it starts from (core's `ClusterState::acknowledge`).
+        state.acknowledge(me);
         Membership {
             me: me.to_string(),
             state: Arc::new(RwLock::new(Arc::new(state))),
@@ -75,6 +77,9 @@ impl Membership {
             let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
             let mut next = (**guard).clone();
             let changed = f(&mut next);
+            // Every state this node takes on is acknowledged with it, so that gossip tells
+            // the claimant when the ring may change again.
+            let changed = next.acknowledge(&self.me) || changed;
             if changed {
                 *guard = Arc::new(next);
             }

@@ -100,7 +100,7 @@ impl Node {
             .map(str::to_string)
             .collect();
         let me = &self.inner.cfg.id;
-        let moving = state.old_ring_for(dk.partition).is_some();
+        let moving = state.moving(dk.partition).is_some();
         let members = &self.inner.members;
         let peers = match whose_turn(me, &pref, moving, |p| members.is_up(p)) {
             Ok(Turn::Mine { peers }) => peers,

@@ -242,3 +242,50 @@ async fn a_joining_node_killed_mid_transfer_resumes_after_restart() {
         "{received} partitions received for {owned} owned: the transfer started over"
     );
 }
+
+/// A ring change ends (and the next one starts) only once every member has acknowledged the
+/// ring with its transfers confirmed, so no node's view is two steps behind another's
+/// (core `membership`). A member that is down holds it, and status says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_change_waits_for_a_down_member_and_status_names_it() {
+    let mut c = TestCluster::start(4, &["anti_entropy.interval=1h"]).await;
+    let client = c.client().await;
+    load(&client, "k", 500).await;
+    c.kill(3);
+    c.wait_status(1, 3, "down").await;
+    let k5 = c.add_node();
+    poll(
+        Duration::from_secs(120),
+        "the joiner's transfers confirmed, the change held for n3",
+        || async {
+            c.status_of(1).await.is_some_and(|st| {
+                st.transfers_pending == 0 && st.ring_waits_for == vec!["n3".to_string()]
+            })
+        },
+    )
+    .await;
+    let held_at = c.status_of(1).await.expect("status").ring_version;
+    // Still held a while later: nothing but n3's return lets it finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = c.status_of(1).await.expect("status");
+    assert_eq!(st.ring_version, held_at, "the change finished without n3");
+    assert_eq!(st.ring_waits_for, vec!["n3".to_string()]);
+    c.restart(3).await;
+    settled(
+        &c,
+        &[1, 2, 3, 4, k5],
+        &[(k5, "up")],
+        Duration::from_secs(120),
+    )
+    .await;
+    poll(
+        Duration::from_secs(120),
+        "the change finishes once n3 is back",
+        || async {
+            c.status_of(1)
+                .await
+                .is_some_and(|st| st.ring_version > held_at && st.ring_waits_for.is_empty())
+        },
+    )
+    .await;
+}

@@ -333,6 +333,11 @@ pub struct StatusInfo {
     pub transfers_pending: u64,
     #[serde(default)]
     pub transfers: Vec<TransferStatus>,
+    /// Members that haven't yet acknowledged the current ring with its transfers
+    /// confirmed: the next ring change (or the end of this one) waits for them. A member
+    /// that stays down holds ring changes until it is back or removed.
+    #[serde(default)]
+    pub ring_waits_for: Vec<String>,
     /// Peers refused in the last minute for another cluster id or other cluster-wide
     /// settings (N, partition count), each with the reason.
     #[serde(default)]

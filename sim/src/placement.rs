@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chorus_core::membership::{ClusterState, MemberInfo, MemberState};
-use chorus_core::plan::Plan;
+use chorus_core::plan::{Moving, Plan};
 use chorus_ring::{partition_for, Member, Ring, RingError};
 
 /// One node's view of the cluster's placement.
@@ -18,9 +18,9 @@ pub struct Placement {
     /// Every node slot of the run (members or not), so indices and names never change.
     names: Vec<String>,
     ring: Option<Ring>,
-    /// The ring a moving partition still has its complete data on, per partition
-    /// (`ClusterState::old_ring_for`).
-    old: Vec<bool>,
+    /// Per partition while a ring change is in progress, whether every gainer confirmed
+    /// its transfer (`ClusterState::moving`).
+    old: Vec<Option<bool>>,
     prev: Option<Ring>,
     /// The current ring's replicas of each partition.
     prefs: Vec<Vec<usize>>,
@@ -40,11 +40,17 @@ pub fn initial_state(
         .iter()
         .map(|id| (id.clone(), member(id, MemberState::Up, 0)))
         .collect();
-    Ok(ClusterState {
+    let mut state = ClusterState {
         members,
         ring: Some(ring),
         ..Default::default()
-    })
+    };
+    // Every founding member starts holding this ring, with nothing to transfer (twice:
+    // a second acknowledgement sees that all hold it).
+    for id in names.iter().chain(names) {
+        state.acknowledge(id);
+    }
+    Ok(state)
 }
 
 /// A member entry as the node's config or a join announces it.
@@ -73,11 +79,15 @@ impl Placement {
                 None => Vec::new(),
             })
             .collect();
-        // `ClusterState::old_ring_for` for every partition, with the pending transfers
-        // worked out once.
+        // `ClusterState::moving` for every partition, with the pending transfers worked out
+        // once.
         let pending = state.pending();
+        let all_hold = state.all_hold();
         let old = (0..partitions)
-            .map(|p| state.prev.is_some() && pending.iter().any(|(q, _)| *q == p))
+            .map(|p| {
+                let confirmed = all_hold && !pending.iter().any(|(q, _)| *q == p);
+                state.prev.as_ref().map(|_| confirmed)
+            })
             .collect();
         let members = state
             .members
@@ -116,20 +126,28 @@ impl Placement {
         self.pref(self.partition(key))
     }
 
-    /// Whether the partition is moving (some gainer hasn't confirmed its transfer).
+    /// Whether a ring change is in progress (this node's state still has the old ring).
     pub fn moving(&self, partition: u32) -> bool {
-        self.old.get(partition as usize).copied().unwrap_or(false)
+        self.old
+            .get(partition as usize)
+            .copied()
+            .flatten()
+            .is_some()
     }
 
     /// A request's plan for `key` needing `needed` answers per replica set, by core's
-    /// `Plan::new`: while the partition moves, the old set (which holds all of its data)
-    /// and also the new one. `old_too: false` plans with the current ring only (the
-    /// transition-new-only control). `None` before the node knows a ring.
+    /// `Plan::new`: during a ring change, both replica sets (reads from the old one until
+    /// the partition's transfers are confirmed). `old_too: false` plans with the current
+    /// ring only (the transition-new-only control). `None` before the node knows a ring.
     pub fn plan(&self, key: &str, needed: usize, old_too: bool) -> Option<Plan> {
         let ring = self.ring.as_ref()?;
         let p = self.partition(key);
-        let old = self.prev.as_ref().filter(|_| old_too && self.moving(p));
-        Plan::new(ring, old, p, self.n, |n| {
+        let confirmed = self.old.get(p as usize).copied().flatten();
+        let moving = match (&self.prev, confirmed) {
+            (Some(from), Some(confirmed)) if old_too => Some(Moving { from, confirmed }),
+            _ => None,
+        };
+        Plan::new(ring, moving, p, self.n, |n| {
             Ok::<_, std::convert::Infallible>(needed.clamp(1, n.max(1)))
         })
         .ok()

@@ -77,25 +77,8 @@ fn a_seed_replays_byte_for_byte() {
 ///   delayed replicate (306) or a hint (451) brings the value back.
 const KNOWN_OPEN: &[u64] = &[306, 451];
 
-/// CI seeds with membership changes that fail on the open ring-view finding
-/// (docs/ARCHITECTURE.md, Simulator): whether a partition is moving is each node's own
-/// gossiped view, so a coordinator that already knows the partition's gainers confirmed (or
-/// that the transition finished) writes to the new replica set only, while one that hasn't
-/// heard yet still reads from the old set alone; a W=2 write in the new set and an R=2 read
-/// in the old set can miss each other. Most show as a stale register read; 191 as an
-/// acknowledged delete whose read missed a write, so the value stays.
-const KNOWN_OPEN_RING_VIEWS: &[u64] = &[
-    2, 11, 32, 35, 44, 65, 71, 89, 92, 101, 104, 137, 158, 164, 182, 191, 203, 209, 218, 224, 248,
-    254, 263, 272, 278, 287, 311, 323, 332, 347, 356, 359, 374, 413, 416, 428, 431, 443, 467, 482,
-    494, 497,
-];
-
 fn known_open() -> Vec<u64> {
-    KNOWN_OPEN
-        .iter()
-        .chain(KNOWN_OPEN_RING_VIEWS)
-        .copied()
-        .collect()
+    KNOWN_OPEN.to_vec()
 }
 
 #[test]

@@ -55,6 +55,8 @@ pub fn merge(node: &mut Node, env: &Env, theirs: &ClusterState) {
 }
 
 fn refresh(node: &mut Node, cfg: &SimConfig) {
+    let me = node.place.name(node.index).to_string();
+    node.cluster.acknowledge(&me);
     let place = Placement::new(node.place.names(), cfg.partitions, cfg.n, &node.cluster);
     node.place = Rc::new(place);
 }

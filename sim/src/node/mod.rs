@@ -148,7 +148,9 @@ impl Node {
     }
 
     /// Takes `next` as the node's cluster state (the placement follows).
-    pub fn set_cluster(&mut self, next: ClusterState, cfg: &SimConfig) {
+    pub fn set_cluster(&mut self, mut next: ClusterState, cfg: &SimConfig) {
+        let me = self.place.name(self.index).to_string();
+        next.acknowledge(&me);
         let place = Placement::new(self.place.names(), cfg.partitions, cfg.n, &next);
         self.cluster = next;
         self.place = Rc::new(place);
