@@ -10,6 +10,14 @@ fn opts(max_siblings: usize) -> ReplicaOptions {
         max_object_bytes: 1 << 20,
         n_of: Arc::new(|_| 3),
         layout: "test".into(),
+        conflicts_of: Arc::new(|b: &[u8]| {
+            if b == b"lww" {
+                Conflicts::Lww
+            } else {
+                Conflicts::Siblings
+            }
+        }),
+        max_clock_offset: std::time::Duration::from_secs(10),
     }
 }
 
