@@ -7,8 +7,8 @@ mod values;
 pub use config::ClientConfig;
 pub use error::Error;
 pub(crate) use error::{into_result, unexpected};
-pub use values::{CausalContext, GetResult, WriteOptions};
 pub(crate) use values::checked_ttl_ms;
+pub use values::{CausalContext, GetResult, WriteOptions};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};

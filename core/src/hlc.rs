@@ -121,7 +121,9 @@ mod tests {
     fn a_timestamp_too_far_ahead_is_refused_and_not_followed() {
         let mut c = Hlc::new(MAX);
         let before = c.now(1000);
-        let err = c.observe(pack(1000 + 501), 1000).expect_err("too far ahead");
+        let err = c
+            .observe(pack(1000 + 501), 1000)
+            .expect_err("too far ahead");
         assert_eq!(err.ahead_ms, 501);
         assert_eq!(c.last(), before);
         assert_eq!(millis(c.now(1000)), 1000, "the clock did not jump");

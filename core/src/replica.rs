@@ -175,9 +175,7 @@ pub fn apply_at(
         }
         Change::Purge(digest) => {
             let (object, changed) = match current {
-                Some(obj) if obj.is_dead_at(local.now_ms) && obj.digest() == digest => {
-                    (None, true)
-                }
+                Some(obj) if obj.is_dead_at(local.now_ms) && obj.digest() == digest => (None, true),
                 other => (other, false),
             };
             Ok(Applied {

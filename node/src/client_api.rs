@@ -233,7 +233,9 @@ impl Node {
         // An lww bucket shows one value whatever was merged; expired values read as deleted
         // by this node's clock.
         let resolved = obj
-            .filter(|o| o.sibling_count() > 1 && self.inner.cfg.conflicts_for(bucket) == Conflicts::Lww)
+            .filter(|o| {
+                o.sibling_count() > 1 && self.inner.cfg.conflicts_for(bucket) == Conflicts::Lww
+            })
             .map(|o| {
                 let mut o = o.clone();
                 o.resolve_lww();
@@ -259,8 +261,8 @@ impl Node {
                 if truncated {
                     // The context covers only what the reply shows. Its single dots (a bounded
                     // few) fit in the room the reply keeps beyond its values.
-                    let shown = o
-                        .context_showing_at(now, |v| values.iter().any(|s| s.as_slice() == v));
+                    let shown =
+                        o.context_showing_at(now, |v| values.iter().any(|s| s.as_slice() == v));
                     context = self.inner.contexts.seal(bucket, key, &shown);
                 }
                 ValueReply {

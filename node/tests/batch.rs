@@ -236,7 +236,9 @@ async fn batches_keep_order_report_missing_and_failed_keys_and_resolve_siblings(
 
     // --ttl: the batch's puts expire; a bad duration is refused before anything is sent.
     let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args(["--config", &cfg, "put-many", "--bucket", "cli", "--ttl", "90s", "--json"])
+        .args([
+            "--config", &cfg, "put-many", "--bucket", "cli", "--ttl", "90s", "--json",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -29,7 +29,11 @@ async fn values_expire_read_as_deleted_and_leave_others_alone() {
         .args(["--config", &cfg, "put", "short", "v", "--ttl", "2s"])
         .output()
         .expect("put --ttl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written = Instant::now();
     client
         .put("default", "kept", b"k".to_vec(), None, Level::All)
@@ -39,7 +43,10 @@ async fn values_expire_read_as_deleted_and_leave_others_alone() {
         .put("cache", "dflt", b"d".to_vec(), None, Level::All)
         .await
         .expect("put into the bucket with a default ttl");
-    let r = client.get("default", "short", Level::All).await.expect("get");
+    let r = client
+        .get("default", "short", Level::All)
+        .await
+        .expect("get");
     assert_eq!(r.values, vec![b"v".to_vec()], "read before expiry");
 
     poll(Duration::from_secs(15), "the ttl value expired", || async {
@@ -52,26 +59,51 @@ async fn values_expire_read_as_deleted_and_leave_others_alone() {
         "expired after {:?}, well before its 2 s",
         written.elapsed()
     );
-    let r = client.get("default", "short", Level::All).await.expect("get");
+    let r = client
+        .get("default", "short", Level::All)
+        .await
+        .expect("get");
     assert!(!r.found);
-    assert_eq!(r.tombstones, 1, "an expired value is reported like a tombstone");
+    assert_eq!(
+        r.tombstones, 1,
+        "an expired value is reported like a tombstone"
+    );
     // The write without a TTL is unaffected.
-    let k = client.get("default", "kept", Level::All).await.expect("get");
+    let k = client
+        .get("default", "kept", Level::All)
+        .await
+        .expect("get");
     assert_eq!(k.values, vec![b"k".to_vec()]);
     // The bucket default applied to the put that brought no TTL.
-    poll(Duration::from_secs(15), "the bucket default ttl", || async {
-        let r = client.get("cache", "dflt", Level::Quorum).await;
-        r.is_ok_and(|r| !r.found)
-    })
+    poll(
+        Duration::from_secs(15),
+        "the bucket default ttl",
+        || async {
+            let r = client.get("cache", "dflt", Level::Quorum).await;
+            r.is_ok_and(|r| !r.found)
+        },
+    )
     .await;
     // A later write without a TTL, with the expired read's context, stays.
     client
-        .put("default", "short", b"again".to_vec(), Some(&r.context), Level::All)
+        .put(
+            "default",
+            "short",
+            b"again".to_vec(),
+            Some(&r.context),
+            Level::All,
+        )
         .await
         .expect("put again");
-    let again = client.get("default", "short", Level::All).await.expect("get");
+    let again = client
+        .get("default", "short", Level::All)
+        .await
+        .expect("get");
     assert_eq!(again.values, vec![b"again".to_vec()]);
-    assert_eq!(again.tombstones, 0, "the context superseded the expired value");
+    assert_eq!(
+        again.tombstones, 0,
+        "the context superseded the expired value"
+    );
 
     // Bad TTLs: the client refuses before sending; the server refuses a raw request too.
     for bad in [Duration::ZERO, Duration::from_secs(20 * 365 * 24 * 3600)] {
@@ -135,7 +167,10 @@ async fn expired_keys_are_purged_only_once_every_replica_holds_them() {
     // n3 is down for the TTL write and keeps the old value, which has no TTL.
     c.kill(3);
     c.wait_status(1, 3, "down").await;
-    let r = client.get("default", "k", Level::Quorum).await.expect("get");
+    let r = client
+        .get("default", "k", Level::Quorum)
+        .await
+        .expect("get");
     client
         .put_with(
             "default",
@@ -158,9 +193,15 @@ async fn expired_keys_are_purged_only_once_every_replica_holds_them() {
     // Past expiry plus the grace period, the expired value is still held: n3 is missing it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for id in ["n1", "n2"] {
-        let r = client.get_replica("default", "k", id).await.expect("replica");
+        let r = client
+            .get_replica("default", "k", id)
+            .await
+            .expect("replica");
         assert!(!r.found, "the old value came back on {id}");
-        assert_eq!(r.tombstones, 1, "{id} purged while n3 still held the old value");
+        assert_eq!(
+            r.tombstones, 1,
+            "{id} purged while n3 still held the old value"
+        );
     }
     // n3 returns with the old value; anti-entropy hands it the newer (expired) one, then
     // the purge happens everywhere and "old" never comes back.

@@ -110,7 +110,10 @@ pub fn ttl(py: Python<'_>, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Dura
         return Ok(None);
     };
     let secs: f64 = if v.cast::<PyBool>().is_ok() {
-        return Err(errors::invalid(py, "ttl must be seconds or a timedelta, not bool"));
+        return Err(errors::invalid(
+            py,
+            "ttl must be seconds or a timedelta, not bool",
+        ));
     } else if v.hasattr("total_seconds")? {
         v.call_method0("total_seconds")?.extract()?
     } else if let Ok(s) = v.extract::<f64>() {
@@ -129,7 +132,8 @@ pub fn ttl(py: Python<'_>, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Dura
     }
     let ttl = Duration::try_from_secs_f64(secs)
         .map_err(|e| errors::invalid(py, format!("ttl {secs}: {e}")))?;
-    chorus_client::proto::check_ttl(ttl).map_err(|why| errors::invalid(py, format!("ttl: {why}")))?;
+    chorus_client::proto::check_ttl(ttl)
+        .map_err(|why| errors::invalid(py, format!("ttl: {why}")))?;
     Ok(Some(ttl))
 }
 

@@ -100,7 +100,9 @@ impl WriteOptions {
 }
 
 /// A TTL as sent on the wire, or why it can't be.
-pub(crate) fn checked_ttl_ms(ttl: Option<std::time::Duration>) -> Result<Option<u64>, super::Error> {
+pub(crate) fn checked_ttl_ms(
+    ttl: Option<std::time::Duration>,
+) -> Result<Option<u64>, super::Error> {
     match ttl {
         None => Ok(None),
         Some(t) => crate::proto::check_ttl(t)

@@ -64,7 +64,12 @@ impl Sibling {
     /// The order that decides `lww` buckets: timestamp, then dot, then (only for a dot
     /// issued twice, which valid histories never reach) the rest, so it is total.
     fn lww_key(&self) -> (u64, &Dot, &Option<Vec<u8>>, Option<u64>) {
-        (self.ts.unwrap_or(0), &self.dot, &self.value, self.expires_ms)
+        (
+            self.ts.unwrap_or(0),
+            &self.dot,
+            &self.value,
+            self.expires_ms,
+        )
     }
 
     /// The deterministic pick between two copies of the same dot (see [`Object::merge`]).
@@ -229,7 +234,8 @@ impl Object {
     ) -> Dot {
         let held = std::mem::take(&mut self.siblings);
         let dot = self.update_with(ctx, actor, floor, value, meta);
-        self.siblings.extend(held.into_iter().filter(|s| s.dot != dot));
+        self.siblings
+            .extend(held.into_iter().filter(|s| s.dot != dot));
         self.resolve_lww();
         dot
     }
@@ -460,7 +466,10 @@ impl Object {
 
     /// Siblings that read as deleted at `now_ms`: tombstones and expired values.
     pub fn dead_count_at(&self, now_ms: u64) -> usize {
-        self.siblings.iter().filter(|s| !s.is_live_at(now_ms)).count()
+        self.siblings
+            .iter()
+            .filter(|s| !s.is_live_at(now_ms))
+            .count()
     }
 
     /// Whether the object has siblings and all of them read as deleted at `now_ms`: what

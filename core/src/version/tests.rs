@@ -751,10 +751,7 @@ proptest! {
 pub(super) fn arb_object() -> impl Strategy<Value = Object> {
     let clock = prop::collection::vec(0u64..4, ACTORS);
     let meta = (prop::option::of(0u64..3), prop::option::of(0u64..3));
-    let sibs = prop::collection::vec(
-        (0..ACTORS, 1u64..4, prop::option::of(0u8..3), meta),
-        0..6,
-    );
+    let sibs = prop::collection::vec((0..ACTORS, 1u64..4, prop::option::of(0u8..3), meta), 0..6);
     (clock, sibs).prop_map(|(counts, sibs)| {
         let actors: Vec<Actor> = (0..ACTORS)
             .map(|i| Actor::new(format!("n{i}"), 1))

@@ -143,13 +143,7 @@ fn expiry_never_lets_an_older_value_reappear() {
     stale.update(&Context::default(), &a, 0, Some(b"old".to_vec()));
     // The newer write, with a TTL, replaces "old" on another replica.
     let mut fresh = stale.clone();
-    fresh.update_with(
-        &stale.context(),
-        &b,
-        0,
-        Some(b"new".to_vec()),
-        expiring(50),
-    );
+    fresh.update_with(&stale.context(), &b, 0, Some(b"new".to_vec()), expiring(50));
     let later = 100;
     assert!(fresh.values_at(later).is_empty());
     for conflicts in [Conflicts::Siblings, Conflicts::Lww] {
@@ -202,7 +196,10 @@ fn lww_updates_keep_the_newest_write_only() {
     let ctx = obj.context();
     obj.update_lww(&ctx, &a, 0, Some(b"late".to_vec()), stamped(15));
     assert_eq!(obj.values_at(0), vec![&b"second"[..]]);
-    assert!(obj.clock().covers(&Dot::new(a.clone(), 2)), "the losing write is covered");
+    assert!(
+        obj.clock().covers(&Dot::new(a.clone(), 2)),
+        "the losing write is covered"
+    );
     // A delete with a newer timestamp wins.
     obj.update_lww(&Context::default(), &a, 0, None, stamped(30));
     assert!(!obj.is_found_at(0));

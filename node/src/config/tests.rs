@@ -182,16 +182,29 @@ fn bucket_settings_take_conflicts_and_ttl_with_n_optional() {
     let s = crate::identity::settings(&c);
     assert!(s.contains("cluster.buckets.hot.conflicts=lww"), "{s}");
     assert!(s.contains("cluster.buckets.small.n=1"), "{s}");
-    assert!(!s.contains("cache"), "a default ttl is not cluster-wide: {s}");
+    assert!(
+        !s.contains("cache"),
+        "a default ttl is not cluster-wide: {s}"
+    );
 
-    let e = parse(&["cluster.buckets.hot.conflicts=newest"]).unwrap_err().to_string();
+    let e = parse(&["cluster.buckets.hot.conflicts=newest"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("newest") && e.contains("lww"), "{e}");
-    let e = parse(&["cluster.buckets.hot.ttl=soon"]).unwrap_err().to_string();
+    let e = parse(&["cluster.buckets.hot.ttl=soon"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("soon"), "{e}");
-    let e = parse(&["cluster.buckets.hot.ttl=0s"]).unwrap_err().to_string();
+    let e = parse(&["cluster.buckets.hot.ttl=0s"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cluster.buckets.hot.ttl"), "{e}");
-    let e = parse(&["cluster.buckets.hot.ttl=20years"]).unwrap_err().to_string();
+    let e = parse(&["cluster.buckets.hot.ttl=20years"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cluster.buckets.hot.ttl"), "{e}");
-    let e = parse(&["cluster.buckets.hot.colour=red"]).unwrap_err().to_string();
+    let e = parse(&["cluster.buckets.hot.colour=red"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("colour"), "unknown fields are refused: {e}");
 }
