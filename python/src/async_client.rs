@@ -139,6 +139,7 @@ impl AsyncClient {
         let bucket = args::blob("bucket", bucket)?;
         let items = batch::items(items)?;
         let w = args::optional_level(py, "w", w)?;
+        let ttl = args::ttl(py, ttl)?;
         spawn(py, batch::put_many(c, bucket, items, w, ttl))
     }
 
