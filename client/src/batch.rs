@@ -69,6 +69,19 @@ impl Client {
         items: Vec<WriteEntry>,
         w: Level,
     ) -> Result<Vec<KeyPut>, Error> {
+        self.put_many_with(bucket, items, w, None).await
+    }
+
+    /// [`Client::put_many`] with a TTL for every put of the batch (`None`: the bucket's
+    /// default TTL, if any). A bad TTL fails the whole call before anything is sent.
+    pub async fn put_many_with(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        items: Vec<WriteEntry>,
+        w: Level,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<Vec<KeyPut>, Error> {
+        let ttl_ms = crate::client::checked_ttl_ms(ttl)?;
         let bucket = bucket.as_ref().to_vec();
         let count = items.len();
         let targets = self
@@ -86,6 +99,7 @@ impl Client {
                 .collect(),
             w,
             sloppy: false,
+            ttl_ms,
         };
         match self.call(&targets, &req).await? {
             Response::WrittenMany(v) if v.len() == count => Ok(v

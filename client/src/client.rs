@@ -7,6 +7,7 @@ mod values;
 pub use config::ClientConfig;
 pub use error::Error;
 pub(crate) use error::{into_result, unexpected};
+pub(crate) use values::checked_ttl_ms;
 pub use values::{CausalContext, GetResult, WriteOptions};
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -150,11 +151,12 @@ impl Client {
             context: context.cloned(),
             w,
             sloppy: false,
+            ttl: None,
         };
         self.put_with(bucket, key, value, &opts).await
     }
 
-    /// [`Client::put`] with every write option, e.g. a sloppy quorum.
+    /// [`Client::put`] with every write option, e.g. a sloppy quorum or a TTL.
     pub async fn put_with(
         &self,
         bucket: impl AsRef<[u8]>,
@@ -162,6 +164,7 @@ impl Client {
         value: Vec<u8>,
         opts: &WriteOptions,
     ) -> Result<CausalContext, Error> {
+        let ttl_ms = opts.ttl_ms()?;
         let (bucket, key) = (bucket.as_ref().to_vec(), key.as_ref().to_vec());
         let targets = self.targets_for(&bucket, &key).await;
         let req = Request::Put {
@@ -171,6 +174,7 @@ impl Client {
             context: opts.context_bytes(),
             w: opts.w,
             sloppy: opts.sloppy,
+            ttl_ms,
         };
         written(self.call(&targets, &req).await?)
     }
@@ -187,6 +191,7 @@ impl Client {
             context: context.cloned(),
             w,
             sloppy: false,
+            ttl: None,
         };
         self.delete_with(bucket, key, &opts).await
     }

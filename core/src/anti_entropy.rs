@@ -6,7 +6,7 @@
 //! only a whole replica pushes, and only keys it replicates in its current ring: a node that
 //! lost or gave away a partition must not spread what it still holds of it.
 
-use crate::version::Object;
+use crate::version::{Conflicts, Object};
 
 /// Whether this node may push its version of a key: it is whole (not recovering, not
 /// removed) and is one of the key's replicas in its current ring.
@@ -33,9 +33,19 @@ impl Repair {
 /// Decides a key's repair. `may_push` is [`may_push`] for this key. A key this node doesn't
 /// hold is only pulled: the peer already has everything this side could send.
 pub fn repair(mine: Option<&Object>, theirs: Option<Object>, may_push: bool) -> Repair {
+    repair_as(mine, theirs, may_push, Conflicts::Siblings)
+}
+
+/// [`repair`] for a bucket with conflict policy `conflicts`.
+pub fn repair_as(
+    mine: Option<&Object>,
+    theirs: Option<Object>,
+    may_push: bool,
+    conflicts: Conflicts,
+) -> Repair {
     let mut merged = mine.cloned().unwrap_or_default();
     if let Some(t) = &theirs {
-        merged.merge(t);
+        merged.merge_as(t, conflicts);
     }
     let push =
         (theirs.as_ref() != Some(&merged) && mine.is_some() && may_push).then(|| merged.clone());

@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use crate::quorum::{Outcome, Quorum};
-use crate::version::Object;
+use crate::version::{Conflicts, Object};
 
 /// Which replicas a read asks first, and which it keeps in reserve.
 ///
@@ -124,11 +124,19 @@ pub struct GetCoordinator {
     /// Asked replicas whose answer (of any kind) came.
     heard: Vec<String>,
     merged: Option<Object>,
+    /// The bucket's conflict policy, which the answers are merged under.
+    conflicts: Conflicts,
     answers: Vec<(String, Option<Object>)>,
     recovering: Vec<String>,
 }
 
 impl GetCoordinator {
+    /// Merges the answers under the bucket's conflict policy (`siblings` unless set).
+    pub fn with_conflicts(mut self, conflicts: Conflicts) -> GetCoordinator {
+        self.conflicts = conflicts;
+        self
+    }
+
     /// A read of a key replicated on `pref` that needs `needed` whole answers, coordinated
     /// by `me`. `full` asks every live replica at once (so that they get compared).
     pub fn new(
@@ -150,6 +158,7 @@ impl GetCoordinator {
             asked: Vec::new(),
             heard: Vec::new(),
             merged: None,
+            conflicts: Conflicts::Siblings,
             answers: Vec::new(),
             recovering: Vec::new(),
         }
@@ -191,7 +200,7 @@ impl GetCoordinator {
             ReadAnswer::Version(object) => {
                 if let Some(o) = &object {
                     match &mut self.merged {
-                        Some(m) => m.merge(o),
+                        Some(m) => m.merge_as(o, self.conflicts),
                         None => self.merged = Some(o.clone()),
                     }
                 }

@@ -7,7 +7,7 @@
 
 use crate::context::Context;
 use crate::merkle::Hash;
-use crate::version::{Actor, Object};
+use crate::version::{Actor, Conflicts, Object, WriteMeta};
 
 /// A mutation of one key.
 #[derive(Clone, Debug)]
@@ -16,6 +16,8 @@ pub enum Change {
     Update {
         ctx: Context,
         value: Option<Vec<u8>>,
+        /// When the value expires (wall-clock ms since the Unix epoch), set by the coordinator.
+        expires_ms: Option<u64>,
     },
     /// A version from another replica, merged in.
     Merge(Object),
@@ -54,6 +56,41 @@ pub struct Applied {
     pub minted: Option<u64>,
 }
 
+/// Who applies a change, and when: what an update mints and how the bucket resolves
+/// conflicts.
+#[derive(Clone, Copy, Debug)]
+pub struct Local<'a> {
+    /// The writer's actor.
+    pub actor: &'a Actor,
+    /// The highest counter the actor has minted for any key.
+    pub floor: u64,
+    /// The bucket's conflict policy.
+    pub conflicts: Conflicts,
+    /// The local wall clock, ms since the Unix epoch: expired siblings are dropped by an
+    /// update and only objects dead at this time are purged.
+    pub now_ms: u64,
+    /// The hybrid logical clock timestamp for an update in an `lww` bucket.
+    pub ts: u64,
+}
+
+/// [`apply_at`] in a `siblings` bucket, at time 0 (nothing has expired).
+pub fn apply(
+    current: Option<Object>,
+    change: Change,
+    limits: &Limits,
+    actor: &Actor,
+    floor: u64,
+) -> Result<Applied, Refused> {
+    let local = Local {
+        actor,
+        floor,
+        conflicts: Conflicts::Siblings,
+        now_ms: 0,
+        ts: 0,
+    };
+    apply_at(current, change, limits, &local)
+}
+
 /// Applies `change` to a key whose stored state is `current`. An update is minted by
 /// `actor` above `floor`, the highest counter the actor has minted for any key (so a purged
 /// and re-created key never gets a dot it had before).
@@ -62,18 +99,43 @@ pub struct Applied {
 /// (no more siblings and no more value bytes than before): that is how a key grown past the
 /// limits by concurrent writes (merges aren't refused) is resolved, possibly in steps when a
 /// read could show only part of it.
-pub fn apply(
+///
+/// In a `siblings` bucket an update also drops the siblings that have expired by `now_ms`
+/// (they stay covered by the clock, so they count as overwritten), so blind writes with a
+/// TTL don't pile up expired siblings. In an `lww` bucket an update stamps the new sibling
+/// with `ts`, and updates and merges keep one sibling (see [`Object::merge_as`]).
+pub fn apply_at(
     current: Option<Object>,
     change: Change,
     limits: &Limits,
-    actor: &Actor,
-    floor: u64,
+    local: &Local,
 ) -> Result<Applied, Refused> {
+    let (actor, floor) = (local.actor, local.floor);
     match change {
-        Change::Update { ctx, value } => {
+        Change::Update {
+            ctx,
+            value,
+            expires_ms,
+        } => {
             let mut obj = current.unwrap_or_default();
             let (siblings_before, bytes_before) = (obj.sibling_count(), value_bytes(&obj));
-            let dot = obj.update(&ctx, actor, floor, value);
+            let dot = match local.conflicts {
+                Conflicts::Siblings => {
+                    obj.drop_expired(local.now_ms);
+                    let meta = WriteMeta {
+                        expires_ms,
+                        ts: None,
+                    };
+                    obj.update_with(&ctx, actor, floor, value, meta)
+                }
+                Conflicts::Lww => {
+                    let meta = WriteMeta {
+                        expires_ms,
+                        ts: Some(local.ts),
+                    };
+                    obj.update_lww(&ctx, actor, floor, value, meta)
+                }
+            };
             let shrinks =
                 obj.sibling_count() <= siblings_before && value_bytes(&obj) <= bytes_before;
             if !shrinks {
@@ -94,10 +156,14 @@ pub fn apply(
         }
         Change::Merge(other) => {
             let (object, changed) = match current {
-                None => (other, true),
-                Some(obj) if !obj.merge_changes(&other) => (obj, false),
+                None => {
+                    let mut fresh = Object::new();
+                    fresh.merge_as(&other, local.conflicts);
+                    (fresh, true)
+                }
+                Some(obj) if !obj.merge_changes_as(&other, local.conflicts) => (obj, false),
                 Some(mut obj) => {
-                    obj.merge(&other);
+                    obj.merge_as(&other, local.conflicts);
                     (obj, true)
                 }
             };
@@ -109,7 +175,7 @@ pub fn apply(
         }
         Change::Purge(digest) => {
             let (object, changed) = match current {
-                Some(obj) if obj.is_tombstone_only() && obj.digest() == digest => (None, true),
+                Some(obj) if obj.is_dead_at(local.now_ms) && obj.digest() == digest => (None, true),
                 other => (other, false),
             };
             Ok(Applied {
@@ -163,6 +229,7 @@ mod tests {
         Change::Update {
             ctx: Context::default(),
             value: Some(v.to_vec()),
+            expires_ms: None,
         }
     }
 
@@ -199,6 +266,7 @@ mod tests {
             Change::Update {
                 ctx,
                 value: Some(b"one".to_vec()),
+                expires_ms: None,
             },
             10,
         );
@@ -221,6 +289,7 @@ mod tests {
             Change::Update {
                 ctx: shown,
                 value: Some(b"resolved".to_vec()),
+                expires_ms: None,
             },
             0,
         );
@@ -233,6 +302,7 @@ mod tests {
             Change::Update {
                 ctx: bigger,
                 value: Some(vec![b'z'; 11]),
+                expires_ms: None,
             },
             &ROOMY,
             &me(),
@@ -296,6 +366,7 @@ mod tests {
             Change::Update {
                 ctx: live.context(),
                 value: None,
+                expires_ms: None,
             },
             1,
         )

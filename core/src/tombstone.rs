@@ -4,6 +4,9 @@
 //! replica is up, and every replica holds the identical tombstone. A replica that missed
 //! the delete still holds the value; purging the others would let it bring the value back.
 //!
+//! A value written with a TTL counts as a tombstone once it has expired: the index ages it
+//! from its expiry, and it is purged under the same rules.
+//!
 //! The grace period must outlast the hint expiry, so no older hint can arrive after a purge.
 //! Time comes in as a [`Duration`] since an origin the caller chooses (the tombstone index
 //! stores wall-clock milliseconds, so the node passes the time since the Unix epoch).
@@ -76,7 +79,13 @@ pub struct Agreement {
 impl Agreement {
     /// Starts from this node's version of the key and the peers [`whose_turn`] named.
     pub fn new(mine: &Object, peers: &[String]) -> Result<Agreement, Blocked> {
-        if !mine.is_tombstone_only() {
+        Agreement::new_at(mine, peers, 0)
+    }
+
+    /// [`Agreement::new`] at wall-clock time `now_ms`: a version whose values have all
+    /// expired by then counts as a tombstone (its index entry aged from its expiry).
+    pub fn new_at(mine: &Object, peers: &[String], now_ms: u64) -> Result<Agreement, Blocked> {
+        if !mine.is_dead_at(now_ms) {
             return Err(Blocked::NotTombstone);
         }
         Ok(Agreement {
@@ -185,6 +194,26 @@ mod tests {
             Agreement::new(&live, &peers).err(),
             Some(Blocked::NotTombstone)
         );
+        // An expired value is a tombstone once expired, not before.
+        let mut ttl = Object::new();
+        ttl.update_with(
+            &Context::default(),
+            &Actor::new("a", 1),
+            0,
+            Some(b"v".to_vec()),
+            crate::version::WriteMeta {
+                expires_ms: Some(1000),
+                ts: None,
+            },
+        );
+        assert_eq!(
+            Agreement::new_at(&ttl, &peers, 999).err(),
+            Some(Blocked::NotTombstone)
+        );
+        let mut agree = Agreement::new_at(&ttl, &peers, 1000).expect("expired");
+        agree.answer("b", Some(&ttl.encode())).expect("same");
+        agree.answer("c", Some(&ttl.encode())).expect("same");
+        assert_eq!(agree.digest(), Some(ttl.digest()));
         // A single replica (N = 1) agrees with itself.
         assert_eq!(
             Agreement::new(&t, &[]).expect("a tombstone").digest(),

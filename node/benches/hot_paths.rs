@@ -80,6 +80,7 @@ fn frames(c: &mut Criterion) {
         context: vec![1; 40],
         w: Level::Quorum,
         sloppy: false,
+        ttl_ms: None,
     };
     c.bench_function("wire: encode a 1 KB put", |b| {
         b.iter(|| black_box(wire::encode(black_box(&put), 1).expect("encode")))

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use chorus_core::anti_entropy::repair;
+use chorus_core::anti_entropy::repair_as;
 
 use crate::batch::{item_bytes, Budget, ITEM_OVERHEAD};
 use crate::call::{self, PeerCall, Roots};
@@ -311,7 +311,8 @@ impl Node {
                     .await
                     .map_err(|e| e.to_string())?;
                 let may_push = mine.is_some() && self.may_push(bucket, key);
-                let plan = repair(mine.as_ref(), theirs, may_push);
+                let conflicts = self.inner.cfg.conflicts_for(bucket);
+                let plan = repair_as(mine.as_ref(), theirs, may_push, conflicts);
                 if plan.changes_anything() {
                     repaired += 1;
                 }

@@ -52,6 +52,9 @@ enum Command {
         /// Sloppy quorum: fallback nodes hold the write for down replicas and count toward W.
         #[arg(long)]
         sloppy: bool,
+        /// Expire the value after this long, e.g. `90s` or `1h`; it then reads as deleted.
+        #[arg(long, value_name = "DURATION", value_parser = crate::cli_batch::parse_ttl)]
+        ttl: Option<std::time::Duration>,
     },
     /// Read a key.
     Get {
@@ -227,6 +230,7 @@ async fn run(cli: Cli, server_cfg: Option<NodeConfig>) -> Result<ExitCode> {
             w,
             context,
             sloppy,
+            ttl,
         } => {
             let client = connect(cli.config.as_deref()).await?;
             let value = if value == "-" {
@@ -242,6 +246,7 @@ async fn run(cli: Cli, server_cfg: Option<NodeConfig>) -> Result<ExitCode> {
                 context: parse_context(context.as_deref())?,
                 w,
                 sloppy,
+                ttl,
             };
             client.put_with(&bucket, &key, value, &opts).await?;
             Ok(ExitCode::SUCCESS)
@@ -258,6 +263,7 @@ async fn run(cli: Cli, server_cfg: Option<NodeConfig>) -> Result<ExitCode> {
                 context: parse_context(context.as_deref())?,
                 w,
                 sloppy,
+                ttl: None,
             };
             client.delete_with(&bucket, &key, &opts).await?;
             Ok(ExitCode::SUCCESS)

@@ -4,7 +4,7 @@
 
 use std::io::BufRead;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use chorus_client::{CausalContext, Client, KeyGet, KeyPut, Level, WriteEntry};
 use clap::Args;
 use serde::Deserialize;
@@ -34,9 +34,9 @@ pub struct PutManyArgs {
     /// Write consistency per key: one, quorum, all or a number.
     #[arg(long, default_value = "quorum")]
     w: Level,
-    /// Expire the written values after this long, e.g. `90s` or `1h` (not supported yet).
-    #[arg(long, value_name = "DURATION")]
-    ttl: Option<String>,
+    /// Expire the written values after this long, e.g. `90s` or `1h`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    ttl: Option<std::time::Duration>,
     /// Print one JSON object: `{"results":[{"key","ok","error",...}]}`.
     #[arg(long)]
     json: bool,
@@ -106,15 +106,19 @@ fn get_json(r: &KeyGet) -> Value {
     }
 }
 
+/// A `--ttl` value: a humantime duration (`90s`, `1h`) within the TTL limits.
+pub(crate) fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))?;
+    chorus_client::proto::check_ttl(ttl)?;
+    Ok(ttl)
+}
+
 /// Reads JSON lines from standard input, writes them as one batch and prints one outcome
 /// per line; exits 0 once the batch was answered, even if some keys failed.
 pub async fn put_many(
     args: PutManyArgs,
     client: impl std::future::Future<Output = Result<Client>>,
 ) -> Result<()> {
-    if let Some(ttl) = args.ttl {
-        bail!("--ttl {ttl}: TTL is not supported yet by the server; write without --ttl");
-    }
     let mut items = Vec::new();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.context("reading standard input")?;
@@ -141,7 +145,9 @@ pub async fn put_many(
         });
     }
     let client = client.await?;
-    let results = client.put_many(&args.bucket, items, args.w).await?;
+    let results = client
+        .put_many_with(&args.bucket, items, args.w, args.ttl)
+        .await?;
     if args.json {
         let out: Vec<Value> = results.iter().map(put_json).collect();
         println!("{}", json!({ "results": out }));

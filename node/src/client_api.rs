@@ -17,7 +17,7 @@ use crate::coordinate_put::Write;
 use crate::membership::MemberState;
 use crate::network::Priority;
 use crate::node::Node;
-use crate::version::Object;
+use crate::version::{Conflicts, Object};
 
 impl Node {
     /// Serves a client request. `forwarded` is set when another node handed it over, so it
@@ -39,6 +39,7 @@ impl Node {
                 context,
                 w,
                 sloppy,
+                ttl_ms,
             } => {
                 if let Err(e) = self.check_value(&value) {
                     return Response::Error(e);
@@ -50,6 +51,7 @@ impl Node {
                     context,
                     w,
                     sloppy,
+                    ttl_ms,
                 };
                 self.write(write, forwarded).await
             }
@@ -67,6 +69,7 @@ impl Node {
                     context,
                     w,
                     sloppy,
+                    ttl_ms: None,
                 };
                 self.write(write, forwarded).await
             }
@@ -76,7 +79,8 @@ impl Node {
                 items,
                 w,
                 sloppy,
-            } => self.put_many(bucket, items, w, sloppy).await,
+                ttl_ms,
+            } => self.put_many(bucket, items, w, sloppy, ttl_ms).await,
             Request::GetReplica { bucket, key, node } => self.get_replica(bucket, key, node).await,
             Request::Ring => match self.ring_info() {
                 Some(info) => Response::Ring(info),
@@ -226,10 +230,23 @@ impl Node {
     ) -> ValueReply {
         let ctx = obj.map(Object::context).unwrap_or_default();
         let mut context = self.inner.contexts.seal(bucket, key, &ctx);
+        // An lww bucket shows one value whatever was merged; expired values read as deleted
+        // by this node's clock.
+        let resolved = obj
+            .filter(|o| {
+                o.sibling_count() > 1 && self.inner.cfg.conflicts_for(bucket) == Conflicts::Lww
+            })
+            .map(|o| {
+                let mut o = o.clone();
+                o.resolve_lww();
+                o
+            });
+        let obj = resolved.as_ref().or(obj);
+        let now = crate::hints::now_ms();
         match obj {
             Some(o) => {
                 let room = self.reply_budget().saturating_sub(context.len());
-                let all = distinct(o.values());
+                let all = distinct(o.values_at(now));
                 let total = all.len();
                 let mut used = 0usize;
                 let mut values = Vec::with_capacity(total);
@@ -244,15 +261,17 @@ impl Node {
                 if truncated {
                     // The context covers only what the reply shows. Its single dots (a bounded
                     // few) fit in the room the reply keeps beyond its values.
-                    let shown = o.context_showing(|v| values.iter().any(|s| s.as_slice() == v));
+                    let shown =
+                        o.context_showing_at(now, |v| values.iter().any(|s| s.as_slice() == v));
                     context = self.inner.contexts.seal(bucket, key, &shown);
                 }
                 ValueReply {
-                    found: o.is_found(),
+                    found: o.is_found_at(now),
                     truncated,
                     values,
                     context,
-                    tombstones: o.siblings().iter().filter(|s| s.is_tombstone()).count() as u32,
+                    // Expired values are counted with the tombstones: both read as deleted.
+                    tombstones: o.dead_count_at(now) as u32,
                 }
             }
             None => ValueReply {

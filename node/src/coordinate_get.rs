@@ -47,7 +47,8 @@ impl Node {
             deadline: cfg.timeouts.request,
             repair_window: rr.enabled.then_some(rr.window),
         };
-        let mut machine = GetCoordinator::new(plan.pref, plan.needed, &cfg.id, full, timing);
+        let mut machine = GetCoordinator::new(plan.pref, plan.needed, &cfg.id, full, timing)
+            .with_conflicts(cfg.conflicts_for(&bucket));
         let origin = Instant::now();
         let first = machine.start(Duration::ZERO, |n| self.inner.members.is_up(n));
         let at = ReadKey {

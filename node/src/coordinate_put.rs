@@ -38,6 +38,10 @@ impl Node {
                 "sloppy quorum needs hinted handoff, which is switched off (hinted_handoff.enabled = false)",
             );
         }
+        let expires_ms = match self.expiry_of(&w) {
+            Ok(e) => e,
+            Err(why) => return Response::error(ErrorKind::BadRequest, why),
+        };
         let ctx = match self.inner.contexts.open(&w.bucket, &w.key, &w.context) {
             Ok(c) => c,
             Err(e) => return Response::error(ErrorKind::BadRequest, e.to_string()),
@@ -87,6 +91,7 @@ impl Node {
                 Change::Update {
                     ctx: ctx.clone(),
                     value: w.value,
+                    expires_ms,
                 },
             )
             .await
@@ -256,6 +261,24 @@ impl Node {
         self.inner.budgets.fanout.try_charge(copies, size * copies)
     }
 
+    /// When a put expires: now (this coordinator's wall clock) plus its TTL, or the bucket's
+    /// default TTL when it brings none. Deletes never expire. A TTL of zero or past
+    /// [`chorus_client::proto::MAX_TTL`] is refused.
+    fn expiry_of(&self, w: &Write) -> Result<Option<u64>, String> {
+        let ttl = match w.ttl_ms {
+            Some(ms) => {
+                let ttl = Duration::from_millis(ms);
+                chorus_client::proto::check_ttl(ttl)?;
+                Some(ttl)
+            }
+            None => self.inner.cfg.ttl_for(&w.bucket),
+        };
+        Ok(match (&w.value, ttl) {
+            (Some(_), Some(ttl)) => Some(crate::hints::now_ms().saturating_add(ttl_ms(ttl))),
+            _ => None,
+        })
+    }
+
     fn spawn_local_hint(&self, target: String, item: Item, fanout: Arc<Charge>) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -276,6 +299,8 @@ pub(crate) struct Write {
     pub(crate) context: Vec<u8>,
     pub(crate) w: Level,
     pub(crate) sloppy: bool,
+    /// The TTL the client asked for, in milliseconds; `None` takes the bucket's default.
+    pub(crate) ttl_ms: Option<u64>,
 }
 
 impl Write {
@@ -288,6 +313,7 @@ impl Write {
                 context: self.context,
                 w: self.w,
                 sloppy: self.sloppy,
+                ttl_ms: self.ttl_ms,
             },
             None => Request::Delete {
                 bucket: self.bucket,
@@ -298,6 +324,10 @@ impl Write {
             },
         }
     }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    chorus_client::proto::ttl_millis(ttl)
 }
 
 /// Bytes a replica write holds beyond its object, key and bucket (request, frame, task).

@@ -1,8 +1,8 @@
 //! Cluster identity and the settings every node of a cluster must share.
 //!
 //! A cluster id is fixed when the cluster is created (`[cluster] id` in node.toml). Nodes
-//! carry it, with a description of the cluster-wide settings (partition count and each
-//! bucket's N), in every gossip and ping. A peer that differs in either is refused on both
+//! carry it, with a description of the cluster-wide settings (partition count, each
+//! bucket's N and conflict policy), in every gossip and ping. A peer that differs in either is refused on both
 //! sides and never merged into the member list; a node that is refused by the cluster and
 //! agrees with no peer serves no client data until its config is fixed.
 
@@ -21,8 +21,15 @@ const REMEMBER: Duration = Duration::from_secs(60);
 pub fn settings(cfg: &NodeConfig) -> String {
     let c = &cfg.cluster;
     let mut s = format!("cluster.partitions={} cluster.n={}", c.partitions, c.n);
+    // Only what is set is named (a bucket's default TTL is the coordinator's business), so
+    // settings from before the policy existed still match, and adding a TTL changes nothing.
     for (name, b) in &c.buckets {
-        s.push_str(&format!(" cluster.buckets.{name}.n={}", b.n));
+        if let Some(n) = b.n {
+            s.push_str(&format!(" cluster.buckets.{name}.n={n}"));
+        }
+        if b.conflicts == chorus_core::version::Conflicts::Lww {
+            s.push_str(&format!(" cluster.buckets.{name}.conflicts=lww"));
+        }
     }
     s
 }

@@ -79,6 +79,10 @@ pub(crate) struct Inner {
     pub(crate) workers: Runner,
 }
 
+/// How far ahead of this node's wall clock a peer's `lww` timestamp may be and still be
+/// followed by the replica writer's hybrid logical clock (see `chorus_core::hlc`).
+const MAX_CLOCK_OFFSET: Duration = Duration::from_secs(10);
+
 impl Node {
     /// Opens storage, binds the endpoint and starts serving and the background workers.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ServerError> {
@@ -108,7 +112,10 @@ impl Node {
                 .map_err(|_| ReplicaError::Closed)??
         };
         let n_cfg = cfg.clone();
+        let c_cfg = cfg.clone();
         let opts = ReplicaOptions {
+            conflicts_of: Arc::new(move |bucket: &[u8]| c_cfg.conflicts_for(bucket)),
+            max_clock_offset: MAX_CLOCK_OFFSET,
             max_batch: cfg.storage.max_batch,
             max_siblings: cfg.limits.max_siblings,
             max_object_bytes: cfg.limits.object_bytes(),

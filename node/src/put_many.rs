@@ -23,6 +23,7 @@ impl Node {
         items: Vec<WriteItem>,
         w: Level,
         sloppy: bool,
+        ttl_ms: Option<u64>,
     ) -> Response {
         if let Err(e) = self.check_batch(items.len()) {
             return Response::Error(e);
@@ -36,7 +37,7 @@ impl Node {
             let bucket = bucket.clone();
             jobs.spawn(async move {
                 let _permit = gate.acquire_owned().await;
-                (i, this.put_one(bucket, item, w, sloppy).await)
+                (i, this.put_one(bucket, item, w, sloppy, ttl_ms).await)
             });
         }
         let mut results: Vec<Option<Result<ByteBuf, ErrorReply>>> = vec![None; keys.len()];
@@ -68,8 +69,11 @@ impl Node {
         item: WriteItem,
         w: Level,
         sloppy: bool,
+        ttl_ms: Option<u64>,
     ) -> Result<ByteBuf, ErrorReply> {
         let value = item.value.map(ByteBuf::into_vec);
+        // The batch's TTL applies to its puts; its deletes have nothing to expire.
+        let value_is_put = value.is_some();
         if let Some(v) = &value {
             self.check_value(v)?;
         }
@@ -80,6 +84,7 @@ impl Node {
             context: item.context,
             w,
             sloppy,
+            ttl_ms: if value_is_put { ttl_ms } else { None },
         };
         match self.write(write, false).await {
             Response::Written { context } => Ok(ByteBuf::from(context)),

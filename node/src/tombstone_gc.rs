@@ -1,8 +1,10 @@
 //! Tombstone purging. A key whose version is only tombstones is indexed with the time it
 //! became so; once that is older than `tombstones.grace`, the first replica of the key's
 //! preference list purges it, but only when every replica is up and holds the identical
-//! tombstone (a replica that missed the delete would otherwise bring the value back). The
-//! rules are `chorus_core::tombstone`; this lists candidates, asks the replicas and purges.
+//! tombstone (a replica that missed the delete would otherwise bring the value back). A
+//! value written with a TTL is indexed with its expiry and purged the same way once it has
+//! expired and the grace period has passed. The rules are `chorus_core::tombstone`; this
+//! lists candidates, asks the replicas and purges.
 
 use std::time::Duration;
 
@@ -114,7 +116,8 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("already gone")?;
-        let mut agreement = Agreement::new(&mine, &peers).map_err(|e| e.to_string())?;
+        let now = crate::hints::now_ms();
+        let mut agreement = Agreement::new_at(&mine, &peers, now).map_err(|e| e.to_string())?;
         let deadline = self.inner.cfg.timeouts.request;
         for peer in &peers {
             let req = Read {

@@ -234,14 +234,37 @@ async fn batches_keep_order_report_missing_and_failed_keys_and_resolve_siblings(
         "the context replaced the old value"
     );
 
-    // --ttl isn't supported yet: refused, saying so.
-    let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
-        .args(["--config", &cfg, "put-many", "--ttl", "90s", "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("put-many --ttl");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"));
+    // --ttl: the batch's puts expire; a bad duration is refused before anything is sent.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args([
+            "--config", &cfg, "put-many", "--bucket", "cli", "--ttl", "90s", "--json",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn put-many --ttl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{\"key\":\"ttl\",\"value\":\"t\"}\n")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("put-many --ttl");
+    assert!(out.status.success(), "put-many --ttl failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("put-many JSON");
+    assert_eq!(v["results"][0]["ok"], true, "{v}");
+    let t = client.get("cli", "ttl", Level::All).await.expect("get ttl");
+    assert_eq!(t.values, vec![b"t".to_vec()], "90 s haven't passed");
+    for bad in ["0s", "20years", "soon"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .args(["--config", &cfg, "put-many", "--ttl", bad, "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("put-many --ttl");
+        assert!(!out.status.success(), "--ttl {bad} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--ttl"), "{bad}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -279,6 +279,7 @@ async fn per_bucket_n_and_writes_sent_to_a_non_replica_are_forwarded() {
             context: Vec::new(),
             w: Level::All,
             sloppy: false,
+            ttl_ms: None,
         };
         let r = exchange(&conn, &wire::encode(&put, 0).expect("encode"))
             .await

@@ -322,6 +322,7 @@ async fn sloppy_quorum_takes_writes_strict_refuses_and_primaries_get_them_back()
         context: None,
         w: Level::Count(2),
         sloppy: true,
+        ttl: None,
     };
     client
         .put_with(BUCKET, &key, b"sloppy".to_vec(), &opts)

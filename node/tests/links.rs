@@ -58,6 +58,7 @@ async fn a_link_carries_many_requests_in_one_write_and_answers_each_by_id() {
             context: Vec::new(),
             w: Level::All,
             sloppy: false,
+            ttl_ms: None,
         };
         batch.extend(
             Encoded::new(&put, i)

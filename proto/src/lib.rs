@@ -6,9 +6,11 @@
 //! such as a simulator or another language's tests, can use this crate alone.
 
 pub mod messages;
+pub mod ttl;
 pub mod wire;
 
 pub use messages::*;
+pub use ttl::*;
 
 /// Byte strings in messages (batch keys and values), re-exported for users of the protocol.
 pub use serde_bytes::ByteBuf;

@@ -105,6 +105,10 @@ pub enum Request {
         /// Let fallback nodes stand in for down replicas and count toward W.
         #[serde(default)]
         sloppy: bool,
+        /// Time to live in milliseconds ([`crate::check_ttl`]); unset means the bucket's
+        /// default TTL, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     Delete {
         #[serde(with = "serde_bytes")]
@@ -142,6 +146,9 @@ pub enum Request {
         w: Level,
         #[serde(default)]
         sloppy: bool,
+        /// Time to live of every put of the batch, in milliseconds, as for `Put`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     /// The ring and member addresses, for token-aware routing.
     Ring,

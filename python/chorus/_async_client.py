@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 from . import _chorus
 
 if TYPE_CHECKING:
-    from ._chorus import Blob, GetResult, Item, Level
+    from ._chorus import Blob, GetResult, Item, Level, Ttl
     from .errors import ChorusError
 
 
@@ -53,13 +53,15 @@ class AsyncClient:
         value: Blob,
         context: Optional[bytes] = None,
         w: Level = "quorum",
-        ttl: None = None,
+        ttl: Optional[Ttl] = None,
     ) -> bytes:
         """Writes a value with write consistency ``w``; returns the new causal context.
 
         With the ``context`` of an earlier read the write replaces what that read saw;
-        without one it is added next to any existing values as a sibling. ``ttl`` must be
-        ``None``: the server does not support expiry yet (``InvalidArgument`` otherwise).
+        without one it is added next to any existing values as a sibling. With ``ttl``
+        (seconds or a ``datetime.timedelta``) the value reads as deleted after that long;
+        ``None`` takes the bucket's default TTL, if any. Zero, negative or over ten years
+        is ``InvalidArgument``.
         """
         return await self._native.put(bucket, key, value, context, w, ttl)
 
@@ -79,12 +81,17 @@ class AsyncClient:
         return await self._native.get_many(bucket, keys, r)
 
     async def put_many(
-        self, bucket: Blob, items: Iterable[Item], w: Level = "quorum"
+        self,
+        bucket: Blob,
+        items: Iterable[Item],
+        w: Level = "quorum",
+        ttl: Optional[Ttl] = None,
     ) -> List[Union[bytes, ChorusError]]:
         """Writes several keys in one request, each with write consistency ``w``; returns,
         in the order of ``items``, the new context per key or the exception (not raised)
-        for a key that failed. See :meth:`chorus.Client.put_many`."""
-        return await self._native.put_many(bucket, items, w)
+        for a key that failed; ``ttl`` applies to every put. See
+        :meth:`chorus.Client.put_many`."""
+        return await self._native.put_many(bucket, items, w, ttl)
 
     async def status(self) -> Dict[str, Any]:
         """The cluster as the first reachable node sees it, shaped like

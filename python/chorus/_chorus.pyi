@@ -1,5 +1,6 @@
 """Type stubs for the native module ``chorus._chorus`` (re-exported by ``chorus``)."""
 
+import datetime
 import os
 from types import TracebackType
 from typing import Any, Awaitable, Dict, Iterable, List, Literal, Optional, Sequence, Type, Union
@@ -10,6 +11,8 @@ __version__: str
 
 #: A bucket, key or value: bytes, or str (encoded as UTF-8).
 Blob = Union[bytes, bytearray, str]
+#: A time to live: seconds, or a timedelta. More than zero, at most ten years.
+Ttl = Union[int, float, datetime.timedelta]
 #: A consistency level: "one", "quorum", "all", or a replica count from 1 to N.
 Level = Union[Literal["one", "quorum", "all"], int]
 #: One write of ``put_many``: ``{"key", "value", "context"}`` (a None value deletes), or a
@@ -55,9 +58,10 @@ class Client:
         value: Blob,
         context: Optional[bytes] = None,
         w: Level = "quorum",
-        ttl: None = None,
+        ttl: Optional[Ttl] = None,
     ) -> bytes:
-        """Writes a value; returns the new causal context. ``ttl`` must be None for now."""
+        """Writes a value; returns the new causal context. With ``ttl`` the value reads as
+        deleted after that long; None takes the bucket's default TTL, if any."""
     def delete(self, bucket: Blob, key: Blob, context: Optional[bytes], w: Level = "quorum") -> bytes:
         """Deletes what ``context`` saw; returns the causal context of the delete."""
     def get_many(
@@ -67,11 +71,16 @@ class Client:
         order of ``keys``, a GetResult per key, or the exception (not raised) for a key
         that failed. Raises only if the whole batch fails (e.g. over the key limit)."""
     def put_many(
-        self, bucket: Blob, items: Iterable[Item], w: Level = "quorum"
+        self,
+        bucket: Blob,
+        items: Iterable[Item],
+        w: Level = "quorum",
+        ttl: Optional[Ttl] = None,
     ) -> List[Union[bytes, ChorusError]]:
         """Writes several keys in one request, each with write consistency ``w``: in the
         order of ``items``, the new context per key, or the exception (not raised) for a
-        key that failed. Raises only if the whole batch fails (e.g. over the key limit)."""
+        key that failed. Raises only if the whole batch fails (e.g. over the key limit).
+        ``ttl`` applies to every put of the batch."""
     def status(self) -> Report:
         """The cluster as one node sees it, shaped like ``chorus status --json``."""
     def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Report:
@@ -109,7 +118,7 @@ class AsyncClient:
         value: Blob,
         context: Optional[bytes] = None,
         w: Level = "quorum",
-        ttl: None = None,
+        ttl: Optional[Ttl] = None,
     ) -> Awaitable[bytes]: ...
     def delete(
         self, bucket: Blob, key: Blob, context: Optional[bytes], w: Level = "quorum"
@@ -118,7 +127,11 @@ class AsyncClient:
         self, bucket: Blob, keys: Sequence[Blob], r: Level = "quorum"
     ) -> Awaitable[List[Union[GetResult, ChorusError]]]: ...
     def put_many(
-        self, bucket: Blob, items: Iterable[Item], w: Level = "quorum"
+        self,
+        bucket: Blob,
+        items: Iterable[Item],
+        w: Level = "quorum",
+        ttl: Optional[Ttl] = None,
     ) -> Awaitable[List[Union[bytes, ChorusError]]]: ...
     def status(self) -> Awaitable[Report]: ...
     def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Awaitable[Report]: ...

@@ -1,5 +1,7 @@
 //! Arguments from Python: names and values as `bytes` or `str`, consistency levels,
-//! causal contexts and the options the server doesn't support yet.
+//! causal contexts and time to live.
+
+use std::time::Duration;
 
 use chorus_client::{CausalContext, Level};
 use pyo3::prelude::*;
@@ -101,20 +103,38 @@ pub fn context(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<CausalContext>> 
     }
 }
 
-/// `ttl` is accepted for the API's sake, but only `None` works until nodes keep expiries.
-pub fn ttl(py: Python<'_>, v: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-    match v {
-        Some(v) if !v.is_none() => {
-            // TODO: pass the TTL with the write once the server supports per-write expiry
-            // (`chorus put --ttl`); until then refusing is better than silently keeping the
-            // value forever.
-            Err(errors::invalid(
-                py,
-                "ttl is not supported by this server yet",
-            ))
-        }
-        _ => Ok(()),
+/// A time to live: seconds (`int` or `float`) or a `datetime.timedelta`; `None` means the
+/// bucket's default. Zero, negative, not-a-number or over ten years is `InvalidArgument`.
+pub fn ttl(py: Python<'_>, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let secs: f64 = if v.cast::<PyBool>().is_ok() {
+        return Err(errors::invalid(
+            py,
+            "ttl must be seconds or a timedelta, not bool",
+        ));
+    } else if v.hasattr("total_seconds")? {
+        v.call_method0("total_seconds")?.extract()?
+    } else if let Ok(s) = v.extract::<f64>() {
+        s
+    } else {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "ttl must be seconds (int or float) or a datetime.timedelta, not {}",
+            type_name(v)
+        )));
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(errors::invalid(
+            py,
+            format!("ttl must be more than zero seconds, not {secs}"),
+        ));
     }
+    let ttl = Duration::try_from_secs_f64(secs)
+        .map_err(|e| errors::invalid(py, format!("ttl {secs}: {e}")))?;
+    chorus_client::proto::check_ttl(ttl)
+        .map_err(|why| errors::invalid(py, format!("ttl: {why}")))?;
+    Ok(Some(ttl))
 }
 
 fn type_name(v: &Bound<'_, PyAny>) -> String {

@@ -55,7 +55,8 @@ impl AsyncClient {
     }
 
     /// Writes a value with write consistency ``w``; the awaitable gives the new causal
-    /// context. ``ttl`` must be ``None``: the server does not support expiry yet.
+    /// context. ``ttl`` (seconds or a ``datetime.timedelta``) makes the value read as
+    /// deleted after that long; ``None`` takes the bucket's default TTL, if any.
     #[pyo3(
         signature = (bucket, key, value, context = None, w = None, ttl = None),
         text_signature = "(self, bucket, key, value, context=None, w='quorum', ttl=None)"
@@ -77,8 +78,8 @@ impl AsyncClient {
         let value = args::blob("value", value)?;
         let context = args::context(context)?;
         let w = args::optional_level(py, "w", w)?;
-        args::ttl(py, ttl)?;
-        spawn(py, ops::put(c, bucket, key, value, context, w))
+        let ttl = args::ttl(py, ttl)?;
+        spawn(py, ops::put(c, bucket, key, value, context, w, ttl))
     }
 
     /// Deletes the values that ``context`` (from a read) saw, with write consistency ``w``;
@@ -122,19 +123,24 @@ impl AsyncClient {
 
     /// Writes several keys in one request; the awaitable gives what
     /// :meth:`Client.put_many` returns.
-    #[pyo3(signature = (bucket, items, w = None), text_signature = "(self, bucket, items, w='quorum')")]
+    #[pyo3(
+        signature = (bucket, items, w = None, ttl = None),
+        text_signature = "(self, bucket, items, w='quorum', ttl=None)"
+    )]
     fn put_many<'py>(
         &self,
         py: Python<'py>,
         bucket: &Bound<'py, PyAny>,
         items: &Bound<'py, PyAny>,
         w: Option<&Bound<'py, PyAny>>,
+        ttl: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.handle.client(py)?;
         let bucket = args::blob("bucket", bucket)?;
         let items = batch::items(items)?;
         let w = args::optional_level(py, "w", w)?;
-        spawn(py, batch::put_many(c, bucket, items, w))
+        let ttl = args::ttl(py, ttl)?;
+        spawn(py, batch::put_many(c, bucket, items, w, ttl))
     }
 
     /// The cluster as the first reachable node sees it, as :meth:`Client.status` gives it.

@@ -78,8 +78,9 @@ pub async fn put_many(
     bucket: Vec<u8>,
     items: Vec<WriteEntry>,
     w: Level,
+    ttl: Option<std::time::Duration>,
 ) -> Result<Writes, Error> {
-    c.put_many(bucket, items, w).await.map(Writes)
+    c.put_many_with(bucket, items, w, ttl).await.map(Writes)
 }
 
 fn exception<'py>(py: Python<'py>, e: Error) -> Bound<'py, PyAny> {

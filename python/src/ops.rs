@@ -63,10 +63,15 @@ pub async fn put(
     value: Vec<u8>,
     context: Option<CausalContext>,
     w: Level,
+    ttl: Option<std::time::Duration>,
 ) -> Result<Context, Error> {
-    c.put(bucket, key, value, context.as_ref(), w)
-        .await
-        .map(Context)
+    let opts = chorus_client::WriteOptions {
+        context,
+        w,
+        ttl,
+        ..Default::default()
+    };
+    c.put_with(bucket, key, value, &opts).await.map(Context)
 }
 
 pub async fn delete(

@@ -55,8 +55,11 @@ impl SyncClient {
     /// Writes a value with write consistency ``w`` and returns the new causal context.
     ///
     /// With the ``context`` of an earlier read the write replaces what that read saw;
-    /// without one it is added next to any existing values as a sibling. ``ttl`` must be
-    /// ``None``: the server does not support expiry yet.
+    /// without one it is added next to any existing values as a sibling. ``ttl``
+    /// (seconds as ``int`` or ``float``, or a ``datetime.timedelta``) makes the value read
+    /// as deleted after that long, by the coordinating node's clock; ``None`` takes the
+    /// bucket's default TTL, if any. Zero, negative or over ten years is
+    /// ``InvalidArgument``.
     #[pyo3(
         signature = (bucket, key, value, context = None, w = None, ttl = None),
         text_signature = "(self, bucket, key, value, context=None, w='quorum', ttl=None)"
@@ -78,8 +81,8 @@ impl SyncClient {
         let value = args::blob("value", value)?;
         let context = args::context(context)?;
         let w = args::optional_level(py, "w", w)?;
-        args::ttl(py, ttl)?;
-        Ok(wait(py, ops::put(c, bucket, key, value, context, w))?
+        let ttl = args::ttl(py, ttl)?;
+        Ok(wait(py, ops::put(c, bucket, key, value, context, w, ttl))?
             .into_pyobject(py)?
             .into_any())
     }
@@ -137,20 +140,26 @@ impl SyncClient {
     /// ``(key, value)`` / ``(key, value, context)``; a ``None`` value deletes what the
     /// context saw. Returns a list in the order of ``items``: the new causal context
     /// (``bytes``) for each key written, or the exception (not raised) for a key that
-    /// failed, e.g. ``TooLarge``. Raises only if the batch as a whole fails.
-    #[pyo3(signature = (bucket, items, w = None), text_signature = "(self, bucket, items, w='quorum')")]
+    /// failed, e.g. ``TooLarge``. Raises only if the batch as a whole fails. ``ttl`` applies
+    /// to every put of the batch, as in :meth:`put`.
+    #[pyo3(
+        signature = (bucket, items, w = None, ttl = None),
+        text_signature = "(self, bucket, items, w='quorum', ttl=None)"
+    )]
     fn put_many<'py>(
         &self,
         py: Python<'py>,
         bucket: &Bound<'py, PyAny>,
         items: &Bound<'py, PyAny>,
         w: Option<&Bound<'py, PyAny>>,
+        ttl: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.handle.client(py)?;
         let bucket = args::blob("bucket", bucket)?;
         let items = batch::items(items)?;
         let w = args::optional_level(py, "w", w)?;
-        Ok(wait(py, batch::put_many(c, bucket, items, w))?
+        let ttl = args::ttl(py, ttl)?;
+        Ok(wait(py, batch::put_many(c, bucket, items, w, ttl))?
             .into_pyobject(py)?
             .into_any())
     }

@@ -59,7 +59,7 @@ def test_errors_are_raised_by_the_await(cluster: DevCluster) -> None:
         with pytest.raises(chorus.PermissionDenied):
             await c.leave("n3")
         with pytest.raises(chorus.InvalidArgument, match="ttl"):
-            await c.put(B, "k", b"x", ttl=5)
+            await c.put(B, "k", b"x", ttl=0)
         c.close()
         with pytest.raises(chorus.ChorusError, match="closed"):
             await c.get(B, "k")

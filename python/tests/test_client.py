@@ -106,9 +106,12 @@ def test_a_level_above_n_is_refused_by_the_node(client: chorus.Client, key: str)
         client.put(B, key, b"x", w=4)
 
 
-def test_ttl_is_refused_until_the_server_supports_it(client: chorus.Client, key: str) -> None:
-    with pytest.raises(chorus.InvalidArgument, match="^ttl is not supported by this server yet$"):
-        client.put(B, key, b"x", ttl=60)
+def test_a_bad_ttl_is_refused_before_anything_is_written(client: chorus.Client, key: str) -> None:
+    for bad in (0, -1, float("nan"), 20 * 365 * 24 * 3600):
+        with pytest.raises(chorus.InvalidArgument, match="ttl"):
+            client.put(B, key, b"x", ttl=bad)
+    with pytest.raises(TypeError, match="ttl"):
+        client.put(B, key, b"x", ttl="60s")  # type: ignore[arg-type]
     assert client.get(B, key).found is False
     client.put(B, key, b"x", ttl=None)
     assert client.get(B, key).found is True

@@ -164,6 +164,7 @@ pub(crate) async fn set_worker(
             context: Some(read.context),
             w: cfg.w,
             sloppy: false,
+            ttl: None,
         };
         match client.put_with(BUCKET, &key, body, &opts).await {
             Ok(_) => h.record(process, Kind::Ok, "add", &key, json!(element)),
@@ -199,6 +200,7 @@ pub(crate) async fn register_writer(
             context: ctx.clone(),
             w: cfg.w,
             sloppy: false,
+            ttl: None,
         };
         match client
             .put_with(BUCKET, &key, seq.to_string().into_bytes(), &opts)
@@ -310,6 +312,7 @@ pub(crate) async fn blob_worker(
             context: None,
             w: cfg.w,
             sloppy: false,
+            ttl: None,
         };
         match client.put_with(BUCKET, &key, body, &opts).await {
             Ok(_) => h.record(process, Kind::Ok, "add", &key, json!(element)),
@@ -333,6 +336,7 @@ pub(crate) async fn recreate_worker(
         context: None,
         w: cfg.w,
         sloppy: false,
+        ttl: None,
     };
     while !stop.load(Ordering::Relaxed) {
         n += 1;
@@ -386,6 +390,7 @@ pub(crate) async fn recreate_worker(
             context: Some(read.context),
             w: cfg.w,
             sloppy: false,
+            ttl: None,
         };
         write(3, stale).await;
     }

@@ -79,13 +79,34 @@ pub struct WriteOptions {
     /// count toward W. Survives more failures, but a later read may miss the write until
     /// the fallbacks hand it back.
     pub sloppy: bool,
+    /// Time to live of a put: the value then reads as deleted. `None` takes the bucket's
+    /// default TTL, if it has one. Must be more than zero and at most
+    /// [`crate::proto::MAX_TTL`]. Deletes ignore it.
+    pub ttl: Option<std::time::Duration>,
 }
 
 impl WriteOptions {
+    /// The TTL as sent, checked first.
+    pub(super) fn ttl_ms(&self) -> Result<Option<u64>, super::Error> {
+        checked_ttl_ms(self.ttl)
+    }
+
     pub(super) fn context_bytes(&self) -> Vec<u8> {
         self.context
             .as_ref()
             .map(|c| c.0.clone())
             .unwrap_or_default()
+    }
+}
+
+/// A TTL as sent on the wire, or why it can't be.
+pub(crate) fn checked_ttl_ms(
+    ttl: Option<std::time::Duration>,
+) -> Result<Option<u64>, super::Error> {
+    match ttl {
+        None => Ok(None),
+        Some(t) => crate::proto::check_ttl(t)
+            .map(|()| Some(crate::proto::ttl_millis(t)))
+            .map_err(super::Error::BadRequest),
     }
 }

@@ -70,6 +70,8 @@ mod dot;
 mod object;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_meta;
 
 use std::io::Cursor;
 
@@ -78,7 +80,7 @@ use serde::Serialize;
 
 pub use clock::VersionVector;
 pub use dot::{Actor, Dot};
-pub use object::{Object, Sibling};
+pub use object::{Conflicts, Object, Sibling, WriteMeta};
 
 /// Soft limit on the number of siblings an object should hold.
 ///

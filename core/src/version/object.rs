@@ -11,6 +11,10 @@ use super::{
 use crate::context::Context;
 
 /// One value (or tombstone) held for a key, tagged with the write that made it.
+///
+/// `expires_ms` and `ts` are set once, by the write's coordinator, and travel with the dot
+/// unchanged. Unset, they are absent from the encoding, so objects written without them
+/// encode (and hash) exactly as before they existed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Sibling {
     /// The write that created this sibling.
@@ -18,13 +22,81 @@ pub struct Sibling {
     /// The value; `None` is a tombstone left by a delete.
     #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
+    /// Wall-clock milliseconds since the Unix epoch from which the value reads as deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    /// Hybrid logical clock timestamp of the write ([`crate::hlc`]); set in `lww` buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
 }
 
 impl Sibling {
+    /// A sibling without expiry or timestamp.
+    pub fn new(dot: Dot, value: Option<Vec<u8>>) -> Sibling {
+        Sibling {
+            dot,
+            value,
+            expires_ms: None,
+            ts: None,
+        }
+    }
+
     /// Whether this sibling records a delete.
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
     }
+
+    /// Whether its value has expired at wall-clock time `now_ms`.
+    pub fn is_expired_at(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|e| e <= now_ms)
+    }
+
+    /// Whether it reads as a live value at `now_ms`: neither a tombstone nor expired.
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        !self.is_tombstone() && !self.is_expired_at(now_ms)
+    }
+
+    /// Whether it will read as deleted at some point: a tombstone, or a value with expiry.
+    pub fn is_mortal(&self) -> bool {
+        self.is_tombstone() || self.expires_ms.is_some()
+    }
+
+    /// The order that decides `lww` buckets: timestamp, then dot, then (only for a dot
+    /// issued twice, which valid histories never reach) the rest, so it is total.
+    fn lww_key(&self) -> (u64, &Dot, &Option<Vec<u8>>, Option<u64>) {
+        (
+            self.ts.unwrap_or(0),
+            &self.dot,
+            &self.value,
+            self.expires_ms,
+        )
+    }
+
+    /// The deterministic pick between two copies of the same dot (see [`Object::merge`]).
+    fn same_dot_key(&self) -> (&Option<Vec<u8>>, Option<u64>, Option<u64>) {
+        (&self.value, self.expires_ms, self.ts)
+    }
+}
+
+/// What the coordinator attaches to a write besides its value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteMeta {
+    /// Absolute expiry, wall-clock milliseconds since the Unix epoch.
+    pub expires_ms: Option<u64>,
+    /// Hybrid logical clock timestamp.
+    pub ts: Option<u64>,
+}
+
+/// How a bucket resolves concurrent writes. Every node must use the same policy for a
+/// bucket (the node refuses peers whose bucket settings differ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conflicts {
+    /// Keep concurrent writes as siblings for the client to resolve (the default).
+    #[default]
+    Siblings,
+    /// Last writer wins: keep only the sibling with the greatest `(ts, dot)`.
+    Lww,
 }
 
 /// Everything a replica stores for one key: causal context plus siblings.
@@ -109,6 +181,18 @@ impl Object {
         floor: u64,
         value: Option<Vec<u8>>,
     ) -> Dot {
+        self.update_with(ctx, actor, floor, value, WriteMeta::default())
+    }
+
+    /// [`Object::update`] with the write's expiry and timestamp on the new sibling.
+    pub fn update_with(
+        &mut self,
+        ctx: &Context,
+        actor: &Actor,
+        floor: u64,
+        value: Option<Vec<u8>>,
+        meta: WriteMeta,
+    ) -> Dot {
         self.siblings.retain(|s| !ctx.covers(&s.dot));
         // `floor` alone makes the dot new; the other terms keep the key's own
         // sequence increasing even for a caller without a floor.
@@ -122,18 +206,57 @@ impl Object {
         self.clock.join(&ctx.vv);
         self.clock.raise(actor, counter);
         let dot = Dot::new(actor.clone(), counter);
+        let sibling = Sibling {
+            dot: dot.clone(),
+            value,
+            expires_ms: meta.expires_ms,
+            ts: meta.ts,
+        };
         match self.siblings.binary_search_by(|s| s.dot.cmp(&dot)) {
             // Only reachable once the counter has saturated.
-            Ok(i) => self.siblings[i].value = value,
-            Err(i) => self.siblings.insert(
-                i,
-                Sibling {
-                    dot: dot.clone(),
-                    value,
-                },
-            ),
+            Ok(i) => self.siblings[i] = sibling,
+            Err(i) => self.siblings.insert(i, sibling),
         }
         dot
+    }
+
+    /// An update in an `lww` bucket: like [`Object::update_with`], but the context only
+    /// feeds the clock. The result keeps the single sibling with the greatest `(ts, dot)`
+    /// among what was held and the new write, exactly what merging the new write into the
+    /// held state gives, so every replica ends with the same sibling.
+    pub fn update_lww(
+        &mut self,
+        ctx: &Context,
+        actor: &Actor,
+        floor: u64,
+        value: Option<Vec<u8>>,
+        meta: WriteMeta,
+    ) -> Dot {
+        let held = std::mem::take(&mut self.siblings);
+        let dot = self.update_with(ctx, actor, floor, value, meta);
+        self.siblings
+            .extend(held.into_iter().filter(|s| s.dot != dot));
+        self.resolve_lww();
+        dot
+    }
+
+    /// Keeps only the sibling with the greatest `(ts, dot)`; the clock still covers the
+    /// others, so they count as overwritten everywhere. Siblings without a timestamp
+    /// (written before the bucket was `lww`) order as timestamp 0.
+    pub fn resolve_lww(&mut self) {
+        if self.siblings.len() > 1 {
+            let best = std::mem::take(&mut self.siblings)
+                .into_iter()
+                .max_by(|a, b| a.lww_key().cmp(&b.lww_key()));
+            self.siblings.extend(best);
+        }
+    }
+
+    /// Drops siblings expired at `now_ms`. Their dots stay covered by the clock, so they
+    /// count as overwritten: nothing they replaced comes back, and a replica still holding
+    /// them drops them at the next merge.
+    pub fn drop_expired(&mut self, now_ms: u64) {
+        self.siblings.retain(|s| !s.is_expired_at(now_ms));
     }
 
     /// The context a write hands back: `ctx` (what its writer saw) plus `dot`
@@ -207,11 +330,12 @@ impl Object {
                 (Some(m), Some(t)) => {
                     if m.dot == t.dot {
                         // Both have it: keep it, with a deterministic value.
-                        if let (Some(mut m), Some(t)) = (mine.next(), theirs.next()) {
-                            if t.value > m.value {
-                                m.value = t.value.clone();
+                        if let (Some(m), Some(t)) = (mine.next(), theirs.next()) {
+                            if t.same_dot_key() > m.same_dot_key() {
+                                out.push(t.clone());
+                            } else {
+                                out.push(m);
                             }
-                            out.push(m);
                         }
                         continue;
                     }
@@ -265,9 +389,9 @@ impl Object {
                     theirs.next();
                 }
                 (Some(m), Some(t)) => {
-                    // Same dot: merge would only change the value if theirs
+                    // Same dot: merge would only change the sibling if theirs
                     // is greater (see `merge`).
-                    if t.value > m.value {
+                    if t.same_dot_key() > m.same_dot_key() {
                         return false;
                     }
                     mine.next();
@@ -285,6 +409,33 @@ impl Object {
         !self.descends(other)
     }
 
+    /// Join under a bucket's conflict policy. For `lww` the result is the joined clock
+    /// with the single greatest `(ts, dot)` sibling of either side: a max on a total order
+    /// times a clock join, so still commutative, associative and idempotent, and every
+    /// replica converges to the same sibling whatever the merge order.
+    pub fn merge_as(&mut self, other: &Object, conflicts: Conflicts) {
+        match conflicts {
+            Conflicts::Siblings => self.merge(other),
+            Conflicts::Lww => {
+                self.siblings.extend(other.siblings.iter().cloned());
+                self.resolve_lww();
+                self.clock.join(&other.clock);
+            }
+        }
+    }
+
+    /// Whether [`Object::merge_as`] with `other` would change `self`.
+    pub fn merge_changes_as(&self, other: &Object, conflicts: Conflicts) -> bool {
+        match conflicts {
+            Conflicts::Siblings => self.merge_changes(other),
+            Conflicts::Lww => {
+                let mut m = self.clone();
+                m.merge_as(other, conflicts);
+                m != *self
+            }
+        }
+    }
+
     /// Live values (tombstones skipped), in sibling order.
     pub fn values(&self) -> Vec<&[u8]> {
         self.siblings
@@ -296,6 +447,52 @@ impl Object {
     /// Whether any sibling holds a live value.
     pub fn is_found(&self) -> bool {
         self.siblings.iter().any(|s| s.value.is_some())
+    }
+
+    /// Values live at wall-clock time `now_ms` (tombstones and expired values skipped),
+    /// in sibling order.
+    pub fn values_at(&self, now_ms: u64) -> Vec<&[u8]> {
+        self.siblings
+            .iter()
+            .filter(|s| !s.is_expired_at(now_ms))
+            .filter_map(|s| s.value.as_deref())
+            .collect()
+    }
+
+    /// Whether any sibling is live at `now_ms`.
+    pub fn is_found_at(&self, now_ms: u64) -> bool {
+        self.siblings.iter().any(|s| s.is_live_at(now_ms))
+    }
+
+    /// Siblings that read as deleted at `now_ms`: tombstones and expired values.
+    pub fn dead_count_at(&self, now_ms: u64) -> usize {
+        self.siblings
+            .iter()
+            .filter(|s| !s.is_live_at(now_ms))
+            .count()
+    }
+
+    /// Whether the object has siblings and all of them read as deleted at `now_ms`: what
+    /// tombstone garbage collection may purge.
+    pub fn is_dead_at(&self, now_ms: u64) -> bool {
+        !self.siblings.is_empty() && self.siblings.iter().all(|s| !s.is_live_at(now_ms))
+    }
+
+    /// When the object will read as deleted for good, if it will without another write:
+    /// every sibling is a tombstone or expires. The time is the latest expiry (0 when all
+    /// are tombstones); the tombstone index ages the key from the later of this and its
+    /// last change.
+    pub fn dead_from(&self) -> Option<u64> {
+        if self.siblings.is_empty() || !self.siblings.iter().all(Sibling::is_mortal) {
+            return None;
+        }
+        Some(
+            self.siblings
+                .iter()
+                .filter_map(|s| s.expires_ms)
+                .max()
+                .unwrap_or(0),
+        )
     }
 
     /// The context to hand a client with a read (the clock, which is exact);
@@ -311,9 +508,15 @@ impl Object {
     /// travel as single dots, up to the context's limit (one past it is simply not covered,
     /// and stays a sibling too).
     pub fn context_showing(&self, shown: impl Fn(&[u8]) -> bool) -> Context {
+        self.context_showing_at(0, shown)
+    }
+
+    /// [`Object::context_showing`] at wall-clock time `now_ms`: a value expired then reads
+    /// as deleted, so it is never "left out" and the context covers it.
+    pub fn context_showing_at(&self, now_ms: u64, shown: impl Fn(&[u8]) -> bool) -> Context {
         let mut cut: BTreeMap<&Actor, u64> = BTreeMap::new();
         for s in &self.siblings {
-            if s.value.as_deref().is_some_and(|v| !shown(v)) {
+            if s.is_live_at(now_ms) && s.value.as_deref().is_some_and(|v| !shown(v)) {
                 let c = cut.entry(&s.dot.actor).or_insert(u64::MAX);
                 *c = (*c).min(s.dot.counter.saturating_sub(1));
             }
@@ -328,7 +531,10 @@ impl Object {
         let mut dots: Vec<Dot> = self
             .siblings
             .iter()
-            .filter(|s| s.value.as_deref().is_none_or(&shown) && !vv.covers(&s.dot))
+            .filter(|s| {
+                (!s.is_live_at(now_ms) || s.value.as_deref().is_none_or(&shown))
+                    && !vv.covers(&s.dot)
+            })
             .map(|s| s.dot.clone())
             .collect();
         dots.sort();

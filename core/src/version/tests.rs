@@ -385,10 +385,7 @@ fn raw_encode(clock: &[(Actor, u64)], siblings: &[Sibling]) -> Vec<u8> {
 }
 
 fn sib(who: &Actor, counter: u64, v: &str) -> Sibling {
-    Sibling {
-        dot: Dot::new(who.clone(), counter),
-        value: Some(v.as_bytes().to_vec()),
-    }
+    Sibling::new(Dot::new(who.clone(), counter), Some(v.as_bytes().to_vec()))
 }
 
 #[test]
@@ -605,10 +602,7 @@ fn run(ops: &[Op]) -> Result<History, TestCaseError> {
                     .siblings()
                     .iter()
                     .all(|s| s.dot == dot || !ctx.covers(&s.dot)));
-                let made = Sibling {
-                    dot: dot.clone(),
-                    value,
-                };
+                let made = Sibling::new(dot.clone(), value);
                 prop_assert!(obj.siblings().contains(&made));
                 prop_assert!(obj.clock().descends(&ctx.vv));
                 // The returned context covers the write and no sibling the
@@ -754,9 +748,10 @@ proptest! {
 }
 
 /// An arbitrary valid object over a small dot space, reachable or not.
-fn arb_object() -> impl Strategy<Value = Object> {
+pub(super) fn arb_object() -> impl Strategy<Value = Object> {
     let clock = prop::collection::vec(0u64..4, ACTORS);
-    let sibs = prop::collection::vec((0..ACTORS, 1u64..4, prop::option::of(0u8..3)), 0..6);
+    let meta = (prop::option::of(0u64..3), prop::option::of(0u64..3));
+    let sibs = prop::collection::vec((0..ACTORS, 1u64..4, prop::option::of(0u8..3), meta), 0..6);
     (clock, sibs).prop_map(|(counts, sibs)| {
         let actors: Vec<Actor> = (0..ACTORS)
             .map(|i| Actor::new(format!("n{i}"), 1))
@@ -765,9 +760,11 @@ fn arb_object() -> impl Strategy<Value = Object> {
         let mut seen = BTreeSet::new();
         let siblings = sibs
             .into_iter()
-            .map(|(i, c, v)| Sibling {
+            .map(|(i, c, v, (expires_ms, ts))| Sibling {
                 dot: Dot::new(actors[i].clone(), c),
                 value: v.map(|v| vec![v]),
+                expires_ms,
+                ts,
             })
             .filter(|s| clock.covers(&s.dot) && seen.insert(s.dot.clone()))
             .collect();

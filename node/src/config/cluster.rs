@@ -50,7 +50,10 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// Buckets with their own N.
     pub fn buckets_n(&self) -> Vec<(String, usize)> {
-        self.buckets.iter().map(|(b, c)| (b.clone(), c.n)).collect()
+        self.buckets
+            .iter()
+            .filter_map(|(b, c)| c.n.map(|n| (b.clone(), n)))
+            .collect()
     }
 }
 
@@ -63,10 +66,25 @@ pub struct MemberConfig {
     pub zone: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// `[cluster.buckets.NAME]`: settings of one bucket.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BucketConfig {
-    pub n: usize,
+    /// Replicas per key; the cluster's `n` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// How concurrent writes are resolved: `"siblings"` (kept for the client) or `"lww"`
+    /// (the newest by hybrid logical clock timestamp wins). Fixed for the cluster's life,
+    /// like `n`.
+    #[serde(default)]
+    pub conflicts: chorus_core::version::Conflicts,
+    /// TTL of a put that brings none (e.g. `"1h"`); unset means values don't expire.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::optional_duration"
+    )]
+    pub ttl: Option<std::time::Duration>,
 }
 fn default_partitions() -> u32 {
     chorus_ring::DEFAULT_PARTITIONS

@@ -81,11 +81,16 @@ impl NodeConfig {
             return err("cluster.n", format!("{} is not from 1 to 16", c.n));
         }
         for (name, b) in &c.buckets {
-            if b.n == 0 || b.n > 16 {
+            if let Some(n) = b.n.filter(|n| *n == 0 || *n > 16) {
                 return err(
                     &format!("cluster.buckets.{name}.n"),
-                    format!("{} is not from 1 to 16", b.n),
+                    format!("{n} is not from 1 to 16"),
                 );
+            }
+            if let Some(ttl) = b.ttl {
+                if let Err(why) = chorus_client::proto::check_ttl(ttl) {
+                    return err(&format!("cluster.buckets.{name}.ttl"), why);
+                }
             }
         }
         if c.secret.is_none() {

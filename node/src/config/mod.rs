@@ -153,6 +153,23 @@ impl Default for StorageConfig {
         }
     }
 }
+/// Optional durations as human strings; absent means `None`.
+pub mod optional_duration {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
 /// Durations as human strings such as `"500ms"` or `"10m"`.
 pub mod duration {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -176,13 +193,28 @@ impl NodeConfig {
             .unwrap_or_else(|| self.listen.to_string())
     }
 
-    /// N for a bucket.
-    pub fn n_for(&self, bucket: &[u8]) -> usize {
+    /// A bucket's own settings, if it has any.
+    fn bucket(&self, bucket: &[u8]) -> Option<&BucketConfig> {
         std::str::from_utf8(bucket)
             .ok()
             .and_then(|b| self.cluster.buckets.get(b))
-            .map(|b| b.n)
+    }
+
+    /// N for a bucket.
+    pub fn n_for(&self, bucket: &[u8]) -> usize {
+        self.bucket(bucket)
+            .and_then(|b| b.n)
             .unwrap_or(self.cluster.n)
+    }
+
+    /// A bucket's conflict policy (`siblings` unless configured).
+    pub fn conflicts_for(&self, bucket: &[u8]) -> chorus_core::version::Conflicts {
+        self.bucket(bucket).map(|b| b.conflicts).unwrap_or_default()
+    }
+
+    /// A bucket's default TTL for puts that bring none.
+    pub fn ttl_for(&self, bucket: &[u8]) -> Option<std::time::Duration> {
+        self.bucket(bucket).and_then(|b| b.ttl)
     }
 
     /// The largest N of any bucket: the ring balances this many replica slots.
@@ -190,7 +222,7 @@ impl NodeConfig {
         self.cluster
             .buckets
             .values()
-            .map(|b| b.n)
+            .filter_map(|b| b.n)
             .chain([self.cluster.n])
             .max()
             .unwrap_or(self.cluster.n)

@@ -160,3 +160,51 @@ fn tombstone_grace_must_outlast_hint_expiry() {
     assert!(e.contains("hinted_handoff.expiry"), "{e}");
     parse(&["tombstones.grace=3s", "hinted_handoff.expiry=2s"]).expect("grace > expiry");
 }
+
+#[test]
+fn bucket_settings_take_conflicts_and_ttl_with_n_optional() {
+    use chorus_core::version::Conflicts;
+    let c = parse(&[
+        "cluster.buckets.hot.conflicts=lww",
+        "cluster.buckets.cache.ttl=90s",
+        "cluster.buckets.small.n=1",
+    ])
+    .expect("bucket settings");
+    assert_eq!(c.conflicts_for(b"hot"), Conflicts::Lww);
+    assert_eq!(c.conflicts_for(b"cache"), Conflicts::Siblings);
+    assert_eq!(c.conflicts_for(b"other"), Conflicts::Siblings);
+    assert_eq!(c.n_for(b"hot"), 3, "n defaults to the cluster's");
+    assert_eq!(c.n_for(b"small"), 1);
+    assert_eq!(c.ttl_for(b"cache"), Some(Duration::from_secs(90)));
+    assert_eq!(c.ttl_for(b"hot"), None);
+    assert_eq!(c.cluster.buckets_n(), vec![("small".to_string(), 1)]);
+    // The cluster-wide settings name the lww policy, and only buckets' explicit n.
+    let s = crate::identity::settings(&c);
+    assert!(s.contains("cluster.buckets.hot.conflicts=lww"), "{s}");
+    assert!(s.contains("cluster.buckets.small.n=1"), "{s}");
+    assert!(
+        !s.contains("cache"),
+        "a default ttl is not cluster-wide: {s}"
+    );
+
+    let e = parse(&["cluster.buckets.hot.conflicts=newest"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("newest") && e.contains("lww"), "{e}");
+    let e = parse(&["cluster.buckets.hot.ttl=soon"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("soon"), "{e}");
+    let e = parse(&["cluster.buckets.hot.ttl=0s"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cluster.buckets.hot.ttl"), "{e}");
+    let e = parse(&["cluster.buckets.hot.ttl=20years"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cluster.buckets.hot.ttl"), "{e}");
+    let e = parse(&["cluster.buckets.hot.colour=red"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("colour"), "unknown fields are refused: {e}");
+}

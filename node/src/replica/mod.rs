@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::merkle::Hash;
 use crate::storage::{segment_range, split_data_key, Op, Storage, StorageError, Table};
-use crate::version::{Actor, Object};
+use crate::version::{Actor, Conflicts, Object};
 use trees::{load_trees, rebuild_trees, tree_id};
 pub use trees::{TreeId, Trees};
 use writer::Writer;
@@ -74,6 +74,8 @@ enum Job {
 
 /// N of a bucket, as the node's config says.
 pub type NOf = Arc<dyn Fn(&[u8]) -> usize + Send + Sync>;
+/// The conflict policy of a bucket, as the node's config says.
+pub type ConflictsOf = Arc<dyn Fn(&[u8]) -> Conflicts + Send + Sync>;
 /// Handle to the local replica. Cheap to clone.
 #[derive(Clone)]
 pub struct Replica {
@@ -100,6 +102,11 @@ pub struct ReplicaOptions {
     pub n_of: NOf,
     /// A fingerprint of what `n_of` answers, stored with the trees.
     pub layout: String,
+    /// Conflict policy per bucket.
+    pub conflicts_of: ConflictsOf,
+    /// How far ahead of this node's wall clock a peer's timestamp may be and still be
+    /// followed by the writer's hybrid logical clock.
+    pub max_clock_offset: std::time::Duration,
 }
 
 impl Replica {
@@ -141,6 +148,8 @@ impl Replica {
             },
             trees: trees.clone(),
             n_of: opts.n_of.clone(),
+            conflicts_of: opts.conflicts_of.clone(),
+            hlc: chorus_core::hlc::Hlc::new(opts.max_clock_offset),
         };
         std::thread::Builder::new()
             .name("replica-writer".into())
@@ -251,7 +260,8 @@ impl Replica {
         .map_err(|_| ReplicaError::Closed)?
     }
 
-    /// Data keys that have held only tombstones since before `before_ms`, at most `limit`.
+    /// Data keys that have held only tombstones (or values expired by then) since before
+    /// `before_ms`, at most `limit`.
     pub async fn old_tombstones(
         &self,
         before_ms: u64,

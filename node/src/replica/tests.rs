@@ -10,6 +10,14 @@ fn opts(max_siblings: usize) -> ReplicaOptions {
         max_object_bytes: 1 << 20,
         n_of: Arc::new(|_| 3),
         layout: "test".into(),
+        conflicts_of: Arc::new(|b: &[u8]| {
+            if b == b"lww" {
+                Conflicts::Lww
+            } else {
+                Conflicts::Siblings
+            }
+        }),
+        max_clock_offset: std::time::Duration::from_secs(10),
     }
 }
 
@@ -17,6 +25,7 @@ fn put(v: &[u8]) -> Change {
     Change::Update {
         ctx: Context::default(),
         value: Some(v.to_vec()),
+        expires_ms: None,
     }
 }
 
@@ -80,6 +89,7 @@ async fn a_key_over_the_limits_takes_only_writes_that_shrink_it() {
             Change::Update {
                 ctx: shown,
                 value: Some(b"resolved".to_vec()),
+                expires_ms: None,
             },
         )
         .await
@@ -110,6 +120,7 @@ async fn trees_follow_writes_survive_restarts_and_match_a_rebuild() {
             Change::Update {
                 ctx: o.context(),
                 value: None,
+                expires_ms: None,
             },
         )
         .await
@@ -169,6 +180,7 @@ async fn purge_removes_only_the_expected_tombstone() {
             Change::Update {
                 ctx: o.context(),
                 value: None,
+                expires_ms: None,
             },
         )
         .await
@@ -205,6 +217,7 @@ async fn purge_and_recreate_never_reuse_a_dot() {
             Change::Update {
                 ctx: before_delete.clone(),
                 value: None,
+                expires_ms: None,
             },
         )
         .await
@@ -226,6 +239,7 @@ async fn purge_and_recreate_never_reuse_a_dot() {
             Change::Update {
                 ctx: before_delete,
                 value: Some(b"late".to_vec()),
+                expires_ms: None,
             },
         )
         .await
@@ -293,6 +307,7 @@ async fn writes_past_the_size_cap_are_refused_but_merges_are_not() {
             Change::Update {
                 ctx: merged.context(),
                 value: Some(vec![3; 10]),
+                expires_ms: None,
             },
         )
         .await
@@ -315,6 +330,7 @@ async fn a_newer_tombstone_restarts_the_tombstone_age() {
             Change::Update {
                 ctx: written.context(),
                 value: None,
+                expires_ms: None,
             },
         )
         .await
@@ -335,6 +351,7 @@ async fn a_newer_tombstone_restarts_the_tombstone_age() {
             Change::Update {
                 ctx: first.context(),
                 value: None,
+                expires_ms: None,
             },
         )
         .await

@@ -128,11 +128,11 @@ pub(super) fn rebuild_trees(
             };
             let id = tree_id(dk.partition, n_of(dk.bucket));
             trees.update(id, dk.bucket, dk.key, None, Some(&obj.digest()));
-            if obj.is_tombstone_only() {
+            if let Some(expiry) = obj.dead_from() {
                 ops.push(Op::Put(
                     Table::Tombstones,
                     k.clone(),
-                    now.to_be_bytes().to_vec(),
+                    now.max(expiry).to_be_bytes().to_vec(),
                 ));
             }
             keys += 1;

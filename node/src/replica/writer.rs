@@ -8,11 +8,11 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::trees::{leaf_key, tree_id};
-use super::{read_object, Change, Job, Limits, NOf, ReplicaError, TreeId, Trees};
+use super::{read_object, Change, ConflictsOf, Job, Limits, NOf, ReplicaError, TreeId, Trees};
 use crate::hints::now_ms;
 use crate::merkle::Hash;
 use crate::storage::{split_data_key, Op, Storage, StorageError, Table};
-use crate::version::{Actor, Object};
+use crate::version::{Actor, Conflicts, Object};
 
 /// Object bytes one write batch may hold before it is written (see `Writer::commit`).
 const BATCH_BYTES: usize = 64 * 1024 * 1024;
@@ -35,6 +35,10 @@ pub(super) struct Writer {
     pub(super) limits: Limits,
     pub(super) trees: Arc<Trees>,
     pub(super) n_of: NOf,
+    pub(super) conflicts_of: ConflictsOf,
+    /// Stamps updates in `lww` buckets; follows the timestamps of every version merged in.
+    /// Living in the writer, it has seen every timestamp this replica holds.
+    pub(super) hlc: chorus_core::hlc::Hlc,
 }
 
 /// What one job did to its key, for the trees and the tombstone index.
@@ -131,7 +135,7 @@ impl Writer {
                 Some(o) => Ok(o.clone()),
                 None => read_object(&*self.storage, &key),
             };
-            match current.and_then(|cur| self.apply(cur.clone(), change).map(|r| (cur, r))) {
+            match current.and_then(|cur| self.apply(&key, cur.clone(), change).map(|r| (cur, r))) {
                 Ok((old, (new, changed))) => {
                     held += new.as_ref().map_or(0, approx_size) * 4;
                     if changed {
@@ -218,15 +222,17 @@ impl Writer {
                     .update(id, dk.bucket, dk.key, old_d.as_ref(), new_d.as_ref());
             leaves.insert((id, segment), leaf);
             undo.push((id, dk.bucket.to_vec(), dk.key.to_vec(), old_d, new_d));
-            let was_tomb = e.old.as_ref().is_some_and(Object::is_tombstone_only);
-            let is_tomb = e.new.as_ref().is_some_and(Object::is_tombstone_only);
+            let was_tomb = e.old.as_ref().and_then(Object::dead_from).is_some();
+            let dead_from = e.new.as_ref().and_then(Object::dead_from);
+            let is_tomb = dead_from.is_some();
             // A tombstone's age counts from its last change: a newer delete over an older
             // one starts the grace again, or it could be purged before a hint it covers.
-            if is_tomb && (!was_tomb || e.old != e.new) {
+            // Values with a TTL age from the later of that and their expiry.
+            if let Some(expiry) = dead_from.filter(|_| !was_tomb || e.old != e.new) {
                 ops.push(Op::Put(
                     Table::Tombstones,
                     e.key.clone(),
-                    now_ms().to_be_bytes().to_vec(),
+                    now_ms().max(expiry).to_be_bytes().to_vec(),
                 ));
             } else if was_tomb && !is_tomb {
                 ops.push(Op::Delete(Table::Tombstones, e.key.clone()));
@@ -243,14 +249,37 @@ impl Writer {
         (ops, undo)
     }
 
-    /// The key's new state and whether it changed; the rules are `chorus_core::replica`.
+    /// The key's new state and whether it changed; the rules are `chorus_core::replica`,
+    /// under the key's bucket's conflict policy.
     fn apply(
         &mut self,
+        key: &[u8],
         current: Option<Object>,
         change: Change,
     ) -> Result<(Option<Object>, bool), ReplicaError> {
-        let applied =
-            chorus_core::replica::apply(current, change, &self.limits, &self.actor, self.counter)?;
+        let conflicts = split_data_key(key)
+            .map(|dk| (self.conflicts_of)(dk.bucket))
+            .unwrap_or_default();
+        let now = now_ms();
+        if let Change::Merge(other) = &change {
+            for ts in other.siblings().iter().filter_map(|s| s.ts) {
+                if let Err(e) = self.hlc.observe(ts, now) {
+                    tracing::warn!(error = %e, "a replicated write's timestamp is too far ahead of this node's clock");
+                }
+            }
+        }
+        let ts = match (&change, conflicts) {
+            (Change::Update { .. }, Conflicts::Lww) => self.hlc.now(now),
+            _ => 0,
+        };
+        let local = chorus_core::replica::Local {
+            actor: &self.actor,
+            floor: self.counter,
+            conflicts,
+            now_ms: now,
+            ts,
+        };
+        let applied = chorus_core::replica::apply_at(current, change, &self.limits, &local)?;
         if let Some(minted) = applied.minted {
             self.counter = self.counter.max(minted);
         }

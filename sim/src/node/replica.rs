@@ -104,6 +104,7 @@ pub fn update(
     let change = Change::Update {
         ctx: ctx.clone(),
         value,
+        expires_ms: None,
     };
     let applied = apply(node, env, key, change)?;
     let (Some(proc), Some(obj), Some(counter)) = (&node.proc, applied.object, applied.minted)

@@ -62,6 +62,7 @@ impl Driver for ChorusDriver {
             context: self.context(key),
             w: self.w,
             sloppy: false,
+            ttl: None,
         };
         let name = key_name(key);
         let ctx = match self
