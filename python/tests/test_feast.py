@@ -1,0 +1,312 @@
+"""The Feast online store on Chorus, end to end, with Feast's SQLite store as the oracle:
+the same feature repository is materialized into both and must read back identically."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+feast = pytest.importorskip(
+    "feast", reason="Feast is not installed (pip install './python[feast]')"
+)
+
+import pandas as pd  # noqa: E402  (comes with feast)
+from feast.infra.key_encoding_utils import serialize_entity_key  # noqa: E402
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
+from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
+
+import chorus  # noqa: E402
+import feast_repo as repo  # noqa: E402
+from chorus.feast import _record  # noqa: E402
+from chorus.feast._store import ChorusOnlineStore, _has_param  # noqa: E402
+from conftest import DevCluster  # noqa: E402
+
+N = 1200  # over the batch limit, so reads and writes take more than one get_many
+END = repo.T0 + timedelta(days=1)
+HAS_TRUNCATE = hasattr(chorus.Client, "truncate")
+
+
+def chorus_config(cluster: DevCluster, **extra: Any) -> Dict[str, Any]:
+    cfg = {"type": "chorus.feast.ChorusOnlineStore", "client_config": str(cluster.client_toml)}
+    cfg.update(extra)
+    return cfg
+
+
+SQLITE = {"type": "sqlite", "path": "online.db"}
+
+
+def pair(tmp_path: Path, cluster: DevCluster, df: pd.DataFrame, **extra: Any):
+    """A Chorus-backed store and the SQLite oracle over the same parquet file."""
+    parquet = tmp_path / "drivers.parquet"
+    df.to_parquet(parquet)
+    project = "p" + uuid.uuid4().hex[:12]
+    ours = repo.store(tmp_path / "chorus", project, chorus_config(cluster, **extra), parquet)
+    oracle = repo.store(tmp_path / "sqlite", project, SQLITE, parquet)
+    return ours, oracle, parquet
+
+
+def online_store(fs: "feast.FeatureStore") -> ChorusOnlineStore:
+    s = fs._get_provider().online_store
+    assert isinstance(s, ChorusOnlineStore)
+    return s
+
+
+def raw_key(driver_id: int) -> bytes:
+    ek = EntityKey(join_keys=["driver_id"], entity_values=[Value(int64_val=driver_id)])
+    return serialize_entity_key(ek, entity_key_serialization_version=3)
+
+
+def bucket(fs: "feast.FeatureStore", view: str = repo.VIEW) -> str:
+    return f"feast.{fs.project}.{view}"
+
+
+def assert_same(ours: Dict[str, List[Any]], oracle: Dict[str, List[Any]]) -> None:
+    assert ours.keys() == oracle.keys()
+    for col in oracle:
+        diff = [i for i, (a, b) in enumerate(zip(ours[col], oracle[col])) if a != b]
+        assert not diff and len(ours[col]) == len(oracle[col]), (
+            f"{col}: {len(diff)} rows differ, first at {diff[:1]}: "
+            f"{[ours[col][i] for i in diff[:3]]} vs {[oracle[col][i] for i in diff[:3]]}"
+        )
+
+
+# The stored form ---------------------------------------------------------------------
+
+
+def test_record_round_trip_and_garbage() -> None:
+    rec = _record.Record(5, 7, None, {"a": b"\x01\x02", "é": b""})
+    assert _record.decode(_record.encode(rec)) == rec
+    rec2 = _record.Record(-3, None, 99, {})
+    assert _record.decode(_record.encode(rec2)) == rec2
+    raw = _record.encode(rec)
+    for bad in (b"", b"xx", raw[:-1], raw + b"\x00", b"CF\x09" + raw[3:]):
+        with pytest.raises(_record.RecordError):
+            _record.decode(bad)
+
+
+def test_newest_sibling_wins_by_event_then_created_time() -> None:
+    def enc(event: int, created: Any = None, expires: Any = None) -> bytes:
+        return _record.encode(_record.Record(event, created, expires, {"v": str(event).encode()}))
+
+    assert _record.newest([enc(1), enc(3), enc(2)], now_ns=0).event_ns == 3
+    assert _record.newest([enc(3, 1), enc(3, 2), b"junk"], now_ns=0).created_ns == 2
+    # An expired sibling doesn't count, even if it is the newest.
+    assert _record.newest([enc(1, None, 100), enc(3, None, 10)], now_ns=50).event_ns == 1
+    assert _record.newest([enc(3, None, 10)], now_ns=10) is None
+    # Exact ties pick the same sibling whatever the order.
+    a = _record.encode(_record.Record(1, None, None, {"v": b"a"}))
+    b = _record.encode(_record.Record(1, None, None, {"v": b"b"}))
+    assert _record.newest([a, b], 0) == _record.newest([b, a], 0)
+
+
+# End to end against the SQLite oracle ----------------------------------------------
+
+
+def test_materialize_matches_sqlite(tmp_path: Path, cluster: DevCluster) -> None:
+    ours, oracle, _ = pair(tmp_path, cluster, repo.history(N))
+    for fs in (ours, oracle):
+        fs.materialize(repo.T0 - timedelta(days=1), END)
+    ids = list(range(N)) + [N + 5, N + 6]  # two that were never written
+    got = repo.read(ours, ids)
+    want = repo.read(oracle, ids)
+    assert_same(got, want)
+    # Not vacuous: every written driver is found, with its newest row (hour 2).
+    assert sum(v is not None for v in got["trips"]) == N
+    newest = repo.rows([0, 1], [repo.T0 + timedelta(hours=2, seconds=s) for s in (0, 1)])
+    assert got["trips"][:2] == list(newest["trips"])
+    assert got["trips"][-1] is None
+    # The rows are in Chorus, one value per key: nothing piled up as siblings.
+    with chorus.Client.connect(cluster.client_toml) as c:
+        reads = c.get_many(bucket(ours), [raw_key(i) for i in range(0, N, 97)])
+        assert all(r.found and r.siblings == 1 for r in reads)
+
+
+def test_second_materialization_newer_rows_win(tmp_path: Path, cluster: DevCluster) -> None:
+    ours, oracle, parquet = pair(tmp_path, cluster, repo.history(600))
+    for fs in (ours, oracle):
+        fs.materialize(repo.T0 - timedelta(days=1), END)
+    # Newer rows for the even drivers, appended to the same source.
+    even = list(range(0, 600, 2))
+    newer = repo.rows(even, [repo.T0 + timedelta(hours=5)] * len(even), salt=1)
+    pd.concat([repo.history(600), newer]).to_parquet(parquet)
+    for fs in (ours, oracle):
+        fs.materialize(repo.T0 - timedelta(days=1), END + timedelta(days=1))
+    got, want = repo.read(ours, range(600)), repo.read(oracle, range(600))
+    assert_same(got, want)
+    assert got["shifts"][0] == newer["shifts"][0] and got["shifts"][1] != newer["shifts"][0]
+
+
+def test_older_rows_do_not_replace_newer(tmp_path: Path, cluster: DevCluster) -> None:
+    """Feast keeps the newest event: a late, older row is dropped (SQLite would take it, so
+    the expectation here is written out rather than read from the oracle)."""
+    ours, _, _ = pair(tmp_path, cluster, repo.history(10))
+    new_ts = [repo.T0 + timedelta(hours=3)] * 10
+    old_ts = [repo.T0 + timedelta(hours=1)] * 10
+    ours.write_to_online_store(repo.VIEW, repo.rows(range(10), new_ts))
+    before = repo.read(ours, range(10))
+    ours.write_to_online_store(repo.VIEW, repo.rows(range(10), old_ts, salt=7))
+    assert repo.read(ours, range(10)) == before
+    # Same event time, later created time: taken (Feast's tie-break).
+    later = repo.rows(range(10), new_ts, salt=3)
+    later["created"] = later["created"] + pd.Timedelta(seconds=1)
+    ours.write_to_online_store(repo.VIEW, later)
+    assert repo.read(ours, range(10))["shifts"] == list(later["shifts"])
+
+
+def test_concurrent_writers_match_oracle(tmp_path: Path, cluster: DevCluster) -> None:
+    """Materialization, pushes and direct writes from several threads, rows in random
+    order; the oracle gets every row once, oldest first. The newest row per driver wins."""
+    n = 600
+    ours, oracle, _ = pair(tmp_path, cluster, repo.history(n))
+    rng = random.Random(7)
+    # Per driver: distinct event times, so "newest" is one row.
+    pushed = []
+    for i in range(n):
+        hours = rng.sample(range(1, 40), 4)
+        pushed += [(i, repo.T0 + timedelta(hours=h, seconds=i % 50)) for h in hours]
+    rng.shuffle(pushed)
+    frames = [
+        repo.rows([p[0] for p in part], [p[1] for p in part], salt=2)
+        for part in (pushed[k::6] for k in range(6))
+    ]
+    errors: List[BaseException] = []
+
+    def run(f: Any, *args: Any) -> None:
+        try:
+            f(*args)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(ours.materialize, repo.T0, END))]
+    for k, df in enumerate(frames):
+        # Half through the push source, half written to the view directly.
+        if k % 2:
+            threads.append(threading.Thread(target=run, args=(ours.push, repo.PUSH, df)))
+        else:
+            threads.append(
+                threading.Thread(target=run, args=(ours.write_to_online_store, repo.VIEW, df))
+            )
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+    every = pd.concat([repo.history(n)] + frames).sort_values(["event_timestamp", "driver_id"])
+    oracle.write_to_online_store(repo.VIEW, every)
+    assert_same(repo.read(ours, range(n)), repo.read(oracle, range(n)))
+
+
+def test_siblings_resolve_to_newest_and_collapse_on_write(
+    tmp_path: Path, cluster: DevCluster
+) -> None:
+    ours, _, _ = pair(tmp_path, cluster, repo.history(3))
+    b, k = bucket(ours), raw_key(1)
+
+    def rec(hours: int, trips: int) -> bytes:
+        ts = int((repo.T0 + timedelta(hours=hours)).timestamp()) * 10**9
+        return _record.encode(
+            _record.Record(ts, None, None, {"trips": Value(int64_val=trips).SerializeToString()})
+        )
+
+    with chorus.Client.connect(cluster.client_toml) as c:
+        # Two writers without a context: two siblings.
+        c.put(b, k, rec(2, 222))
+        c.put(b, k, rec(1, 111))
+        assert c.get(b, k).siblings == 2
+        assert repo.read(ours, [1], [f"{repo.VIEW}:trips"])["trips"] == [222]
+        # A write through the store replaces both (it read their context first).
+        ours.write_to_online_store(repo.VIEW, repo.rows([1], [repo.T0 + timedelta(hours=4)]))
+        got = c.get(b, k)
+        assert got.siblings == 1
+        assert _record.decode(got.values[0]).event_ns > _record.decode(rec(2, 0)).event_ns
+
+
+def test_key_ttl_hides_expired_rows(tmp_path: Path, cluster: DevCluster) -> None:
+    ours, _, _ = pair(tmp_path, cluster, repo.history(20), key_ttl_seconds=60)
+    store = online_store(ours)
+    now = [store.clock()]
+    store.clock = lambda: now[0]
+    ts = [repo.T0 + timedelta(hours=1)] * 20
+    ours.write_to_online_store(repo.VIEW, repo.rows(range(10), ts[:10]))
+    now[0] += 30 * 10**9
+    ours.write_to_online_store(repo.VIEW, repo.rows(range(10, 20), ts[10:]))
+    assert all(v is not None for v in repo.read(ours, range(20))["trips"])
+    now[0] += 31 * 10**9  # the first ten are 61 s old, the others 31 s
+    trips = repo.read(ours, range(20))["trips"]
+    assert trips[:10] == [None] * 10 and all(v is not None for v in trips[10:])
+    # An expired row doesn't block an older one: expiry means "not there".
+    ours.write_to_online_store(repo.VIEW, repo.rows([0], [repo.T0], salt=5))
+    assert repo.read(ours, [0])["trips"] != [None]
+
+
+@pytest.mark.skipif(
+    not _has_param(chorus.Client.put_many, "ttl"),
+    reason="this chorus client's put_many takes no ttl (server-side expiry not available)",
+)
+def test_key_ttl_is_passed_to_the_server(tmp_path: Path, cluster: DevCluster) -> None:
+    import time
+
+    ours, _, _ = pair(tmp_path, cluster, repo.history(5), key_ttl_seconds=1)
+    ours.write_to_online_store(repo.VIEW, repo.rows(range(5), [repo.T0] * 5))
+    deadline = time.monotonic() + 30
+    with chorus.Client.connect(cluster.client_toml) as c:
+        while any(r.found for r in c.get_many(bucket(ours), [raw_key(i) for i in range(5)])):
+            assert time.monotonic() < deadline, "the server kept rows past their TTL"
+            time.sleep(0.2)
+
+
+def test_async_reads_and_writes_match_sync(tmp_path: Path, cluster: DevCluster) -> None:
+    ours, oracle, _ = pair(tmp_path, cluster, repo.history(N))
+    df = repo.rows(range(N), [repo.T0 + timedelta(hours=2)] * N)
+
+    async def main() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        await ours.write_to_online_store_async(repo.VIEW, df)
+        ents = [{"driver_id": i} for i in range(N)]
+        resp = await ours.get_online_features_async(features=repo.FEATURES, entity_rows=ents)
+        return resp.to_dict(include_event_timestamps=True), repo.read(ours, range(N))
+
+    got_async, got_sync = asyncio.run(main())
+    oracle.write_to_online_store(repo.VIEW, df)
+    assert_same(got_async, repo.read(oracle, range(N)))
+    assert_same(got_sync, got_async)
+
+
+@pytest.mark.skipif(not HAS_TRUNCATE, reason="this chorus client has no truncate yet")
+def test_update_and_teardown_empty_the_buckets(tmp_path: Path, cluster: DevCluster) -> None:
+    parquet = tmp_path / "drivers.parquet"
+    repo.history(50).to_parquet(parquet)
+    cfg = chorus_config(cluster, admin_config=str(cluster.admin_toml))
+    project = "p" + uuid.uuid4().hex[:12]
+    fs = repo.store(tmp_path / "chorus", project, cfg, parquet, views=[repo.VIEW, "extra"])
+    fs.materialize(repo.T0 - timedelta(days=1), END)
+    keys = [raw_key(i) for i in range(50)]
+    with chorus.Client.connect(cluster.client_toml) as c:
+        for view in (repo.VIEW, "extra"):
+            assert all(r.found for r in c.get_many(bucket(fs, view), keys))
+        # Dropping a view empties its bucket and leaves the other alone.
+        fs.apply([], objects_to_delete=[fs.get_feature_view("extra")], partial=False)
+        assert not any(r.found for r in c.get_many(bucket(fs, "extra"), keys))
+        assert all(r.found for r in c.get_many(bucket(fs, repo.VIEW), keys))
+        fs.teardown()
+        assert not any(r.found for r in c.get_many(bucket(fs, repo.VIEW), keys))
+
+
+def test_update_without_truncate_keeps_rows_and_says_so(
+    tmp_path: Path, cluster: DevCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No admin config: teardown can't empty the buckets; it warns instead of failing."""
+    ours, _, _ = pair(tmp_path, cluster, repo.history(5))
+    ours.materialize(repo.T0 - timedelta(days=1), END)
+    with caplog.at_level("WARNING", logger="chorus.feast._store"):
+        ours.teardown()
+    assert f"the rows of {bucket(ours)} stay in Chorus" in caplog.text
+    with chorus.Client.connect(cluster.client_toml) as c:
+        assert c.get(bucket(ours), raw_key(0)).found
