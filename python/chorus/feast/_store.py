@@ -132,7 +132,7 @@ class _Plan:
                 event_ns=_ns(event_ts),
                 created_ns=None if created_ts is None else _ns(created_ts),
                 expires_ns=expires_ns,
-                features={k: v.SerializeToString() for k, v in values.items()},
+                features=dict(values),
             )
             old = self.rows.get(key)
             # A later row of the same batch with the same times wins (as a plain upsert).
@@ -176,14 +176,9 @@ def _decode_rows(
         if rec is None:
             out.append((None, None))
             continue
-        feats: Dict[str, ValueProto] = {}
-        names = rec.features if requested is None else requested
-        for name in names:
-            raw = rec.features.get(name)
-            if raw is not None:
-                v = ValueProto()
-                v.ParseFromString(raw)
-                feats[name] = v
+        feats = rec.features
+        if requested is not None:
+            feats = {n: feats[n] for n in requested if n in feats}
         out.append((_datetime(rec.event_ns), feats))
     return out
 
