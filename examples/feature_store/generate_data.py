@@ -1,6 +1,6 @@
 """Writes data/driver_stats.parquet: a day of hourly rows for a few hundred drivers.
 
-    python3 generate_data.py [--drivers 500]
+python3 generate_data.py [--drivers 500]
 """
 
 import argparse

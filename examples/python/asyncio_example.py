@@ -1,6 +1,6 @@
 """The asyncio client: many requests in flight from one event loop.
 
-    python3 examples/python/asyncio_example.py --config cluster/client.toml
+python3 examples/python/asyncio_example.py --config cluster/client.toml
 """
 
 import argparse
@@ -25,8 +25,12 @@ async def main(config: str) -> None:
         print(f"{len(keys)} puts and {len(keys)} gets with asyncio.gather in {ms:.0f} ms")
 
         # A batch read is a coroutine too; several batches can overlap.
-        halves = await asyncio.gather(client.get_many(bucket, keys[:100]), client.get_many(bucket, keys[100:]))
-        print("get_many in two overlapping batches:", sum(r.found for h in halves for r in h), "found")
+        halves = await asyncio.gather(
+            client.get_many(bucket, keys[:100]), client.get_many(bucket, keys[100:])
+        )
+        print(
+            "get_many in two overlapping batches:", sum(r.found for h in halves for r in h), "found"
+        )
 
         # Errors are raised by the await, with the same classes as the blocking client.
         try:
@@ -37,5 +41,7 @@ async def main(config: str) -> None:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=os.environ.get("CHORUS_CLIENT_CONFIG", "cluster/client.toml"))
+    p.add_argument(
+        "--config", default=os.environ.get("CHORUS_CLIENT_CONFIG", "cluster/client.toml")
+    )
     asyncio.run(main(p.parse_args().config))

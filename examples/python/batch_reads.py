@@ -1,6 +1,6 @@
 """Many keys in one request: put_many and get_many, against one read per key.
 
-    python3 examples/python/batch_reads.py --config cluster/client.toml [--keys 1000]
+python3 examples/python/batch_reads.py --config cluster/client.toml [--keys 1000]
 """
 
 import argparse
@@ -13,7 +13,9 @@ import chorus
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=os.environ.get("CHORUS_CLIENT_CONFIG", "cluster/client.toml"))
+    p.add_argument(
+        "--config", default=os.environ.get("CHORUS_CLIENT_CONFIG", "cluster/client.toml")
+    )
     p.add_argument("--keys", type=int, default=1000, help="at most limits.max_batch_keys (1,000)")
     args = p.parse_args()
 

@@ -16,7 +16,9 @@ import chorus
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=os.environ.get("CHORUS_CLIENT_CONFIG", "cluster/client.toml"))
+    p.add_argument(
+        "--config", default=os.environ.get("CHORUS_CLIENT_CONFIG", "cluster/client.toml")
+    )
     args = p.parse_args()
 
     bucket, key = "examples", "cart-" + uuid.uuid4().hex[:8]

@@ -92,10 +92,10 @@ def start_redis(binary: str, port: int) -> subprocess.Popen:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return proc
-        except OSError:
+        except OSError as e:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"redis-server did not start on port {port}")
+                raise RuntimeError(f"redis-server did not start on port {port}") from e
             time.sleep(0.05)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-
 from conftest import REPO, DevCluster
 
 EXAMPLES = REPO / "examples"
@@ -36,7 +35,11 @@ def test_read_your_writes(cluster: DevCluster) -> None:
 
 def test_batch_reads(cluster: DevCluster) -> None:
     script = EXAMPLES / "python" / "batch_reads.py"
-    out = run([str(script), "--config", str(cluster.client_toml), "--keys", "300"], REPO, cluster.client_toml)
+    out = run(
+        [str(script), "--config", str(cluster.client_toml), "--keys", "300"],
+        REPO,
+        cluster.client_toml,
+    )
     assert "put_many: 300 written, 0 failed" in out
     assert "get_many: 300 of 301 found" in out
     assert "deleted; found now: 0" in out

@@ -17,16 +17,15 @@ feast = pytest.importorskip(
     "feast", reason="Feast is not installed (pip install './python[feast]')"
 )
 
-import pandas as pd  # noqa: E402  (comes with feast)
-from feast.infra.key_encoding_utils import serialize_entity_key  # noqa: E402
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
-from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
-
 import chorus  # noqa: E402
 import feast_repo as repo  # noqa: E402
+import pandas as pd  # noqa: E402  (comes with feast)
 from chorus.feast import _record  # noqa: E402
 from chorus.feast._store import ChorusOnlineStore, _has_param  # noqa: E402
 from conftest import DevCluster  # noqa: E402
+from feast.infra.key_encoding_utils import serialize_entity_key  # noqa: E402
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey  # noqa: E402
+from feast.protos.feast.types.Value_pb2 import Value  # noqa: E402
 
 N = 1200  # over the batch limit, so reads and writes take more than one get_many
 END = repo.T0 + timedelta(days=1)
@@ -213,9 +212,7 @@ def test_siblings_resolve_to_newest_and_collapse_on_write(
 
     def rec(hours: int, trips: int) -> bytes:
         ts = int((repo.T0 + timedelta(hours=hours)).timestamp()) * 10**9
-        return _record.encode(
-            _record.Record(ts, None, None, {"trips": Value(int64_val=trips)})
-        )
+        return _record.encode(_record.Record(ts, None, None, {"trips": Value(int64_val=trips)}))
 
     with chorus.Client.connect(cluster.client_toml) as c:
         # Two writers without a context: two siblings.

@@ -1,4 +1,4 @@
-"""A Feast online store on Chorus (needs the ``feast`` extra: ``pip install 'chorus-client[feast]'``).
+"""A Feast online store on Chorus; needs Feast (``pip install 'chorus-client[feast]'``).
 
 In a ``feature_store.yaml``::
 

@@ -18,8 +18,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
-from pydantic import StrictBool, StrictInt, StrictStr
-
 from feast import Entity
 from feast.feature_view import FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -28,6 +26,7 @@ from feast.infra.supported_async_methods import SupportedAsyncMethods
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
+from pydantic import StrictBool, StrictInt, StrictStr
 
 import chorus
 
@@ -258,7 +257,9 @@ class ChorusOnlineStore(OnlineStore):
         bucket = bucket_name(config, table)
         for chunk in _chunks(data):
             plan = _Plan(config, chunk, self._expires_ns(cfg))
-            stored = None if cfg.skip_dedup else client.get_many(bucket, plan.keys, r=cfg.read_level)
+            stored = (
+                None if cfg.skip_dedup else client.get_many(bucket, plan.keys, r=cfg.read_level)
+            )
             items = plan.items(stored, self.clock())
             if items:
                 _failed(client.put_many(bucket, items, w=cfg.write_level, **self._ttl_kwargs(cfg)))
@@ -320,7 +321,9 @@ class ChorusOnlineStore(OnlineStore):
         client = await self.async_client(config)
         bucket = bucket_name(config, table)
         chunks = _chunks(self._keys(config, entity_keys))
-        results = await asyncio.gather(*(client.get_many(bucket, c, r=cfg.read_level) for c in chunks))
+        results = await asyncio.gather(
+            *(client.get_many(bucket, c, r=cfg.read_level) for c in chunks)
+        )
         now = self.clock()
         return [row for got in results for row in _decode_rows(got, requested_features, now)]
 
