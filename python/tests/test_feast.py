@@ -43,6 +43,7 @@ SQLITE = {"type": "sqlite", "path": "online.db"}
 
 def pair(tmp_path: Path, cluster: DevCluster, df: pd.DataFrame, **extra: Any):
     """A Chorus-backed store and the SQLite oracle over the same parquet file."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     parquet = tmp_path / "drivers.parquet"
     df.to_parquet(parquet)
     project = "p" + uuid.uuid4().hex[:12]
@@ -308,3 +309,43 @@ def test_update_without_truncate_keeps_rows_and_says_so(
     assert f"the rows of {bucket(ours)} stay in Chorus" in caplog.text
     with chorus.Client.connect(cluster.client_toml) as c:
         assert c.get(bucket(ours), raw_key(0)).found
+
+
+class Counting:
+    """A client that counts the batch calls passing through it."""
+
+    def __init__(self, inner: chorus.Client) -> None:
+        self.inner = inner
+        self.calls: List[Tuple[str, int]] = []
+
+    def get_many(self, bucket: str, keys: List[bytes], **kw: Any) -> Any:
+        self.calls.append(("get_many", len(keys)))
+        return self.inner.get_many(bucket, keys, **kw)
+
+    def put_many(self, bucket: str, items: List[Any], **kw: Any) -> Any:
+        self.calls.append(("put_many", len(items)))
+        return self.inner.put_many(bucket, items, **kw)
+
+
+def test_one_get_many_per_batch_of_keys(tmp_path: Path, cluster: DevCluster) -> None:
+    ours, _, _ = pair(tmp_path, cluster, repo.history(N))
+    store = online_store(ours)
+    spy = Counting(store.client(ours.config))
+    store._client = spy  # type: ignore[assignment]
+    ours.write_to_online_store(repo.VIEW, repo.rows(range(N), [repo.T0] * N))
+    assert spy.calls == [
+        ("get_many", 1000),
+        ("put_many", 1000),
+        ("get_many", 200),
+        ("put_many", 200),
+    ]
+    spy.calls.clear()
+    repo.read(ours, range(N))
+    assert spy.calls == [("get_many", 1000), ("get_many", 200)]
+    # A smaller server limit is honoured.
+    ours2, _, _ = pair(tmp_path / "small", cluster, repo.history(10), max_batch_keys=4)
+    store2 = online_store(ours2)
+    spy2 = Counting(store2.client(ours2.config))
+    store2._client = spy2  # type: ignore[assignment]
+    repo.read(ours2, range(10))
+    assert spy2.calls == [("get_many", 4), ("get_many", 4), ("get_many", 2)]

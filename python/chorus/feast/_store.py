@@ -2,7 +2,7 @@
 
 One bucket per feature view (``{bucket_prefix}.{project}.{view}``); the key is Feast's
 serialized entity key and the value one :mod:`chorus.feast._record` record. Reads go
-through one ``get_many`` per chunk of at most ``MAX_BATCH_KEYS`` entities. Writes read the
+through one ``get_many`` per chunk of at most ``max_batch_keys`` entities. Writes read the
 stored rows first (one ``get_many``), drop rows older than what is stored (newest event
 wins, as in Feast), and write the rest with the contexts of that read, so a key's siblings
 are replaced instead of piling up.
@@ -26,7 +26,7 @@ from feast.infra.supported_async_methods import SupportedAsyncMethods
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
-from pydantic import StrictBool, StrictInt, StrictStr
+from pydantic import PositiveInt, StrictBool, StrictInt, StrictStr
 
 import chorus
 
@@ -71,6 +71,9 @@ class ChorusOnlineStoreConfig(FeastConfigBaseModel):
     bucket_prefix: StrictStr = "feast"
     """Buckets are named ``{bucket_prefix}.{project}.{feature view}``."""
 
+    max_batch_keys: PositiveInt = MAX_BATCH_KEYS
+    """Keys per ``get_many``/``put_many``: the cluster's ``limits.max_batch_keys``."""
+
     skip_dedup: StrictBool = False
     """Write without reading first: one request per batch instead of two, but a late row
     with an older event time replaces a newer one. Only for buckets configured with
@@ -106,7 +109,7 @@ def _datetime(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
-def _chunks(seq: Sequence[Any], n: int = MAX_BATCH_KEYS) -> List[Sequence[Any]]:
+def _chunks(seq: Sequence[Any], n: int) -> List[Sequence[Any]]:
     return [seq[i : i + n] for i in range(0, len(seq), n)]
 
 
@@ -153,7 +156,8 @@ class _Plan:
                 if current is not None and rec.order() < current.order():
                     continue  # older than the stored row: Feast keeps the newest event
                 rec = _merge(current, rec)
-            items.append((key, _record.encode(rec), got.context if got.found else None))
+            # The context also covers deletes (tombstones) the read saw.
+            items.append((key, _record.encode(rec), got.context or None))
         return items
 
 
@@ -255,7 +259,7 @@ class ChorusOnlineStore(OnlineStore):
         cfg = self._cfg(config)
         client = self.client(config)
         bucket = bucket_name(config, table)
-        for chunk in _chunks(data):
+        for chunk in _chunks(data, cfg.max_batch_keys):
             plan = _Plan(config, chunk, self._expires_ns(cfg))
             stored = (
                 None if cfg.skip_dedup else client.get_many(bucket, plan.keys, r=cfg.read_level)
@@ -276,7 +280,7 @@ class ChorusOnlineStore(OnlineStore):
         cfg = self._cfg(config)
         client = await self.async_client(config)
         bucket = bucket_name(config, table)
-        for chunk in _chunks(data):
+        for chunk in _chunks(data, cfg.max_batch_keys):
             plan = _Plan(config, chunk, self._expires_ns(cfg))
             stored = None
             if not cfg.skip_dedup:
@@ -305,7 +309,7 @@ class ChorusOnlineStore(OnlineStore):
         client = self.client(config)
         bucket = bucket_name(config, table)
         out: List[ReadRow] = []
-        for chunk in _chunks(self._keys(config, entity_keys)):
+        for chunk in _chunks(self._keys(config, entity_keys), cfg.max_batch_keys):
             got = client.get_many(bucket, chunk, r=cfg.read_level)
             out += _decode_rows(got, requested_features, self.clock())
         return out
@@ -320,7 +324,7 @@ class ChorusOnlineStore(OnlineStore):
         cfg = self._cfg(config)
         client = await self.async_client(config)
         bucket = bucket_name(config, table)
-        chunks = _chunks(self._keys(config, entity_keys))
+        chunks = _chunks(self._keys(config, entity_keys), cfg.max_batch_keys)
         results = await asyncio.gather(
             *(client.get_many(bucket, c, r=cfg.read_level) for c in chunks)
         )
