@@ -349,3 +349,21 @@ def test_one_get_many_per_batch_of_keys(tmp_path: Path, cluster: DevCluster) -> 
     store2._client = spy2  # type: ignore[assignment]
     repo.read(ours2, range(10))
     assert spy2.calls == [("get_many", 4), ("get_many", 4), ("get_many", 2)]
+
+
+def test_chorus_imports_without_feast() -> None:
+    """Feast stays optional: `import chorus` works without it, and `chorus.feast` says
+    how to get it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['feast'] = None\n"  # as if Feast were not installed
+        "import chorus; assert chorus.Client\n"
+        "try:\n"
+        "    import chorus.feast\n"
+        "except ImportError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "refused: chorus.feast needs Feast: pip install 'chorus-client[feast]'" in out.stdout
