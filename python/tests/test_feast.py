@@ -20,7 +20,7 @@ feast = pytest.importorskip(
 import chorus  # noqa: E402
 import feast_repo as repo  # noqa: E402
 import pandas as pd  # noqa: E402  (comes with feast)
-from chorus.feast import _record  # noqa: E402
+from chorus.feast import _record, _store  # noqa: E402
 from chorus.feast._store import ChorusOnlineStore, _has_param  # noqa: E402
 from conftest import DevCluster  # noqa: E402
 from feast.infra.key_encoding_utils import serialize_entity_key  # noqa: E402
@@ -367,3 +367,44 @@ def test_chorus_imports_without_feast() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "refused: chorus.feast needs Feast: pip install 'chorus-client[feast]'" in out.stdout
+
+
+class FakeClient:
+    """Stands in for a client whose put_many takes ``ttl`` only as ``ttl_type``."""
+
+    class Missing:
+        found, values, context = False, [], b""
+
+    def __init__(self, ttl_type: type) -> None:
+        self.ttl_type = ttl_type
+        self.ttls: List[Any] = []
+        self.refused = 0
+
+    def get_many(self, bucket: str, keys: List[bytes], r: Any = None) -> List[Any]:
+        return [self.Missing() for _ in keys]
+
+    def put_many(self, bucket: str, items: List[Any], w: Any = None, ttl: Any = None) -> Any:
+        if not isinstance(ttl, self.ttl_type):
+            self.refused += 1
+            raise TypeError(f"ttl must be {self.ttl_type.__name__}")
+        self.ttls.append(ttl)
+        return [b"ctx"] * len(items)
+
+
+@pytest.mark.parametrize("ttl_type,refusals", [(int, 0), (timedelta, 1)])
+def test_key_ttl_form_follows_the_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ttl_type: type, refusals: int
+) -> None:
+    """Seconds first; a client that wants a timedelta gets one after its TypeError, and
+    keeps getting one. No cluster: the client is a stand-in."""
+    parquet = tmp_path / "drivers.parquet"
+    repo.history(3).to_parquet(parquet)
+    cfg = {"type": "chorus.feast.ChorusOnlineStore", "client_config": "none.toml"}
+    fs = repo.store(tmp_path / "s", "pttl", dict(cfg, key_ttl_seconds=30), parquet)
+    monkeypatch.setattr(_store, "_has_param", lambda fn, name: True)
+    fake = FakeClient(ttl_type)
+    online_store(fs)._client = fake  # type: ignore[assignment]
+    for _ in range(2):
+        fs.write_to_online_store(repo.VIEW, repo.rows(range(3), [repo.T0] * 3))
+    assert fake.ttls == [ttl_type(seconds=30) if ttl_type is timedelta else 30] * 2
+    assert fake.refused == refusals

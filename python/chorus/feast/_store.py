@@ -44,6 +44,10 @@ Level = Union[StrictStr, StrictInt]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
+# Forms of put_many's ``ttl`` to try, in order: seconds, then a timedelta. A client that
+# takes the other form raises TypeError before sending anything, so trying is safe.
+_TTL_FORMS: Tuple[Callable[[int], Any], ...] = (lambda s: s, lambda s: timedelta(seconds=s))
+
 
 class ChorusOnlineStoreConfig(FeastConfigBaseModel):
     """``online_store:`` settings of a ``feature_store.yaml`` for Chorus."""
@@ -193,7 +197,8 @@ class ChorusOnlineStore(OnlineStore):
         self._lock = threading.Lock()
         self._client: Optional[chorus.Client] = None
         self._aclient: Optional[chorus.AsyncClient] = None
-        self._ttl_kind: Optional[str] = None
+        # Index into _TTL_FORMS of the ttl form the client takes; None until first asked.
+        self._ttl_form: Optional[int] = None
         #: Wall clock for expiry, in ns since the epoch; tests substitute their own.
         self.clock: Callable[[], int] = time.time_ns
 
@@ -236,16 +241,48 @@ class ChorusOnlineStore(OnlineStore):
         expired rows itself. Reads check the expiry stored in each record either way."""
         if not cfg.key_ttl_seconds:
             return {}
-        if self._ttl_kind is None:
-            self._ttl_kind = "seconds" if _has_param(chorus.Client.put_many, "ttl") else "none"
-            if self._ttl_kind == "none":
+        if self._ttl_form is None:
+            has = _has_param(chorus.Client.put_many, "ttl")
+            self._ttl_form = 0 if has else len(_TTL_FORMS)
+            if not has:
                 logger.info(
                     "this chorus client's put_many takes no ttl: expired rows are hidden "
                     "from reads but stay stored until overwritten"
                 )
-        if self._ttl_kind == "seconds":
-            return {"ttl": cfg.key_ttl_seconds}
-        return {}
+        if self._ttl_form >= len(_TTL_FORMS):
+            return {}
+        return {"ttl": _TTL_FORMS[self._ttl_form](cfg.key_ttl_seconds)}
+
+    def _ttl_refused(self, cfg: ChorusOnlineStoreConfig) -> bool:
+        """After a TypeError from ``put_many``: moves to the next form of ``ttl``; False
+        if none is left (or none was passed), so the error is not about it."""
+        if not self._ttl_kwargs(cfg) or self._ttl_form is None:
+            return False
+        self._ttl_form += 1
+        return self._ttl_form < len(_TTL_FORMS)
+
+    def _put_many(self, client: chorus.Client, bucket: str, items: List[Any], cfg: Any) -> None:
+        while True:
+            try:
+                got = client.put_many(bucket, items, w=cfg.write_level, **self._ttl_kwargs(cfg))
+            except TypeError:
+                if self._ttl_refused(cfg):
+                    continue
+                raise
+            return _failed(got)
+
+    async def _put_many_async(
+        self, client: chorus.AsyncClient, bucket: str, items: List[Any], cfg: Any
+    ) -> None:
+        while True:
+            try:
+                kw = self._ttl_kwargs(cfg)
+                got = await client.put_many(bucket, items, w=cfg.write_level, **kw)
+            except TypeError:
+                if self._ttl_refused(cfg):
+                    continue
+                raise
+            return _failed(got)
 
     # Writes --------------------------------------------------------------------------
 
@@ -266,7 +303,7 @@ class ChorusOnlineStore(OnlineStore):
             )
             items = plan.items(stored, self.clock())
             if items:
-                _failed(client.put_many(bucket, items, w=cfg.write_level, **self._ttl_kwargs(cfg)))
+                self._put_many(client, bucket, items, cfg)
             if progress:
                 progress(len(chunk))
 
@@ -287,8 +324,7 @@ class ChorusOnlineStore(OnlineStore):
                 stored = await client.get_many(bucket, plan.keys, r=cfg.read_level)
             items = plan.items(stored, self.clock())
             if items:
-                kw = self._ttl_kwargs(cfg)
-                _failed(await client.put_many(bucket, items, w=cfg.write_level, **kw))
+                await self._put_many_async(client, bucket, items, cfg)
             if progress:
                 progress(len(chunk))
 
