@@ -408,3 +408,47 @@ def test_key_ttl_form_follows_the_client(
         fs.write_to_online_store(repo.VIEW, repo.rows(range(3), [repo.T0] * 3))
     assert fake.ttls == [ttl_type(seconds=30) if ttl_type is timedelta else 30] * 2
     assert fake.refused == refusals
+
+
+def test_update_and_teardown_truncate_the_removed_views(
+    tmp_path: Path, cluster: DevCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which buckets `feast apply` (removing a view) and `teardown` truncate, and with which
+    config; the admin client is a stand-in, so this runs before the server has truncate."""
+    import types
+
+    truncated: List[Tuple[str, str]] = []
+
+    class Admin:
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def truncate(self, b: str) -> None:
+            truncated.append((self.path, b))
+
+        def __enter__(self) -> "Admin":
+            return self
+
+        def __exit__(self, *exc: Any) -> bool:
+            return False
+
+    class Client:
+        truncate = True  # what _truncate looks for
+
+        @staticmethod
+        def connect(path: str) -> Any:
+            return Admin(path)
+
+    parquet = tmp_path / "drivers.parquet"
+    repo.history(5).to_parquet(parquet)
+    cfg = chorus_config(cluster, admin_config="admin.toml")
+    project = "p" + uuid.uuid4().hex[:12]
+    fs = repo.store(tmp_path / "chorus", project, cfg, parquet, views=[repo.VIEW, "extra"])
+    online_store(fs).client(fs.config)  # the data client, connected before the swap
+    monkeypatch.setattr(_store, "chorus", types.SimpleNamespace(Client=Client))
+    fs.apply([], objects_to_delete=[fs.get_feature_view("extra")], partial=False)
+    admin = str(tmp_path / "chorus" / "admin.toml")  # relative to the feature repo
+    assert truncated == [(admin, bucket(fs, "extra"))]
+    truncated.clear()
+    fs.teardown()
+    assert truncated == [(admin, bucket(fs, repo.VIEW))]
