@@ -452,3 +452,22 @@ def test_update_and_teardown_truncate_the_removed_views(
     truncated.clear()
     fs.teardown()
     assert truncated == [(admin, bucket(fs, repo.VIEW))]
+
+
+def test_skip_dedup_writes_without_reading(tmp_path: Path, cluster: DevCluster) -> None:
+    """`skip_dedup`: one put_many per batch, no read, so no contexts: in a bucket that
+    keeps siblings each write adds one (hence: only for `conflicts = "lww"` buckets), and
+    reads still pick the newest event."""
+    ours, _, _ = pair(tmp_path, cluster, repo.history(5), skip_dedup=True)
+    store = online_store(ours)
+    spy = Counting(store.client(ours.config))
+    store._client = spy  # type: ignore[assignment]
+    for h in (3, 1):
+        ours.write_to_online_store(
+            repo.VIEW, repo.rows(range(5), [repo.T0 + timedelta(hours=h)] * 5)
+        )
+    assert spy.calls == [("put_many", 5), ("put_many", 5)]
+    with chorus.Client.connect(cluster.client_toml) as c:
+        assert c.get(bucket(ours), raw_key(0)).siblings == 2
+    newest = repo.rows(range(5), [repo.T0 + timedelta(hours=3)] * 5)
+    assert repo.read(ours, range(5))["shifts"] == list(newest["shifts"])
