@@ -101,6 +101,9 @@ def test_newest_sibling_wins_by_event_then_created_time() -> None:
     # An expired sibling doesn't count, even if it is the newest.
     assert _record.newest([enc(1, None, 100), enc(3, None, 10)], now_ns=50).event_ns == 1
     assert _record.newest([enc(3, None, 10)], now_ns=10) is None
+    # A newest sibling whose features are garbled yields to the next one.
+    garbled = enc(9)[:-3] + b"\xff\xff\xff"
+    assert _record.newest([enc(2), garbled], now_ns=0).event_ns == 2
     # Exact ties pick the same sibling whatever the order.
     a = _record.encode(_record.Record(1, None, None, {"v": Value(string_val="a")}))
     b = _record.encode(_record.Record(1, None, None, {"v": Value(string_val="b")}))
