@@ -474,3 +474,26 @@ def test_skip_dedup_writes_without_reading(tmp_path: Path, cluster: DevCluster) 
         assert c.get(bucket(ours), raw_key(0)).siblings == 2
     newest = repo.rows(range(5), [repo.T0 + timedelta(hours=3)] * 5)
     assert repo.read(ours, range(5))["shifts"] == list(newest["shifts"])
+
+
+@pytest.mark.parametrize(
+    "extra,error",
+    [
+        ({"key_ttl_seconds": 0}, "greater than 0"),
+        ({"max_batch_keys": 0}, "greater than 0"),
+        ({"no_such_setting": 1}, "Extra inputs are not permitted"),
+        ({"client_config": None}, "client_config"),
+    ],
+)
+def test_config_is_checked_when_loaded(extra: Dict[str, Any], error: str) -> None:
+    from feast import RepoConfig
+
+    store = {"type": "chorus.feast.ChorusOnlineStore", "client_config": "c.toml", **extra}
+    with pytest.raises(Exception, match=error):
+        # Feast loads the store's config when it is first read.
+        _ = RepoConfig(
+            project="p", provider="local", registry="r.db", online_store=store
+        ).online_store
+    plain = {"type": "chorus.feast.ChorusOnlineStore", "client_config": "c.toml"}
+    ok = RepoConfig(project="p", provider="local", registry="r.db", online_store=plain)
+    assert ok.online_store.read_level == "quorum" and ok.online_store.bucket_prefix == "feast"

@@ -68,7 +68,7 @@ class ChorusOnlineStoreConfig(FeastConfigBaseModel):
     write_level: Level = "quorum"
     """Write consistency, as ``read_level``."""
 
-    key_ttl_seconds: Optional[StrictInt] = None
+    key_ttl_seconds: Optional[PositiveInt] = None
     """Rows expire this many seconds after they are written: reads stop returning them,
     and where the server supports per-write TTL it drops them too."""
 
