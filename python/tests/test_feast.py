@@ -273,6 +273,8 @@ def test_async_reads_and_writes_match_sync(tmp_path: Path, cluster: DevCluster) 
         await ours.write_to_online_store_async(repo.VIEW, df)
         ents = [{"driver_id": i} for i in range(N)]
         resp = await ours.get_online_features_async(features=repo.FEATURES, entity_rows=ents)
+        # Both went through the asyncio client: the blocking one was never connected.
+        assert online_store(ours)._aclient is not None and online_store(ours)._client is None
         return resp.to_dict(include_event_timestamps=True), repo.read(ours, range(N))
 
     got_async, got_sync = asyncio.run(main())
