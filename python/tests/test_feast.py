@@ -396,9 +396,20 @@ class FakeClient:
         return [b"ctx"] * len(items)
 
 
+class AsyncFakeClient(FakeClient):
+    """The same stand-in, for the asyncio paths."""
+
+    async def get_many(self, *a: Any, **kw: Any) -> List[Any]:  # type: ignore[override]
+        return FakeClient.get_many(self, *a, **kw)
+
+    async def put_many(self, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
+        return FakeClient.put_many(self, *a, **kw)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("ttl_type,refusals", [(int, 0), (timedelta, 1)])
 def test_key_ttl_form_follows_the_client(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ttl_type: type, refusals: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, ttl_type: type, refusals: int
 ) -> None:
     """Seconds first; a client that wants a timedelta gets one after its TypeError, and
     keeps getting one. No cluster: the client is a stand-in."""
@@ -407,10 +418,21 @@ def test_key_ttl_form_follows_the_client(
     cfg = {"type": "chorus.feast.ChorusOnlineStore", "client_config": "none.toml"}
     fs = repo.store(tmp_path / "s", "pttl", dict(cfg, key_ttl_seconds=30), parquet)
     monkeypatch.setattr(_store, "_has_param", lambda fn, name: True)
-    fake = FakeClient(ttl_type)
-    online_store(fs)._client = fake  # type: ignore[assignment]
-    for _ in range(2):
-        fs.write_to_online_store(repo.VIEW, repo.rows(range(3), [repo.T0] * 3))
+    df = repo.rows(range(3), [repo.T0] * 3)
+    if mode == "sync":
+        fake = FakeClient(ttl_type)
+        online_store(fs)._client = fake  # type: ignore[assignment]
+        for _ in range(2):
+            fs.write_to_online_store(repo.VIEW, df)
+    else:
+        fake = AsyncFakeClient(ttl_type)
+        online_store(fs)._aclient = fake  # type: ignore[assignment]
+
+        async def write_twice() -> None:
+            for _ in range(2):
+                await fs.write_to_online_store_async(repo.VIEW, df)
+
+        asyncio.run(write_twice())
     assert fake.ttls == [ttl_type(seconds=30) if ttl_type is timedelta else 30] * 2
     assert fake.refused == refusals
 

@@ -197,8 +197,9 @@ class ChorusOnlineStore(OnlineStore):
         self._lock = threading.Lock()
         self._client: Optional[chorus.Client] = None
         self._aclient: Optional[chorus.AsyncClient] = None
-        # Index into _TTL_FORMS of the ttl form the client takes; None until first asked.
-        self._ttl_form: Optional[int] = None
+        # Per client kind ("sync", "async"), the index into _TTL_FORMS of the ttl form
+        # its put_many takes (past the end: none); absent until first asked.
+        self._ttl_form: Dict[str, int] = {}
         #: Wall clock for expiry, in ns since the epoch; tests substitute their own.
         self.clock: Callable[[], int] = time.time_ns
 
@@ -236,37 +237,41 @@ class ChorusOnlineStore(OnlineStore):
             return None
         return self.clock() + cfg.key_ttl_seconds * 1_000_000_000
 
-    def _ttl_kwargs(self, cfg: ChorusOnlineStoreConfig) -> Dict[str, Any]:
-        """``put_many``'s ``ttl`` argument, when the client has one: the server then drops
-        expired rows itself. Reads check the expiry stored in each record either way."""
+    def _ttl_kwargs(self, cfg: ChorusOnlineStoreConfig, kind: str) -> Dict[str, Any]:
+        """``put_many``'s ``ttl`` argument for the ``"sync"`` or ``"async"`` client, when
+        it has one: the server then drops expired rows itself. Reads check the expiry
+        stored in each record either way."""
         if not cfg.key_ttl_seconds:
             return {}
-        if self._ttl_form is None:
-            has = _has_param(chorus.Client.put_many, "ttl")
-            self._ttl_form = 0 if has else len(_TTL_FORMS)
+        form = self._ttl_form.get(kind)
+        if form is None:
+            cls = chorus.AsyncClient if kind == "async" else chorus.Client
+            has = _has_param(cls.put_many, "ttl")
+            form = self._ttl_form[kind] = 0 if has else len(_TTL_FORMS)
             if not has:
                 logger.info(
                     "this chorus client's put_many takes no ttl: expired rows are hidden "
                     "from reads but stay stored until overwritten"
                 )
-        if self._ttl_form >= len(_TTL_FORMS):
+        if form >= len(_TTL_FORMS):
             return {}
-        return {"ttl": _TTL_FORMS[self._ttl_form](cfg.key_ttl_seconds)}
+        return {"ttl": _TTL_FORMS[form](cfg.key_ttl_seconds)}
 
-    def _ttl_refused(self, cfg: ChorusOnlineStoreConfig) -> bool:
+    def _ttl_refused(self, cfg: ChorusOnlineStoreConfig, kind: str) -> bool:
         """After a TypeError from ``put_many``: moves to the next form of ``ttl``; False
         if none is left (or none was passed), so the error is not about it."""
-        if not self._ttl_kwargs(cfg) or self._ttl_form is None:
+        if not self._ttl_kwargs(cfg, kind):
             return False
-        self._ttl_form += 1
-        return self._ttl_form < len(_TTL_FORMS)
+        self._ttl_form[kind] += 1
+        return self._ttl_form[kind] < len(_TTL_FORMS)
 
     def _put_many(self, client: chorus.Client, bucket: str, items: List[Any], cfg: Any) -> None:
         while True:
             try:
-                got = client.put_many(bucket, items, w=cfg.write_level, **self._ttl_kwargs(cfg))
+                kw = self._ttl_kwargs(cfg, "sync")
+                got = client.put_many(bucket, items, w=cfg.write_level, **kw)
             except TypeError:
-                if self._ttl_refused(cfg):
+                if self._ttl_refused(cfg, "sync"):
                     continue
                 raise
             return _failed(got)
@@ -276,10 +281,10 @@ class ChorusOnlineStore(OnlineStore):
     ) -> None:
         while True:
             try:
-                kw = self._ttl_kwargs(cfg)
+                kw = self._ttl_kwargs(cfg, "async")
                 got = await client.put_many(bucket, items, w=cfg.write_level, **kw)
             except TypeError:
-                if self._ttl_refused(cfg):
+                if self._ttl_refused(cfg, "async"):
                     continue
                 raise
             return _failed(got)
