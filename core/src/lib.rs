@@ -9,6 +9,7 @@ pub mod context;
 pub mod failure_detector;
 pub mod get;
 pub mod hints;
+pub mod listing;
 pub mod membership;
 pub mod merkle;
 pub mod plan;
