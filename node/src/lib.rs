@@ -23,6 +23,7 @@ pub mod hints;
 pub mod identity;
 mod intake;
 pub mod layout;
+mod listing;
 mod link;
 pub mod membership;
 pub mod network;

@@ -11,6 +11,7 @@
 
 #[cfg(test)]
 mod tests;
+mod scan;
 mod trees;
 mod writer;
 
@@ -22,6 +23,7 @@ use crate::merkle::Hash;
 use crate::storage::{segment_range, split_data_key, Op, Storage, StorageError, Table};
 use crate::version::{Actor, Object};
 use trees::{load_trees, rebuild_trees, tree_id};
+pub use scan::ListAsk;
 pub use trees::{TreeId, Trees};
 use writer::Writer;
 
