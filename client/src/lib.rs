@@ -13,6 +13,7 @@ pub mod client;
 mod dial;
 pub mod exchange;
 pub mod link;
+mod listing;
 pub mod report;
 pub mod tls;
 pub mod wire;
@@ -21,5 +22,6 @@ pub mod wire;
 pub use chorus_proto as proto;
 
 pub use batch::{KeyGet, KeyPut, WriteEntry};
+pub use listing::KeyPage;
 pub use client::{CausalContext, Client, ClientConfig, Error, GetResult, WriteOptions};
 pub use proto::{Level, LevelError};
