@@ -22,6 +22,6 @@ pub mod wire;
 pub use chorus_proto as proto;
 
 pub use batch::{KeyGet, KeyPut, WriteEntry};
-pub use listing::KeyPage;
 pub use client::{CausalContext, Client, ClientConfig, Error, GetResult, WriteOptions};
+pub use listing::KeyPage;
 pub use proto::{Level, LevelError};

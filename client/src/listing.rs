@@ -40,7 +40,7 @@ impl Client {
     }
 
     /// Deletes every key of `bucket`, through ordinary tombstones; returns the keys
-    /// deleted, summed over the replicas. Every owner of every partition must be up; if
+    /// deleted (per partition, the most any replica deleted). Every owner of every partition must be up; if
     /// one isn't, the error names it, and a retry is safe. Needs an admin certificate.
     pub async fn truncate(&self, bucket: impl AsRef<[u8]>) -> Result<u64, Error> {
         let targets = self.all_targets().await;

@@ -484,15 +484,15 @@ pub struct Truncate {
 }
 
 impl PeerCall for Truncate {
-    /// The keys the node deleted.
-    type Reply = u64;
+    /// The keys the node deleted, per partition.
+    type Reply = Vec<(u32, u64)>;
     fn into_request(self) -> PeerRequest {
         PeerRequest::Truncate {
             bucket: self.bucket,
             partitions: self.partitions,
         }
     }
-    fn reply(resp: PeerResponse) -> Result<u64, CallError> {
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, CallError> {
         match resp {
             PeerResponse::Truncated(n) => Ok(n),
             other => Err(unexpected(other)),

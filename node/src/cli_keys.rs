@@ -38,7 +38,12 @@ pub struct TruncateArgs {
 /// Prints one page: a key a line, then the token for the next page, if any.
 pub async fn keys(args: KeysArgs, client: Client) -> Result<()> {
     let page = client
-        .keys(&args.bucket, &args.prefix, args.limit, args.after.as_deref())
+        .keys(
+            &args.bucket,
+            &args.prefix,
+            args.limit,
+            args.after.as_deref(),
+        )
         .await?;
     let keys: Vec<String> = page
         .keys

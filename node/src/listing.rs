@@ -3,7 +3,7 @@
 //! message for all of its partitions, and merges the answers; the replicas walk their
 //! local data ([`crate::replica::ListAsk`], [`crate::replica::Replica::truncate`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chorus_client::proto::{ErrorKind, Response};
@@ -91,15 +91,17 @@ impl Node {
                         failed.insert(node);
                         todo.extend(partitions);
                     }
-                    Err(e) => {
-                        return Response::error(ErrorKind::Internal, format!("listing: {e}"))
-                    }
+                    Err(e) => return Response::error(ErrorKind::Internal, format!("listing: {e}")),
                 }
             }
         }
         let page = merge(answers, limit as usize);
         Response::Keys {
-            keys: page.keys.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+            keys: page
+                .keys
+                .into_iter()
+                .map(serde_bytes::ByteBuf::from)
+                .collect(),
             next: page.next.as_deref().map(encode_token),
         }
     }
@@ -200,15 +202,23 @@ impl Node {
                 (node, r)
             });
         }
-        let mut deleted = 0;
+        // Keys per partition: the most any owner deleted (they hold the same keys once in
+        // sync), so the total counts keys rather than copies.
+        let mut per: BTreeMap<u32, u64> = BTreeMap::new();
         let mut failed = Vec::new();
         while let Some(done) = calls.join_next().await {
             match done {
-                Ok((_, Ok(d))) => deleted += d,
+                Ok((_, Ok(d))) => {
+                    for (p, n) in d {
+                        let e = per.entry(p).or_default();
+                        *e = (*e).max(n);
+                    }
+                }
                 Ok((node, Err(e))) => failed.push(format!("{node} ({e})")),
                 Err(e) => failed.push(format!("a task failed ({e})")),
             }
         }
+        let deleted: u64 = per.values().sum();
         if !failed.is_empty() {
             failed.sort();
             return Response::error(
@@ -228,7 +238,7 @@ impl Node {
         node: &str,
         bucket: Vec<u8>,
         partitions: Vec<u32>,
-    ) -> Result<u64, CallError> {
+    ) -> Result<Vec<(u32, u64)>, CallError> {
         if node == self.inner.cfg.id {
             return Truncate::reply(self.truncate_local(bucket, partitions).await);
         }
@@ -239,7 +249,11 @@ impl Node {
 
     /// This replica's part of a truncation (peer `Truncate`). Only a replica that may
     /// coordinate writes deletes: its tombstones are writes it coordinates.
-    pub(crate) async fn truncate_local(&self, bucket: Vec<u8>, partitions: Vec<u32>) -> PeerResponse {
+    pub(crate) async fn truncate_local(
+        &self,
+        bucket: Vec<u8>,
+        partitions: Vec<u32>,
+    ) -> PeerResponse {
         if self.is_removed() {
             return PeerResponse::Error(PeerError::Removed);
         }
@@ -250,7 +264,12 @@ impl Node {
             return PeerResponse::Error(e);
         }
         let batch = self.inner.cfg.storage.max_batch.max(1);
-        match self.inner.replica.truncate(&bucket, &partitions, batch).await {
+        match self
+            .inner
+            .replica
+            .truncate(&bucket, &partitions, batch)
+            .await
+        {
             Ok(n) => PeerResponse::Truncated(n),
             Err(e) => PeerResponse::Error(e.into()),
         }

@@ -165,8 +165,8 @@ pub enum PeerResponse {
         keys: Vec<serde_bytes::ByteBuf>,
         more: bool,
     },
-    /// The answer to `Truncate`: the keys this node deleted.
-    Truncated(u64),
+    /// The answer to `Truncate`: the keys this node deleted, per partition.
+    Truncated(Vec<(u32, u64)>),
 }
 
 impl PeerResponse {

@@ -206,8 +206,11 @@ pub enum Response {
         keys: Vec<serde_bytes::ByteBuf>,
         next: Option<String>,
     },
-    /// A [`Request::Truncate`] finished: the keys deleted, summed over the replicas.
-    Truncated { deleted: u64 },
+    /// A [`Request::Truncate`] finished: the keys deleted (per partition, the most any
+    /// replica deleted).
+    Truncated {
+        deleted: u64,
+    },
 }
 
 /// The result of a read.

@@ -9,9 +9,9 @@
 //! changed anti-entropy tree leaves and the tombstone index, so they never disagree with the
 //! data, whatever the crash.
 
+mod scan;
 #[cfg(test)]
 mod tests;
-mod scan;
 mod trees;
 mod writer;
 
@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::merkle::Hash;
 use crate::storage::{segment_range, split_data_key, Op, Storage, StorageError, Table};
 use crate::version::{Actor, Object};
-use trees::{load_trees, rebuild_trees, tree_id};
 pub use scan::ListAsk;
+use trees::{load_trees, rebuild_trees, tree_id};
 pub use trees::{TreeId, Trees};
 use writer::Writer;
 

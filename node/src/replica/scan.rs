@@ -126,7 +126,10 @@ pub struct ListAsk {
 
 /// The smallest `ask.limit` live keys (some sibling not a tombstone), in byte order, and
 /// whether there may be more (the limit or the byte bound was reached).
-fn list_blocking(storage: &dyn Storage, ask: &ListAsk) -> Result<(Vec<Vec<u8>>, bool), ReplicaError> {
+fn list_blocking(
+    storage: &dyn Storage,
+    ask: &ListAsk,
+) -> Result<(Vec<Vec<u8>>, bool), ReplicaError> {
     let limit = ask.limit.max(1);
     let mut kept: BTreeSet<Vec<u8>> = BTreeSet::new();
     for &p in &ask.partitions {
@@ -144,7 +147,15 @@ fn list_blocking(storage: &dyn Storage, ask: &ListAsk) -> Result<(Vec<Vec<u8>>, 
             }
             Ok(Step::Next)
         };
-        walk(storage, p, &ask.bucket, &ask.prefix, &ask.start, None, &mut visit)?;
+        walk(
+            storage,
+            p,
+            &ask.bucket,
+            &ask.prefix,
+            &ask.start,
+            None,
+            &mut visit,
+        )?;
     }
     let mut more = kept.len() >= limit;
     let mut out = Vec::with_capacity(kept.len());
@@ -200,15 +211,16 @@ impl Replica {
 
     /// Deletes every live key of `bucket` in `partitions`: each gets a delete whose context
     /// is its whole stored version, applied as a write coordinated here (the tombstone's dot
-    /// is this node's), `batch` keys at a time. Returns the keys deleted.
+    /// is this node's), `batch` keys at a time. Returns the keys deleted per partition.
     pub async fn truncate(
         &self,
         bucket: &[u8],
         partitions: &[u32],
         batch: usize,
-    ) -> Result<u64, ReplicaError> {
-        let mut deleted = 0;
+    ) -> Result<Vec<(u32, u64)>, ReplicaError> {
+        let mut out = Vec::with_capacity(partitions.len());
         for &p in partitions {
+            let mut deleted = 0;
             let mut from = None;
             loop {
                 let storage = self.storage.clone();
@@ -237,8 +249,9 @@ impl Replica {
                     None => break,
                 }
             }
+            out.push((p, deleted));
         }
-        Ok(deleted)
+        Ok(out)
     }
 }
 
