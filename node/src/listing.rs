@@ -30,7 +30,7 @@ impl Node {
         limit: u32,
         after: Option<String>,
     ) -> Response {
-        if let Err(e) = self.check_listing(&bucket, &prefix) {
+        if let Some(e) = self.check_listing(&bucket, &prefix) {
             return e;
         }
         let limit = match limit {
@@ -167,7 +167,7 @@ impl Node {
     /// Deletes every key of a bucket (client `Truncate`, admin only): every owner of every
     /// partition deletes what it holds, so all of them must answer.
     pub(crate) async fn truncate(&self, bucket: Vec<u8>) -> Response {
-        if let Err(e) = self.check_listing(&bucket, b"") {
+        if let Some(e) = self.check_listing(&bucket, b"") {
             return e;
         }
         let state = self.cluster();
@@ -275,10 +275,11 @@ impl Node {
         }
     }
 
-    fn check_listing(&self, bucket: &[u8], prefix: &[u8]) -> Result<(), Response> {
+    /// The error reply for a bucket or prefix over the limits.
+    fn check_listing(&self, bucket: &[u8], prefix: &[u8]) -> Option<Response> {
         let l = &self.inner.cfg.limits;
         if bucket.len() > l.max_bucket_bytes {
-            return Err(Response::error(
+            return Some(Response::error(
                 ErrorKind::TooLarge,
                 format!(
                     "bucket name of {} bytes exceeds the limit of {} bytes (limits.max_bucket_bytes)",
@@ -288,7 +289,7 @@ impl Node {
             ));
         }
         if prefix.len() > l.max_key_bytes {
-            return Err(Response::error(
+            return Some(Response::error(
                 ErrorKind::BadRequest,
                 format!(
                     "prefix of {} bytes is longer than any key (limits.max_key_bytes = {})",
@@ -297,7 +298,7 @@ impl Node {
                 ),
             ));
         }
-        Ok(())
+        None
     }
 
     fn check_partitions(&self, bucket: &[u8], partitions: &[u32]) -> Result<(), PeerError> {

@@ -25,6 +25,9 @@ enum Step {
     Stop,
 }
 
+/// Called with each key (the user's key, its storage key, its stored bytes).
+type Visit<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<Step, ReplicaError> + 'a;
+
 /// The storage key of `key` of `bucket` in a given segment of a partition.
 fn seg_key(partition: u32, segment: u16, bucket: &[u8], key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + bucket.len() + key.len());
@@ -47,7 +50,7 @@ fn walk(
     prefix: &[u8],
     start: &[u8],
     from: Option<Vec<u8>>,
-    visit: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> Result<Step, ReplicaError>,
+    visit: &mut Visit<'_>,
 ) -> Result<Option<Vec<u8>>, ReplicaError> {
     let end = segment_range(partition, u16::MAX).1;
     let next_seg = |seg: u16| {
