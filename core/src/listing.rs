@@ -43,25 +43,23 @@ fn sets(state: &ClusterState, partition: u32, n: usize) -> Result<Plan, CoverErr
 }
 
 /// For each node asked, the partitions it lists. Each partition gets one usable replica of
-/// the set that holds all of its data (`me` when it is one, else the first in preference
-/// order); while a partition moves, also one usable new owner, when there is one, since it
-/// may hold writes the chosen old replica lacks. A partition without a usable replica in
+/// the set that holds all of its data, taken in turn by partition number, so the scans
+/// spread over the nodes and run in parallel; while a partition moves, also one usable new
+/// owner, when there is one, since it may hold writes the chosen old replica lacks. A partition without a usable replica in
 /// its data-holding set fails the whole plan: a listing is never silently partial.
 pub fn cover(
     state: &ClusterState,
     n: usize,
     partitions: impl IntoIterator<Item = u32>,
-    me: &str,
     usable: impl Fn(&str) -> bool,
 ) -> Result<BTreeMap<String, Vec<u32>>, CoverError> {
     let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    let pick = |set: &[String]| -> Option<String> {
-        if set.iter().any(|m| m == me) && usable(me) {
-            return Some(me.to_string());
-        }
-        set.iter().find(|m| usable(m)).cloned()
-    };
     for partition in partitions {
+        let pick = |set: &[String]| -> Option<String> {
+            let live: Vec<&String> = set.iter().filter(|m| usable(m)).collect();
+            let turn = partition as usize % live.len().max(1);
+            live.get(turn).map(|m| m.to_string())
+        };
         let plan = sets(state, partition, n)?;
         let first = pick(&plan.pref).ok_or_else(|| CoverError::Uncovered {
             partition,

@@ -57,7 +57,7 @@ impl Node {
         while !todo.is_empty() {
             let state = self.cluster();
             let usable = |x: &str| !failed.contains(x) && (x == me || self.inner.members.is_up(x));
-            let plan = match cover(&state, n, todo.iter().copied(), &me, usable) {
+            let plan = match cover(&state, n, todo.iter().copied(), usable) {
                 Ok(p) => p,
                 Err(e) => {
                     let mut msg = format!("cannot list bucket {:?}: {e}", lossy(&bucket));

@@ -51,28 +51,27 @@ fn by_partition(plan: &BTreeMap<String, Vec<u32>>) -> BTreeMap<u32, Vec<String>>
 fn every_partition_gets_one_replica_of_its_preference_list() {
     let state = steady(&["a", "b", "c", "d", "e"]);
     let r = state.ring.as_ref().expect("ring");
-    let plan = cover(&state, 3, 0..PARTITIONS, "zz", |_| true).expect("cover");
+    let plan = cover(&state, 3, 0..PARTITIONS, |_| true).expect("cover");
     let parts = by_partition(&plan);
     assert_eq!(parts.len(), PARTITIONS as usize);
     for (p, nodes) in parts {
         assert_eq!(nodes.len(), 1, "partition {p} asked twice");
-        assert_eq!(
-            nodes[0],
-            r.preference_list(p, 3)[0],
-            "first in preference order"
-        );
+        assert!(r.preference_list(p, 3).contains(&nodes[0].as_str()));
     }
 }
 
 #[test]
-fn the_coordinator_lists_its_own_partitions() {
-    let state = steady(&["a", "b", "c", "d", "e"]);
-    let r = state.ring.as_ref().expect("ring");
-    let plan = cover(&state, 3, 0..PARTITIONS, "c", |_| true).expect("cover");
-    for (p, nodes) in by_partition(&plan) {
-        if r.preference_list(p, 3).contains(&"c") {
-            assert_eq!(nodes, vec!["c".to_string()]);
-        }
+fn the_scans_spread_over_the_nodes() {
+    // Every node holds every partition: each is still asked for about a third of them.
+    let state = steady(&["a", "b", "c"]);
+    let plan = cover(&state, 3, 0..PARTITIONS, |_| true).expect("cover");
+    assert_eq!(plan.len(), 3);
+    for (node, parts) in &plan {
+        assert!(
+            parts.len() >= PARTITIONS as usize / 4,
+            "{node}: {}",
+            parts.len()
+        );
     }
 }
 
@@ -80,7 +79,7 @@ fn the_coordinator_lists_its_own_partitions() {
 fn down_replicas_are_skipped_and_a_partition_with_none_fails() {
     let state = steady(&["a", "b", "c", "d", "e"]);
     let r = state.ring.as_ref().expect("ring");
-    let plan = cover(&state, 3, 0..PARTITIONS, "a", |n| n != "a").expect("cover");
+    let plan = cover(&state, 3, 0..PARTITIONS, |n| n != "a").expect("cover");
     assert!(!plan.contains_key("a"));
     assert_eq!(by_partition(&plan).len(), PARTITIONS as usize);
     // Take away every replica of partition 5.
@@ -89,10 +88,8 @@ fn down_replicas_are_skipped_and_a_partition_with_none_fails() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let err = cover(&state, 3, 0..PARTITIONS, "a", |n| {
-        !gone.iter().any(|g| g == n)
-    })
-    .expect_err("partition 5 has no replica");
+    let err = cover(&state, 3, 0..PARTITIONS, |n| !gone.iter().any(|g| g == n))
+        .expect_err("partition 5 has no replica");
     match err {
         CoverError::Uncovered { replicas, .. } => {
             let (mut got, mut want) = (replicas, gone.clone());
@@ -111,7 +108,7 @@ fn moving_partitions_also_ask_a_new_owner() {
         state.prev.clone().expect("prev"),
         state.ring.clone().expect("ring"),
     );
-    let plan = cover(&state, 3, 0..PARTITIONS, "zz", |_| true).expect("cover");
+    let plan = cover(&state, 3, 0..PARTITIONS, |_| true).expect("cover");
     let parts = by_partition(&plan);
     let mut moved = 0;
     for p in 0..PARTITIONS {
@@ -135,7 +132,7 @@ fn moving_partitions_also_ask_a_new_owner() {
         "the join moved no partition's first replica; test is vacuous"
     );
     // The new owner is optional: with `d` down the listing still covers every partition.
-    let plan = cover(&state, 3, 0..PARTITIONS, "zz", |x| x != "d").expect("cover");
+    let plan = cover(&state, 3, 0..PARTITIONS, |x| x != "d").expect("cover");
     assert_eq!(by_partition(&plan).len(), PARTITIONS as usize);
 }
 
@@ -176,10 +173,7 @@ fn owners_are_every_old_and_new_replica() {
 #[test]
 fn no_ring_is_an_error() {
     let state = ClusterState::default();
-    assert_eq!(
-        cover(&state, 3, 0..4, "a", |_| true),
-        Err(CoverError::NoRing)
-    );
+    assert_eq!(cover(&state, 3, 0..4, |_| true), Err(CoverError::NoRing));
     assert_eq!(owners(&state, 3, 0..4), Err(CoverError::NoRing));
 }
 
@@ -279,13 +273,11 @@ proptest! {
     fn every_partition_is_covered_by_its_replicas(
         n in 1usize..4,
         down in proptest::collection::btree_set(0usize..5, 0..2),
-        me in 0usize..6,
     ) {
         let ids = ["a", "b", "c", "d", "e"];
         let state = moving();
         let usable = |x: &str| !down.iter().any(|d| ids[*d] == x);
-        let me = ids.get(me).copied().unwrap_or("zz");
-        let plan = match cover(&state, n, 0..PARTITIONS, me, usable) {
+        let plan = match cover(&state, n, 0..PARTITIONS, usable) {
             Ok(plan) => plan,
             // Only when every replica of some set could be down.
             Err(CoverError::Uncovered { .. }) if down.len() >= n => return Ok(()),
