@@ -111,10 +111,14 @@ pub struct Page {
     pub next: Option<Vec<u8>>,
 }
 
-/// Merges the nodes' answers into a page of at most `limit` keys, each once, in order.
-/// A node that stopped early may hold keys past its last one that the others didn't
-/// return, so the page ends at the smallest last key among such nodes.
-pub fn merge(answers: Vec<Answer>, limit: usize) -> Page {
+/// Bytes a key costs in a page beyond its own length.
+pub const KEY_OVERHEAD: usize = 8;
+
+/// Merges the nodes' answers into a page of at most `limit` keys and `max_bytes` (counting
+/// [`KEY_OVERHEAD`] a key; always at least one key), each once, in order. A node that
+/// stopped early may hold keys past its last one that the others didn't return, so the
+/// page ends at the smallest last key among such nodes.
+pub fn merge(answers: Vec<Answer>, limit: usize, max_bytes: usize) -> Page {
     let bound = answers
         .iter()
         .filter(|a| a.more)
@@ -126,11 +130,20 @@ pub fn merge(answers: Vec<Answer>, limit: usize) -> Page {
         all.extend(a.keys);
     }
     let total = all.len();
-    let keys: Vec<Vec<u8>> = all
+    let mut keys: Vec<Vec<u8>> = all
         .into_iter()
         .filter(|k| bound.as_ref().is_none_or(|b| k <= b))
         .take(limit.max(1))
         .collect();
+    let mut bytes = 0;
+    let fit = keys
+        .iter()
+        .position(|k| {
+            bytes += k.len() + KEY_OVERHEAD;
+            bytes > max_bytes
+        })
+        .map_or(keys.len(), |cut| cut.max(1));
+    keys.truncate(fit);
     let next = if keys.len() < total || bound.is_some() {
         keys.last().cloned()
     } else {

@@ -95,7 +95,7 @@ impl Node {
                 }
             }
         }
-        let page = merge(answers, limit as usize);
+        let page = merge(answers, limit as usize, self.reply_budget());
         Response::Keys {
             keys: page
                 .keys

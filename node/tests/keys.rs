@@ -72,21 +72,43 @@ fn key_names(count: usize) -> Vec<String> {
         .collect()
 }
 
+/// Writes every key; a key that fails (a node of a cluster just started may still refuse
+/// writes for a moment) is written again until it succeeds, for up to 30 s.
 async fn write(client: &Client, bucket: &str, keys: &[String]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     for chunk in keys.chunks(500) {
-        let items = chunk
-            .iter()
-            .map(|k| WriteEntry {
-                key: k.as_bytes().to_vec(),
-                value: Some(format!("v-{k}").into_bytes()),
-                context: None,
-            })
-            .collect();
-        let out = client
-            .put_many(bucket, items, Level::Quorum)
-            .await
-            .expect("put_many");
-        assert!(out.iter().all(|r| r.result.is_ok()), "a write failed");
+        let mut left: Vec<&String> = chunk.iter().collect();
+        while !left.is_empty() {
+            let items = left
+                .iter()
+                .map(|k| WriteEntry {
+                    key: k.as_bytes().to_vec(),
+                    value: Some(format!("v-{k}").into_bytes()),
+                    context: None,
+                })
+                .collect();
+            let out = client
+                .put_many(bucket, items, Level::Quorum)
+                .await
+                .expect("put_many");
+            let failed: Vec<String> = out
+                .iter()
+                .filter_map(|r| r.result.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            assert!(
+                failed.is_empty() || std::time::Instant::now() < deadline,
+                "writes still failing: {failed:?}"
+            );
+            left = left
+                .into_iter()
+                .zip(&out)
+                .filter(|(_, r)| r.result.is_err())
+                .map(|(k, _)| k)
+                .collect();
+            if !left.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 

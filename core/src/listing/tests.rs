@@ -205,7 +205,7 @@ fn a_node_that_stopped_early_bounds_the_page() {
         keys: vec![b"b".to_vec(), b"d".to_vec(), b"e".to_vec()],
         more: false,
     };
-    let page = merge(vec![a, b], 10);
+    let page = merge(vec![a, b], 10, usize::MAX);
     // "d" and "e" wait: node a may hold something between "c" and them.
     assert_eq!(page.keys, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
     assert_eq!(page.next, Some(b"c".to_vec()));
@@ -215,17 +215,33 @@ fn a_node_that_stopped_early_bounds_the_page() {
             more: false,
         }],
         1,
+        usize::MAX,
     );
     assert_eq!(
         done.next, None,
         "an exactly full last page ends the listing"
     );
+    // The byte bound cuts a page (keeping one key) and the token resumes there.
+    let all = Answer {
+        keys: vec![b"aaaa".to_vec(), b"bbbb".to_vec(), b"cccc".to_vec()],
+        more: false,
+    };
+    let page = merge(vec![all.clone()], 10, 2 * (4 + KEY_OVERHEAD));
+    assert_eq!(page.keys.len(), 2);
+    assert_eq!(page.next, Some(b"bbbb".to_vec()));
+    let page = merge(vec![all], 10, 0);
+    assert_eq!((page.keys.len(), page.next), (1, Some(b"aaaa".to_vec())));
 }
 
 /// Pages through `stores` (one sorted key set per node, which may overlap) the way the
 /// coordinator and replicas do: each node answers at most `node_limit` keys past the
 /// cursor.
-fn page_all(stores: &[BTreeSet<Vec<u8>>], limit: usize, node_limit: usize) -> Vec<Vec<u8>> {
+fn page_all(
+    stores: &[BTreeSet<Vec<u8>>],
+    limit: usize,
+    node_limit: usize,
+    max_bytes: usize,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     for _ in 0..10_000 {
@@ -243,7 +259,7 @@ fn page_all(stores: &[BTreeSet<Vec<u8>>], limit: usize, node_limit: usize) -> Ve
                 Answer { keys, more }
             })
             .collect();
-        let page = merge(answers, limit);
+        let page = merge(answers, limit, max_bytes);
         assert!(page.keys.len() <= limit);
         out.extend(page.keys);
         match page.next {
@@ -263,10 +279,11 @@ proptest! {
         ),
         limit in 1usize..12,
         node_limit in 1usize..12,
+        max_bytes in 0usize..40,
     ) {
         let want: Vec<Vec<u8>> = stores.iter().flatten().cloned().collect::<BTreeSet<_>>()
             .into_iter().collect();
-        prop_assert_eq!(page_all(&stores, limit, node_limit), want);
+        prop_assert_eq!(page_all(&stores, limit, node_limit, max_bytes), want);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use chorus_core::listing::KEY_OVERHEAD;
+
 use crate::merkle::LEAVES;
 use crate::replica::{Change, Replica, ReplicaError};
 use crate::storage::{segment_range, split_data_key, Storage, Table};
@@ -13,8 +15,6 @@ use crate::version::Object;
 /// Entries read by the first scan after a seek; doubled while they all match.
 const FIRST_PAGE: usize = 16;
 const MAX_PAGE: usize = 1024;
-/// Bytes a key costs in a listing reply beyond its own length.
-const KEY_OVERHEAD: usize = 8;
 
 /// What the walk does after a visited key.
 enum Step {
