@@ -340,7 +340,7 @@ impl Client {
         route(info.as_deref(), bucket, key, &self.inner.seeds)
     }
 
-    async fn all_targets(&self) -> Vec<SocketAddr> {
+    pub(crate) async fn all_targets(&self) -> Vec<SocketAddr> {
         let mut out = self.inner.seeds.clone();
         if let Some((info, _)) = lock(&self.inner.routing).clone() {
             for (_, a) in &info.addresses {

@@ -13,6 +13,7 @@ pub mod client;
 mod dial;
 pub mod exchange;
 pub mod link;
+mod listing;
 pub mod report;
 pub mod tls;
 pub mod wire;
@@ -22,4 +23,5 @@ pub use chorus_proto as proto;
 
 pub use batch::{KeyGet, KeyPut, WriteEntry};
 pub use client::{CausalContext, Client, ClientConfig, Error, GetResult, WriteOptions};
+pub use listing::KeyPage;
 pub use proto::{Level, LevelError};

@@ -10,6 +10,7 @@ pub mod failure_detector;
 pub mod get;
 pub mod hints;
 pub mod hlc;
+pub mod listing;
 pub mod membership;
 pub mod merkle;
 pub mod plan;

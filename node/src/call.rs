@@ -443,3 +443,59 @@ impl PeerCall for Purge {
 
 #[cfg(test)]
 mod tests;
+
+/// A listing's ask of one node (see `chorus_core::listing`).
+#[derive(Clone, Debug)]
+pub struct ListKeys {
+    pub bucket: Vec<u8>,
+    pub prefix: Vec<u8>,
+    pub after: Option<Vec<u8>>,
+    pub partitions: Vec<u32>,
+    pub limit: u32,
+}
+
+impl PeerCall for ListKeys {
+    type Reply = chorus_core::listing::Answer;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::ListKeys {
+            bucket: self.bucket,
+            prefix: self.prefix,
+            after: self.after,
+            partitions: self.partitions,
+            limit: self.limit,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, CallError> {
+        match resp {
+            PeerResponse::KeyList { keys, more } => Ok(chorus_core::listing::Answer {
+                keys: keys.into_iter().map(|k| k.into_vec()).collect(),
+                more,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A truncation's ask of one owner: delete what it holds of a bucket in these partitions.
+#[derive(Clone, Debug)]
+pub struct Truncate {
+    pub bucket: Vec<u8>,
+    pub partitions: Vec<u32>,
+}
+
+impl PeerCall for Truncate {
+    /// The keys the node deleted, per partition.
+    type Reply = Vec<(u32, u64)>;
+    fn into_request(self) -> PeerRequest {
+        PeerRequest::Truncate {
+            bucket: self.bucket,
+            partitions: self.partitions,
+        }
+    }
+    fn reply(resp: PeerResponse) -> Result<Self::Reply, CallError> {
+        match resp {
+            PeerResponse::Truncated(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+}

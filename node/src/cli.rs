@@ -91,6 +91,10 @@ enum Command {
     },
     /// Start an anti-entropy round on the contacted node now (admin).
     Repair,
+    /// List a bucket's keys, a page at a time, in byte order.
+    Keys(crate::cli_keys::KeysArgs),
+    /// Delete every key of a bucket (admin).
+    Truncate(crate::cli_keys::TruncateArgs),
     /// Show the ring: partition → nodes and each node's share, or one key's preference list.
     Ring {
         /// Show this key's preference list.
@@ -299,6 +303,14 @@ async fn run(cli: Cli, server_cfg: Option<NodeConfig>) -> Result<ExitCode> {
         }
         Command::PutMany(args) => {
             crate::cli_batch::put_many(args, connect(cli.config.as_deref())).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(args) => {
+            crate::cli_keys::keys(args, connect(cli.config.as_deref()).await?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Truncate(args) => {
+            crate::cli_keys::truncate(args, connect(cli.config.as_deref()).await?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Repair => {

@@ -94,6 +94,13 @@ impl Node {
             }
             Request::Remove { node, force } => self.change_member(&node, MemberState::Left, force),
             Request::Status => Response::Status(self.status()),
+            Request::ListKeys {
+                bucket,
+                prefix,
+                limit,
+                after,
+            } => self.list_keys(bucket, prefix, limit, after).await,
+            Request::Truncate { bucket } => self.truncate(bucket).await,
             Request::Repair => {
                 if self.inner.cfg.anti_entropy.enabled {
                     self.inner.repair_now.notify_one();
@@ -435,5 +442,7 @@ pub(crate) fn op_name(req: &Request) -> &'static str {
         Request::Repair => "repair",
         Request::Leave { .. } => "leave",
         Request::Remove { .. } => "remove",
+        Request::ListKeys { .. } => "list_keys",
+        Request::Truncate { .. } => "truncate",
     }
 }

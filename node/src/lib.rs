@@ -24,6 +24,7 @@ pub mod identity;
 mod intake;
 pub mod layout;
 mod link;
+mod listing;
 pub mod membership;
 pub mod network;
 pub mod node;

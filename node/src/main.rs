@@ -7,6 +7,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
 mod cli_batch;
+mod cli_keys;
 mod cli_show;
 mod dev;
 

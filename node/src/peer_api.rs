@@ -65,6 +65,19 @@ impl Node {
                 PeerResponse::Error(PeerError::Recovering)
             }
             PeerRequest::Gossip(theirs) => self.receive_gossip(*theirs).await,
+            PeerRequest::ListKeys {
+                bucket,
+                prefix,
+                after,
+                partitions,
+                limit,
+            } => {
+                self.list_local(bucket, prefix, after, partitions, limit)
+                    .await
+            }
+            PeerRequest::Truncate { bucket, partitions } => {
+                self.truncate_local(bucket, partitions).await
+            }
             PeerRequest::PartitionScan {
                 partition,
                 after,

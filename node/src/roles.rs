@@ -1,5 +1,5 @@
 //! Who may ask for what. Any client certificate from the cluster CA may read and write;
-//! cluster changes (leave, remove, repair) need an admin certificate, one that names
+//! cluster changes (leave, remove, repair) and truncating a bucket need an admin certificate, one that names
 //! [`crate::certs::ADMIN_NAME`].
 
 use chorus_proto::{ErrorKind, Request, Response};
@@ -10,7 +10,7 @@ use crate::certs::ADMIN_NAME;
 pub fn needs_admin(req: &Request) -> bool {
     matches!(
         req,
-        Request::Leave { .. } | Request::Remove { .. } | Request::Repair
+        Request::Leave { .. } | Request::Remove { .. } | Request::Repair | Request::Truncate { .. }
     )
 }
 
@@ -20,6 +20,7 @@ pub fn denied(req: &Request) -> Response {
         Request::Leave { .. } => "leave",
         Request::Remove { .. } => "remove",
         Request::Repair => "repair",
+        Request::Truncate { .. } => "truncate",
         _ => "this request",
     };
     Response::error(

@@ -91,6 +91,24 @@ pub enum PeerRequest {
         #[serde(with = "serde_bytes")]
         digest: Vec<u8>,
     },
+    /// Listing: this node's live keys of `bucket` in `partitions` that start with `prefix`
+    /// and are past `after`, in byte order, at most `limit`.
+    ListKeys {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        partitions: Vec<u32>,
+        limit: u32,
+    },
+    /// Truncation: delete every live key of `bucket` in `partitions` this node holds.
+    Truncate {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        partitions: Vec<u32>,
+    },
 }
 
 /// A node's answer to a [`PeerRequest`].
@@ -141,6 +159,14 @@ pub enum PeerResponse {
         whole: bool,
         versions: Vec<Result<Option<serde_bytes::ByteBuf>, String>>,
     },
+    /// The answer to `ListKeys`: keys in byte order; `more` when the node stopped at the
+    /// limit or the reply's size (it then returns at least one key).
+    KeyList {
+        keys: Vec<serde_bytes::ByteBuf>,
+        more: bool,
+    },
+    /// The answer to `Truncate`: the keys this node deleted, per partition.
+    Truncated(Vec<(u32, u64)>),
 }
 
 impl PeerResponse {
@@ -161,6 +187,8 @@ impl PeerResponse {
             PeerResponse::Roots { .. } => "roots",
             PeerResponse::Recovering(_) => "recovering",
             PeerResponse::Versions { .. } => "versions",
+            PeerResponse::KeyList { .. } => "key list",
+            PeerResponse::Truncated(_) => "truncated",
         }
     }
 }

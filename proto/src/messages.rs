@@ -171,6 +171,23 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// A page of a bucket's keys in byte order, those starting with `prefix`, after the
+    /// key the token `after` names. Answered with [`Response::Keys`].
+    ListKeys {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+        /// Keys at most; 0 asks for the node's default.
+        limit: u32,
+        /// The `next` token of the previous page.
+        after: Option<String>,
+    },
+    /// Delete every key of a bucket (admin only). Answered with [`Response::Truncated`].
+    Truncate {
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+    },
 }
 
 /// A node's answer to a [`Request`].
@@ -191,6 +208,16 @@ pub enum Response {
     /// The request was accepted.
     Ok,
     Error(ErrorReply),
+    /// A page of a [`Request::ListKeys`]; `next` resumes after it, `None` at the end.
+    Keys {
+        keys: Vec<serde_bytes::ByteBuf>,
+        next: Option<String>,
+    },
+    /// A [`Request::Truncate`] finished: the keys deleted (per partition, the most any
+    /// replica deleted).
+    Truncated {
+        deleted: u64,
+    },
 }
 
 /// The result of a read.

@@ -14,7 +14,7 @@ calls for asyncio. Errors are subclasses of :class:`ChorusError`.
 """
 
 from ._async_client import AsyncClient
-from ._chorus import Client, GetResult, __version__
+from ._chorus import Client, GetResult, KeyPage, __version__
 from .errors import (
     ChorusError,
     ChorusTimeout,
@@ -31,6 +31,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "GetResult",
+    "KeyPage",
     "ChorusError",
     "ChorusTimeout",
     "InvalidArgument",

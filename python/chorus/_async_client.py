@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 from . import _chorus
 
 if TYPE_CHECKING:
-    from ._chorus import Blob, GetResult, Item, Level, Ttl
+    from ._chorus import Blob, GetResult, Item, KeyPage, Level, Ttl
     from .errors import ChorusError
 
 
@@ -110,6 +110,22 @@ class AsyncClient:
     async def remove(self, node: str, force: bool = False) -> None:
         """Takes a dead ``node`` out of the ring (admin only)."""
         await self._native.remove(node, force)
+
+    async def keys(
+        self,
+        bucket: Blob,
+        prefix: Optional[Blob] = None,
+        limit: int = 1000,
+        after: Optional[str] = None,
+    ) -> KeyPage:
+        """A page of the keys of ``bucket`` that start with ``prefix``, in byte order, after
+        the page whose ``next`` token is ``after`` (see :meth:`chorus.Client.keys`)."""
+        return await self._native.keys(bucket, prefix, limit, after)
+
+    async def truncate(self, bucket: Blob) -> int:
+        """Deletes every key of ``bucket`` (admin only); returns how many were deleted.
+        Raises ``Unavailable`` naming a replica that is down; calling again is safe."""
+        return await self._native.truncate(bucket)
 
     async def repair(self) -> None:
         """Starts an anti-entropy round on the first reachable node (admin only)."""

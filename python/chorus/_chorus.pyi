@@ -3,7 +3,7 @@
 import datetime
 import os
 from types import TracebackType
-from typing import Any, Awaitable, Dict, Iterable, List, Literal, Optional, Sequence, Type, Union
+from typing import Any, Awaitable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Type, Union
 
 from .errors import ChorusError
 
@@ -42,6 +42,18 @@ class GetResult:
     @property
     def siblings(self) -> int:
         """The number of values."""
+
+class KeyPage:
+    """One page of a bucket's keys, in byte order; unpacks as ``keys, next = page``."""
+
+    @property
+    def keys(self) -> List[bytes]:
+        """The keys of this page."""
+    @property
+    def next(self) -> Optional[str]:
+        """The token of the following page (pass it as ``after``), None when done."""
+    def __iter__(self) -> Iterator[Any]: ...
+    def __len__(self) -> int: ...
 
 class Client:
     """A blocking client for a Chorus cluster; safe to share between threads."""
@@ -89,6 +101,19 @@ class Client:
         """Moves ``node``'s partitions to the other nodes (admin only)."""
     def remove(self, node: str, force: bool = False) -> None:
         """Takes a dead ``node`` out of the ring (admin only)."""
+    def keys(
+        self,
+        bucket: Blob,
+        prefix: Optional[Blob] = None,
+        limit: int = 1000,
+        after: Optional[str] = None,
+    ) -> KeyPage:
+        """A page of the keys of ``bucket`` that start with ``prefix``, in byte order,
+        after the page whose ``next`` token is ``after``; ``limit`` at most 10,000. Asks one
+        replica of every partition: for bulk jobs, not the request path."""
+    def truncate(self, bucket: Blob) -> int:
+        """Deletes every key of ``bucket`` (admin only); returns how many. Raises
+        Unavailable naming a replica that is down; calling again is safe."""
     def repair(self) -> None:
         """Starts an anti-entropy round (admin only)."""
     def close(self) -> None:
@@ -137,5 +162,13 @@ class AsyncClient:
     def ring(self, key: Optional[Blob] = None, bucket: Blob = "default") -> Awaitable[Report]: ...
     def leave(self, node: str, force: bool = False) -> Awaitable[None]: ...
     def remove(self, node: str, force: bool = False) -> Awaitable[None]: ...
+    def keys(
+        self,
+        bucket: Blob,
+        prefix: Optional[Blob] = None,
+        limit: int = 1000,
+        after: Optional[str] = None,
+    ) -> Awaitable[KeyPage]: ...
+    def truncate(self, bucket: Blob) -> Awaitable[int]: ...
     def repair(self) -> Awaitable[None]: ...
     def close(self) -> None: ...

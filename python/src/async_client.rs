@@ -186,6 +186,39 @@ impl AsyncClient {
         spawn(py, ops::remove(c, node, force))
     }
 
+    /// A page of a bucket's keys; the awaitable gives what :meth:`Client.keys` returns.
+    #[pyo3(
+        signature = (bucket, prefix = None, limit = crate::listing::DEFAULT_LIMIT, after = None),
+        text_signature = "(self, bucket, prefix=None, limit=1000, after=None)"
+    )]
+    fn keys<'py>(
+        &self,
+        py: Python<'py>,
+        bucket: &Bound<'py, PyAny>,
+        prefix: Option<&Bound<'py, PyAny>>,
+        limit: u32,
+        after: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        let prefix = match prefix {
+            Some(p) if !p.is_none() => args::blob("prefix", p)?,
+            _ => Vec::new(),
+        };
+        spawn(py, crate::listing::keys(c, bucket, prefix, limit, after))
+    }
+
+    /// Deletes every key of a bucket (admin only); the awaitable gives the count.
+    fn truncate<'py>(
+        &self,
+        py: Python<'py>,
+        bucket: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        spawn(py, crate::listing::truncate(c, bucket))
+    }
+
     /// Starts an anti-entropy round on the first reachable node (admin only).
     fn repair<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = self.handle.client(py)?;

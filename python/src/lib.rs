@@ -11,6 +11,7 @@ mod args;
 mod async_client;
 mod batch;
 mod errors;
+mod listing;
 mod ops;
 mod result;
 mod runtime;
@@ -22,5 +23,6 @@ fn _chorus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync_client::SyncClient>()?;
     m.add_class::<async_client::AsyncClient>()?;
     m.add_class::<result::GetResult>()?;
+    m.add_class::<listing::KeyPage>()?;
     Ok(())
 }

@@ -203,6 +203,44 @@ impl SyncClient {
         wait(py, ops::remove(c, node, force))
     }
 
+    /// A page of the keys of ``bucket`` that start with ``prefix``, in byte order, after
+    /// the page whose ``next`` token is ``after``; returns a :class:`KeyPage`.
+    ///
+    /// ``limit`` is at most 10,000. Asks one replica of every partition: a tool for bulk
+    /// jobs, not for the request path. A key written with W < N may be missing, and a
+    /// deleted one still listed, until replicas converge. Raises ``InvalidArgument`` for a
+    /// malformed token or limit, ``Unavailable`` if some partition has no reachable replica.
+    #[pyo3(
+        signature = (bucket, prefix = None, limit = crate::listing::DEFAULT_LIMIT, after = None),
+        text_signature = "(self, bucket, prefix=None, limit=1000, after=None)"
+    )]
+    fn keys<'py>(
+        &self,
+        py: Python<'py>,
+        bucket: &Bound<'py, PyAny>,
+        prefix: Option<&Bound<'py, PyAny>>,
+        limit: u32,
+        after: Option<String>,
+    ) -> PyResult<Bound<'py, crate::listing::KeyPage>> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        let prefix = match prefix {
+            Some(p) if !p.is_none() => args::blob("prefix", p)?,
+            _ => Vec::new(),
+        };
+        wait(py, crate::listing::keys(c, bucket, prefix, limit, after))?.into_pyobject(py)
+    }
+
+    /// Deletes every key of ``bucket`` (admin only); returns how many were deleted.
+    ///
+    /// Every replica of every partition must be up: otherwise raises ``Unavailable``
+    /// naming the node, and calling again once it is back is safe.
+    fn truncate(&self, py: Python<'_>, bucket: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let c = self.handle.client(py)?;
+        let bucket = args::blob("bucket", bucket)?;
+        wait(py, crate::listing::truncate(c, bucket))
+    }
+
     /// Starts an anti-entropy round on the first reachable node (admin only).
     fn repair(&self, py: Python<'_>) -> PyResult<()> {
         let c = self.handle.client(py)?;

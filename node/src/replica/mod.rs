@@ -9,6 +9,7 @@
 //! changed anti-entropy tree leaves and the tombstone index, so they never disagree with the
 //! data, whatever the crash.
 
+mod scan;
 #[cfg(test)]
 mod tests;
 mod trees;
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::merkle::Hash;
 use crate::storage::{segment_range, split_data_key, Op, Storage, StorageError, Table};
 use crate::version::{Actor, Conflicts, Object};
+pub use scan::ListAsk;
 use trees::{load_trees, rebuild_trees, tree_id};
 pub use trees::{TreeId, Trees};
 use writer::Writer;
