@@ -15,6 +15,8 @@ fn open() -> Replica {
         max_object_bytes: 1 << 20,
         n_of: Arc::new(|_| 3),
         layout: "test".into(),
+        conflicts_of: Arc::new(|_: &[u8]| crate::version::Conflicts::Siblings),
+        max_clock_offset: std::time::Duration::from_secs(10),
     };
     Replica::open(Arc::new(MemStorage::default()), "n1", opts).expect("open")
 }
@@ -27,6 +29,7 @@ async fn put(r: &Replica, bucket: &[u8], key: &[u8]) {
     let change = Change::Update {
         ctx: Context::default(),
         value: Some(b"v".to_vec()),
+        expires_ms: None,
     };
     r.apply(data_key(partition(bucket, key), bucket, key), change)
         .await
@@ -39,6 +42,7 @@ async fn delete(r: &Replica, bucket: &[u8], key: &[u8]) {
     let change = Change::Update {
         ctx: obj.context(),
         value: None,
+        expires_ms: None,
     };
     r.apply(dk, change).await.expect("delete");
 }
@@ -153,4 +157,27 @@ async fn truncate_deletes_the_bucket_with_tombstones_of_this_node() {
     assert_eq!(keys.len(), 400);
     let again = r.truncate(b"b", &all, 3).await.expect("again");
     assert!(again.iter().all(|(_, n)| *n == 0));
+}
+
+#[tokio::test]
+async fn expired_values_are_not_listed() {
+    let r = open();
+    let past = crate::hints::now_ms().saturating_sub(1_000);
+    let future = crate::hints::now_ms() + 3_600_000;
+    for (key, expires_ms) in [
+        (&b"gone"[..], Some(past)),
+        (b"later", Some(future)),
+        (b"kept", None),
+    ] {
+        let change = Change::Update {
+            ctx: Context::default(),
+            value: Some(b"v".to_vec()),
+            expires_ms,
+        };
+        r.apply(data_key(partition(b"b", key), b"b", key), change)
+            .await
+            .expect("put");
+    }
+    let (keys, _) = r.list_keys(ask(b"", None, 1000)).await.expect("list");
+    assert_eq!(keys, vec![b"kept".to_vec(), b"later".to_vec()]);
 }
