@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value = "quorum")]
     w: Level,
     /// Client workers (set, register-read and delete workloads, in turn) besides one
-    /// writer per register key.
+    /// writer per register key and the fixed re-create, TTL and lww workers.
     #[arg(long, default_value_t = 6)]
     workers: usize,
     /// Fault kinds, comma-separated; default all: kill, pause, partition-one,
