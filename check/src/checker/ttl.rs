@@ -87,6 +87,8 @@ fn ttl_write(v: &Value) -> Option<(i64, Option<u64>)> {
 ///   overwritten value).
 /// * `unexpected` (**violation**): a read returns a value never written to the key.
 /// * `malformed` (**violation**): a write or an ok read without the promised shape.
+///
+/// `skew_windows` reports how many clock skews the bounds allowed for.
 pub fn check_ttl(history: &[Event], clocks: &ClockBounds) -> Verdict {
     let mut v = Verdict::new(
         "ttl",
@@ -103,8 +105,10 @@ pub fn check_ttl(history: &[Event], clocks: &ClockBounds) -> Verdict {
             "resurrected",
             "unexpected",
             "malformed",
+            "skew_windows",
         ],
     );
+    v.add("skew_windows", clocks.skews.len() as u64);
 
     /// A parsed write: (value, ttl, op).
     type Write<'a> = (i64, Option<u64>, &'a Op);

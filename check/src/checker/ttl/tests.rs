@@ -99,6 +99,7 @@ fn skew_during_the_write_or_the_read_widens_the_bound() {
     let v = check_ttl(&h, &ahead);
     assert!(v.valid, "{v:?}");
     assert_eq!(v.get("checked_reads"), 0);
+    assert_eq!(v.get("skew_windows"), 1);
     // A clock 90 s behind while the read ran: its node may not see the expiry yet.
     let behind = ClockBounds {
         skews: vec![SkewWindow {
