@@ -9,6 +9,10 @@
 //!   that nobody added (Jepsen's `set-full`, adapted to eventual consistency).
 //! * [`check_register`]: read-after-write under strict quorums (R + W > N).
 //! * [`check_deletes`]: an acknowledged delete is not undone once the cluster heals.
+//! * [`check_ttl`]: a value is gone once its time to live has surely passed (allowing for
+//!   the run's clock skews), and its expiry never brings back what it overwrote.
+//! * [`check_lww`]: an `lww` bucket shows one value per key, only written ones, and its
+//!   replicas settle on the same one.
 //!
 //! Every checker is conservative in one direction only: when the history cannot decide
 //! whether something was a bug (an operation timed out, or overlapped another one), the case
@@ -21,12 +25,16 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 mod deletes;
+mod lww;
 mod register;
 mod set;
+mod ttl;
 
 pub use deletes::check_deletes;
+pub use lww::check_lww;
 pub use register::check_register;
 pub use set::check_set;
+pub use ttl::{check_ttl, ClockBounds, SkewWindow};
 
 /// Most examples a [`Verdict`] carries; the counts are always complete.
 pub const MAX_EXAMPLES: usize = 20;
@@ -45,7 +53,8 @@ pub struct Event {
     pub f: String,
     /// The key operated on.
     pub key: String,
-    /// add: the element (integer). write: the sequence number written (integer).
+    /// add: the element (integer). write: the sequence number written (integer), or for a
+    /// write with a time to live `{"value": n, "ttl_ms": t}`.
     /// read (on ok): array of integers seen (one per sibling / set element); on invoke null.
     /// delete: null. A missing field reads as null.
     #[serde(default)]

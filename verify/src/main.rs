@@ -12,7 +12,7 @@ use std::time::Duration;
 use chorus_client::Level;
 use clap::Parser;
 
-use run::{Fault, RunConfig};
+use run::{Bug, Fault, RunConfig};
 
 #[derive(Parser)]
 #[command(
@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value = "quorum")]
     w: Level,
     /// Client workers (set, register-read and delete workloads, in turn) besides one
-    /// writer per register key.
+    /// writer per register key and the fixed re-create, TTL and lww workers.
     #[arg(long, default_value_t = 6)]
     workers: usize,
     /// Fault kinds, comma-separated; default all: kill, pause, partition-one,
@@ -54,6 +54,10 @@ struct Args {
     /// Negative control: a client that drops siblings (last-writer-wins), which loses adds.
     #[arg(long)]
     drop_siblings: bool,
+    /// Negative controls, comma-separated: ttl-ignored, blind-overwrite, lww-off (see
+    /// docs/guarantees.md); the run must then fail.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    bug: Vec<Bug>,
     /// The nodes' tombstone grace; short, so deletes are purged during the run.
     #[arg(long, default_value = "12s", value_parser = humantime::parse_duration)]
     tombstone_grace: Duration,
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         fault_time: args.fault_time,
         drop_siblings: args.drop_siblings,
         tombstone_grace: args.tombstone_grace,
+        bugs: args.bug,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

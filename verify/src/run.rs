@@ -6,7 +6,7 @@ mod settle;
 
 pub use nemesis::Fault;
 use nemesis::{heal, inject, log_fault, Switches, HOT_WORKERS};
-use settle::{all_whole, converge, final_reads};
+use settle::{all_whole, converge, final_reads, replica_values};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -21,10 +21,11 @@ use serde_json::Value;
 
 use crate::cluster::Cluster;
 use crate::workload::{
-    blob_worker, delete_worker, ints, recreate_worker, register_reader, register_writer, set_union,
-    set_worker, History, Rng, SetKeys, REGISTER_KEYS,
+    blob_worker, delete_worker, ints, lww_reader, lww_writer, recreate_worker, register_reader,
+    register_writer, set_union, set_worker, ttl_worker, History, Rng, SetKeys, LWW_BUCKET,
+    LWW_READERS, LWW_WRITERS, REGISTER_KEYS,
 };
-use chorus_verify::checker::{self, Event, Kind, Verdict};
+use chorus_verify::checker::{self, ClockBounds, Event, Kind, SkewWindow, Verdict};
 use chorus_verify::recreate::check_recreate;
 
 #[derive(Clone, Debug)]
@@ -45,10 +46,30 @@ pub struct RunConfig {
     pub drop_siblings: bool,
     /// The nodes' tombstone grace: short, so the delete-and-re-create workload sees purges.
     pub tombstone_grace: Duration,
+    /// Negative controls switched on.
+    pub bugs: Vec<Bug>,
+}
+
+/// A negative control: a known bug put into the run on purpose, which a checker must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bug {
+    /// Keys meant to be written once with a TTL are written without it, as by a node that
+    /// ignored TTLs (caught by the ttl checker as reads after expiry).
+    TtlIgnored,
+    /// The TTL overwrite is sent without the read's context, so the older value survives
+    /// as a sibling and is read again once the TTL value expires (ttl: resurrected).
+    BlindOverwrite,
+    /// The run's cluster config leaves the lww bucket's conflict policy at `siblings`, so
+    /// concurrent writes there become siblings (lww: siblings).
+    LwwOff,
 }
 
 /// Delete-and-re-create workers.
 const RECREATE_WORKERS: usize = 2;
+/// TTL workers (each alternates once-written and overwritten keys).
+const TTL_WORKERS: usize = 2;
+/// Slack the TTL checker adds to every expiry bound, on top of the injected clock skews.
+const CLOCK_MARGIN_MS: u64 = 1_000;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -69,13 +90,16 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     // A short tombstone grace, so deletes are purged within a run and re-created keys meet
     // purged ones; hints must still outlive a fault, and the grace must exceed their expiry.
     let grace = cfg.tombstone_grace.as_secs().max(2);
-    let sets = vec![
+    let mut sets = vec![
         "anti_entropy.interval=3s".to_string(),
         "timeouts.request=3s".to_string(),
         format!("tombstones.grace={grace}s"),
         "tombstones.gc_interval=1s".to_string(),
         format!("hinted_handoff.expiry={}s", grace - 1),
     ];
+    if !cfg.bugs.contains(&Bug::LwwOff) {
+        sets.push(format!("cluster.buckets.{LWW_BUCKET}.conflicts=lww"));
+    }
     let mut cluster =
         Cluster::create(&cfg.out.join("cluster"), cfg.nodes, 1, cfg.base_port, sets).await?;
     if !cluster.wait_serving(Duration::from_secs(60)).await {
@@ -133,6 +157,22 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         let (h, s, c) = (history.clone(), stop.clone(), cfg.clone());
         tasks.spawn(recreate_worker(client, process, h, s, c));
     }
+    for _ in 0..TTL_WORKERS {
+        let client = Client::connect(client_cfg.clone()).await?;
+        process += 1;
+        let (h, s, c) = (history.clone(), stop.clone(), cfg.clone());
+        tasks.spawn(ttl_worker(client, process, h, s, c));
+    }
+    for i in 0..LWW_WRITERS + LWW_READERS {
+        let client = Client::connect(client_cfg.clone()).await?;
+        process += 1;
+        let (h, s, c) = (history.clone(), stop.clone(), cfg.clone());
+        if i < LWW_WRITERS {
+            tasks.spawn(lww_writer(client, process, h, s, c));
+        } else {
+            tasks.spawn(lww_reader(client, process, h, s, c));
+        }
+    }
     {
         let client = Client::connect(client_cfg.clone()).await?;
         process += 1;
@@ -151,6 +191,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     let mut faults_log = std::fs::File::create(cfg.out.join("faults.jsonl"))?;
     let mut rng = Rng(cfg.seed);
     let mut injected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut skews: Vec<SkewWindow> = Vec::new();
     let end = Instant::now() + cfg.duration;
     let mut round = 0usize;
     while Instant::now() + cfg.fault_time < end && !cfg.faults.is_empty() {
@@ -173,7 +214,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             );
             continue;
         }
+        let injected_at = history.start.elapsed().as_millis() as u64;
         let detail = inject(&mut cluster, fault, &mut rng, &switches, cfg.fault_time).await?;
+        let offset_ms = detail["offset_ms"].as_i64();
         let name = serde_json::to_value(fault)?
             .as_str()
             .unwrap_or("fault")
@@ -187,6 +230,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         *injected.entry(name.clone()).or_default() += 1;
         tokio::time::sleep(cfg.fault_time).await;
         heal(&mut cluster, fault, &switches).await?;
+        // The skewed process ran from within `inject` until `heal` stopped it.
+        if let Some(offset_ms) = offset_ms {
+            skews.push(SkewWindow {
+                from_ms: injected_at,
+                to_ms: history.start.elapsed().as_millis() as u64,
+                offset_ms,
+            });
+        }
         log_fault(
             &mut faults_log,
             history.start,
@@ -223,6 +274,23 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         }
         final_found.insert(key, r.found);
     }
+    let lww_keys: Vec<String> = keys
+        .iter()
+        .filter(|k| k.starts_with("lww"))
+        .cloned()
+        .collect();
+    let final_lww = replica_values(&client, &lww_keys).await?;
+    // TTL keys are read once more, into the history, so the TTL checker judges the final
+    // reads with the same bounds as the others.
+    process += 1;
+    for key in keys.iter().filter(|k| k.starts_with("ttl")) {
+        history.record(process, Kind::Invoke, "read", key, Value::Null);
+        match client.get(crate::workload::BUCKET, key, Level::All).await {
+            Ok(r) => history.record(process, Kind::Ok, "read", key, ints(&r.values).into()),
+            Err(_) => history.record(process, Kind::Fail, "read", key, Value::Null),
+        }
+    }
+    let events = history.snapshot();
 
     // Each workload has its own keys; each checker sees only its own.
     let only = |prefix: &str| -> Vec<Event> {
@@ -237,6 +305,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         checker::check_register(&only("reg")),
         checker::check_deletes(&only("del"), &final_found),
         check_recreate(&only("rc"), &final_values),
+        checker::check_ttl(
+            &only("ttl"),
+            &ClockBounds {
+                skews,
+                margin_ms: CLOCK_MARGIN_MS,
+            },
+        ),
+        checker::check_lww(&only("lww"), &final_lww),
         Verdict {
             checker: "convergence".into(),
             valid: converged.is_some(),

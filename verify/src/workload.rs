@@ -12,6 +12,12 @@ use serde_json::{json, Value};
 use crate::run::RunConfig;
 use chorus_verify::checker::{Event, Kind};
 
+mod expiry;
+mod lww;
+
+pub(crate) use expiry::ttl_worker;
+pub(crate) use lww::{lww_reader, lww_writer, LWW_BUCKET, LWW_READERS, LWW_WRITERS};
+
 /// Records events with a shared clock, and writes them out as JSONL.
 pub(crate) struct History {
     pub(crate) start: Instant,
@@ -99,6 +105,16 @@ const SET_KEYS: usize = 4;
 const SET_GENERATION: Duration = Duration::from_secs(10);
 pub(crate) const REGISTER_KEYS: usize = 4;
 pub(crate) const BUCKET: &str = "jepsen";
+
+/// The bucket a key lives in: the lww workload's keys in the lww bucket, the rest in
+/// [`BUCKET`].
+pub(crate) fn bucket_of(key: &str) -> &'static str {
+    if key.starts_with("lww") {
+        LWW_BUCKET
+    } else {
+        BUCKET
+    }
+}
 
 /// Which keys a set worker adds to.
 #[derive(Clone)]

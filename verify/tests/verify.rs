@@ -72,6 +72,10 @@ fn short_run_with_every_fault_kind_finds_no_violation() {
         ("register", "checked_reads"),
         ("deletes", "checked"),
         ("recreate", "cycles"),
+        ("ttl", "checked_reads"),
+        ("ttl", "resurrection_checks"),
+        ("lww", "reads"),
+        ("lww", "replica_reads"),
     ] {
         let n = verdict(&report, checker)["counts"][count]
             .as_u64()
@@ -126,5 +130,39 @@ fn a_client_that_drops_siblings_is_flagged_by_the_set_checker() {
     let v = verdict(&report, "set");
     assert!(!ok, "a sibling-dropping client passed: {report}");
     assert!(v["counts"]["lost"].as_u64().unwrap_or(0) > 0, "{v}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn ttl_and_lww_bugs_are_flagged_by_their_checkers() {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (ok, report, out) = run(
+        "bugs",
+        27000,
+        &[
+            "--duration",
+            "25s",
+            "--fault-time",
+            "4s",
+            "--bug",
+            "ttl-ignored,blind-overwrite,lww-off",
+            "--faults",
+            "delay",
+        ],
+    );
+    assert!(!ok, "the TTL and lww bugs passed: {report}");
+    for (checker, count) in [
+        ("ttl", "expired_read"),
+        ("ttl", "resurrected"),
+        ("lww", "siblings"),
+    ] {
+        let v = verdict(&report, checker);
+        assert!(v["counts"][count].as_u64().unwrap_or(0) > 0, "{count}: {v}");
+    }
+    // Each bug trips only its own checkers.
+    for checker in ["set", "register", "deletes", "recreate"] {
+        let v = verdict(&report, checker);
+        assert_eq!(v["valid"], true, "{v}");
+    }
     let _ = std::fs::remove_dir_all(&out);
 }

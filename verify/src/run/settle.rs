@@ -1,13 +1,14 @@
 //! After the last heal: waiting for recovering nodes to be whole, for every key's replicas
 //! to agree, and the final reads the checkers judge.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_client::{Client, Error as ClientError, Level};
 
 use crate::cluster::Cluster;
-use crate::workload::BUCKET;
+use crate::workload::{bucket_of, ints};
 
 /// Waits until no node reports itself recovering (as every running node sees it).
 pub(super) async fn all_whole(c: &Cluster, within: Duration) -> bool {
@@ -79,10 +80,11 @@ async fn identical(cl: &Client, keys: &[String]) -> bool {
         let (cl, info, chunk) = (cl.clone(), info.clone(), chunk.to_vec());
         tasks.spawn(async move {
             for key in chunk {
-                let p = info.ring.partition_of(BUCKET.as_bytes(), key.as_bytes());
+                let bucket = bucket_of(&key);
+                let p = info.ring.partition_of(bucket.as_bytes(), key.as_bytes());
                 let mut seen = None;
-                for node in info.ring.preference_list(p, info.n_for(BUCKET.as_bytes())) {
-                    let Ok(r) = cl.get_replica(BUCKET, &key, node).await else {
+                for node in info.ring.preference_list(p, info.n_for(bucket.as_bytes())) {
+                    let Ok(r) = cl.get_replica(bucket, &key, node).await else {
                         return false;
                     };
                     let this = (r.found, r.values, r.context.to_string());
@@ -114,9 +116,10 @@ pub(super) async fn final_reads(
         tasks.spawn(async move {
             let mut out = Vec::with_capacity(chunk.len());
             for key in chunk {
-                let r = match client.get(BUCKET, &key, Level::All).await {
+                let bucket = bucket_of(&key);
+                let r = match client.get(bucket, &key, Level::All).await {
                     Ok(r) => r,
-                    Err(_) => client.get(BUCKET, &key, Level::Quorum).await?,
+                    Err(_) => client.get(bucket, &key, Level::Quorum).await?,
                 };
                 out.push((key, r));
             }
@@ -128,4 +131,26 @@ pub(super) async fn final_reads(
         all.extend(r??);
     }
     Ok(all)
+}
+
+/// What each replica of each key (by the current ring) holds: the values of its own
+/// answer, in preference-list order. A replica that does not answer is left out.
+pub(super) async fn replica_values(
+    client: &Client,
+    keys: &[String],
+) -> anyhow::Result<BTreeMap<String, Vec<Vec<i64>>>> {
+    let info = client.refresh_ring().await?;
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let bucket = bucket_of(key);
+        let p = info.ring.partition_of(bucket.as_bytes(), key.as_bytes());
+        let mut answers = Vec::new();
+        for node in info.ring.preference_list(p, info.n_for(bucket.as_bytes())) {
+            if let Ok(r) = client.get_replica(bucket, key, node).await {
+                answers.push(ints(&r.values));
+            }
+        }
+        out.insert(key.clone(), answers);
+    }
+    Ok(out)
 }
