@@ -193,7 +193,10 @@ async fn with_every_mechanism_off_nothing_converges() {
     let client = c.client().await;
     let w = write_while_n3_is_down(&mut c, &client).await;
     c.restart(3).await;
+    // Both coordinators must see n3 back, or an R=all read through the one that doesn't
+    // yet fails without asking it.
     c.wait_status(1, 3, "up").await;
+    c.wait_status(2, 3, "up").await;
     for k in w.live.iter().take(50) {
         client.get(BUCKET, k, Level::All).await.expect("read");
     }
