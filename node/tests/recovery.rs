@@ -355,11 +355,15 @@ async fn a_removed_node_back_with_its_old_disk_does_not_resurrect_deleted_keys()
     // Until the ring change ends (every member has acknowledged it), writes must also
     // reach the old replica set, which still names the removed node: W=all fails there
     // until then (docs/guarantees.md, Membership changes).
-    poll(Duration::from_secs(60), "a W=all delete once the change ends", || async {
-        live.delete(BUCKET, "doomed", Some(&read.context), Level::All)
-            .await
-            .is_ok()
-    })
+    poll(
+        Duration::from_secs(60),
+        "a W=all delete once the change ends",
+        || async {
+            live.delete(BUCKET, "doomed", Some(&read.context), Level::All)
+                .await
+                .is_ok()
+        },
+    )
     .await;
     // Wait until the tombstone is purged on every current replica.
     poll(
