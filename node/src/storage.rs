@@ -95,7 +95,17 @@ pub trait Storage: Send + Sync + 'static {
 /// Encodes the storage key of a data entry: partition, then anti-entropy segment, then the
 /// key, so one segment of one partition is one contiguous range.
 pub fn data_key(partition: u32, bucket: &[u8], key: &[u8]) -> Vec<u8> {
-    let segment = crate::merkle::segment_of(bucket, key);
+    segment_key(
+        partition,
+        crate::merkle::segment_of(bucket, key),
+        bucket,
+        key,
+    )
+}
+
+/// The storage key `key` of `bucket` would have in a given segment of a partition: where a
+/// walk over one segment starts (a key's own segment comes from [`data_key`]).
+pub fn segment_key(partition: u32, segment: u16, bucket: &[u8], key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + bucket.len() + key.len());
     out.extend_from_slice(&partition.to_be_bytes());
     out.extend_from_slice(&segment.to_be_bytes());

@@ -10,7 +10,7 @@ use chorus_core::listing::KEY_OVERHEAD;
 use crate::hints::now_ms;
 use crate::merkle::LEAVES;
 use crate::replica::{Change, Replica, ReplicaError};
-use crate::storage::{segment_range, split_data_key, Storage, Table};
+use crate::storage::{segment_key, segment_range, split_data_key, Storage, Table};
 use crate::version::Object;
 
 /// Entries read by the first scan after a seek; doubled while they all match.
@@ -29,18 +29,6 @@ enum Step {
 /// Called with each key (the user's key, its storage key, its stored bytes).
 type Visit<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<Step, ReplicaError> + 'a;
 
-/// The storage key of `key` of `bucket` in a given segment of a partition.
-fn seg_key(partition: u32, segment: u16, bucket: &[u8], key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + bucket.len() + key.len());
-    out.extend_from_slice(&partition.to_be_bytes());
-    out.extend_from_slice(&segment.to_be_bytes());
-    let blen = u16::try_from(bucket.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&blen.to_be_bytes());
-    out.extend_from_slice(bucket);
-    out.extend_from_slice(key);
-    out
-}
-
 /// Visits, segment by segment, the stored keys of `bucket` in `partition` that start with
 /// `prefix` and are not before `start`, beginning at the storage key `from` if given.
 /// Returns where to resume when `visit` stopped, `None` when the partition is done.
@@ -55,9 +43,9 @@ fn walk(
 ) -> Result<Option<Vec<u8>>, ReplicaError> {
     let end = segment_range(partition, u16::MAX).1;
     let next_seg = |seg: u16| {
-        (usize::from(seg) + 1 < LEAVES).then(|| seg_key(partition, seg + 1, bucket, start))
+        (usize::from(seg) + 1 < LEAVES).then(|| segment_key(partition, seg + 1, bucket, start))
     };
-    let mut cursor = from.unwrap_or_else(|| seg_key(partition, 0, bucket, start));
+    let mut cursor = from.unwrap_or_else(|| segment_key(partition, 0, bucket, start));
     let mut page = FIRST_PAGE;
     loop {
         let Some(seg) = split_data_key(&cursor).map(|d| d.segment) else {
@@ -75,7 +63,7 @@ fn walk(
                 continue;
             };
             if dk.segment != seg {
-                jump = Some(Some(seg_key(partition, dk.segment, bucket, start)));
+                jump = Some(Some(segment_key(partition, dk.segment, bucket, start)));
                 break;
             }
             if dk.bucket != bucket || !dk.key.starts_with(prefix) {
