@@ -61,14 +61,18 @@ impl Sibling {
         self.is_tombstone() || self.expires_ms.is_some()
     }
 
-    /// The order that decides `lww` buckets: timestamp, then dot, then (only for a dot
-    /// issued twice, which valid histories never reach) the rest, so it is total.
-    fn lww_key(&self) -> (u64, &Dot, &Option<Vec<u8>>, Option<u64>) {
+    /// The order that decides `lww` buckets: timestamp (none counts as 0), then dot, then
+    /// (only for a dot issued twice, which valid histories never reach) the rest, the raw
+    /// timestamp last, so it is total: a missing and a zero timestamp must not tie, or the
+    /// pick would depend on merge order.
+    #[allow(clippy::type_complexity)]
+    fn lww_key(&self) -> (u64, &Dot, &Option<Vec<u8>>, Option<u64>, Option<u64>) {
         (
             self.ts.unwrap_or(0),
             &self.dot,
             &self.value,
             self.expires_ms,
+            self.ts,
         )
     }
 

@@ -292,3 +292,30 @@ proptest! {
         prop_assert_eq!(a.siblings().first().map(|s| s.value.clone()), want);
     }
 }
+
+/// Found by `lww_merge_is_a_join_on_arbitrary_objects`: two copies of one dot, one with a
+/// zero timestamp and one with none, tied in the lww order, so the merge kept whichever
+/// came second and two replicas could differ.
+#[test]
+fn lww_merge_of_one_dot_with_and_without_a_timestamp_is_commutative() {
+    let dot = Dot::new(actor("n2"), 1);
+    let with = |ts: Option<u64>| {
+        let s = Sibling {
+            dot: dot.clone(),
+            value: Some(vec![1]),
+            expires_ms: Some(0),
+            ts,
+        };
+        Object::from_parts(
+            VersionVector::from_entries(vec![(actor("n2"), 1)]).expect("vv"),
+            vec![s],
+        )
+        .expect("object")
+    };
+    let (a, b) = (with(Some(0)), with(None));
+    let mut ab = a.clone();
+    ab.merge_as(&b, Conflicts::Lww);
+    let mut ba = b.clone();
+    ba.merge_as(&a, Conflicts::Lww);
+    assert_eq!(ab, ba);
+}
